@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# Build a tiny Linux guest for effect-qemu tests: a Debian cloud kernel plus a
+# busybox initramfs whose /init loads a few modules, starts acpid (so ACPI
+# power-button events from QMP `system_powerdown` power the guest off), prints
+# a readiness marker on ttyS0 and runs an interactive shell there.
+#
+# Usage: scripts/build-guest.sh [OUTDIR]
+#   OUTDIR defaults to $EFFECT_QEMU_GUEST_DIR, else <repo>/.cache/guest.
+# Output: OUTDIR/vmlinuz, OUTDIR/initramfs.cpio.gz, OUTDIR/guest.json.
+#   guest.json is written last (temp file + rename): its presence means the
+#   build is complete. Re-running with a complete OUTDIR is a no-op.
+# Environment:
+#   EFFECT_QEMU_GUEST_DIR     default OUTDIR
+#   EFFECT_QEMU_KERNEL_META   kernel metapackage (default linux-image-cloud-amd64)
+# Needs a Debian (amd64) host with apt-get, apt-cache, dpkg-deb, cpio and gzip;
+# no root needed unless `apt-get update` has to run.
+#
+# Guest kernel command line: `console=ttyS0` is expected (the marker and the
+# shell use /dev/ttyS0).
+set -euo pipefail
+
+READY_MARKER="EFFECT-QEMU-READY"
+KERNEL_META="${EFFECT_QEMU_KERNEL_META:-linux-image-cloud-amd64}"
+WANTED_MODULES=(
+  virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
+  virtio_console button evdev pvpanic pvpanic_pci pvpanic_mmio
+)
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_dir="$(cd "$script_dir/.." && pwd)"
+OUTDIR="${1:-${EFFECT_QEMU_GUEST_DIR:-$repo_dir/.cache/guest}}"
+
+is_cached() {
+  [[ -s "$OUTDIR/guest.json" && -s "$OUTDIR/vmlinuz" && -s "$OUTDIR/initramfs.cpio.gz" ]]
+}
+
+# Fast path: nothing but a few stat calls.
+if is_cached; then
+  echo "guest: cached in $OUTDIR"
+  exit 0
+fi
+
+now_ms() { date +%s%3N; }
+start_ms="$(now_ms)"
+
+die() { echo "guest: error: $*" >&2; exit 1; }
+
+# --- host checks ------------------------------------------------------------
+if [[ ! -r /etc/debian_version ]] || ! command -v apt-get >/dev/null 2>&1 \
+   || ! command -v apt-cache >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then
+  missing=()
+  for t in apt-get apt-cache dpkg-deb; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+  done
+  {
+    echo "guest: error: this script needs a Debian host (it downloads Debian's kernel and busybox .debs)."
+    [[ -r /etc/debian_version ]] || echo "guest:   /etc/debian_version not found: not a Debian-based system"
+    ((${#missing[@]})) && echo "guest:   missing: ${missing[*]} (install with: apt-get install -y apt dpkg)"
+    echo "guest:   e.g. run it in a container: docker run --rm -v \"$repo_dir:/w\" -w /w debian:12 scripts/build-guest.sh"
+  } >&2
+  exit 2
+fi
+host_arch="$(dpkg --print-architecture 2>/dev/null || true)"
+if [[ -n "$host_arch" && "$host_arch" != amd64 ]]; then
+  echo "guest: error: host architecture is $host_arch; this script needs an amd64 Debian host (it runs the guest's busybox at build time)" >&2
+  exit 2
+fi
+missing=()
+for t in cpio gzip; do
+  command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+done
+if ((${#missing[@]})); then
+  echo "guest: error: missing: ${missing[*]}; install with: apt-get install -y ${missing[*]}" >&2
+  exit 2
+fi
+
+mkdir -p "$OUTDIR"
+OUTDIR="$(cd "$OUTDIR" && pwd)"
+
+# Serialize concurrent builds into the same OUTDIR; the loser finds the cache.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$OUTDIR/.build.lock"
+  flock 9
+  if is_cached; then
+    echo "guest: cached in $OUTDIR"
+    exit 0
+  fi
+fi
+
+work="$(mktemp -d "$OUTDIR/.build.XXXXXX")"
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- resolve + download -----------------------------------------------------
+resolve_kernel() {
+  apt-cache depends "$KERNEL_META" 2>/dev/null \
+    | awk '$1 ~ /^\|?Depends:$/ && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+}
+
+download() {
+  (cd "$work/debs" && apt-get download -q -o APT::Sandbox::User=root "$@" >"$work/download.log" 2>&1)
+}
+
+mkdir -p "$work/debs"
+echo "guest: resolving kernel from $KERNEL_META"
+kernel_pkg="$(resolve_kernel || true)"
+updated=0
+if [[ -z "$kernel_pkg" ]]; then
+  echo "guest: cannot resolve $KERNEL_META; running apt-get update"
+  apt-get update -q >"$work/update.log" 2>&1 || { cat "$work/update.log" >&2; die "apt-get update failed (needs root)"; }
+  updated=1
+  kernel_pkg="$(resolve_kernel || true)"
+  [[ -n "$kernel_pkg" ]] || die "cannot resolve a kernel package from $KERNEL_META (apt-cache depends $KERNEL_META)"
+fi
+
+echo "guest: downloading $kernel_pkg busybox-static"
+if ! download "$kernel_pkg" busybox-static; then
+  if ((updated)); then
+    cat "$work/download.log" >&2
+    die "apt-get download failed"
+  fi
+  echo "guest: download failed; running apt-get update and retrying"
+  apt-get update -q >"$work/update.log" 2>&1 || { cat "$work/update.log" >&2; die "apt-get update failed (needs root)"; }
+  kernel_pkg="$(resolve_kernel || true)"
+  [[ -n "$kernel_pkg" ]] || die "cannot resolve a kernel package from $KERNEL_META"
+  echo "guest: downloading $kernel_pkg busybox-static"
+  download "$kernel_pkg" busybox-static || { cat "$work/download.log" >&2; die "apt-get download failed"; }
+fi
+
+pkgroot="$work/pkg"
+mkdir -p "$pkgroot"
+echo "guest: extracting"
+for deb in "$work"/debs/*.deb; do
+  dpkg-deb -x "$deb" "$pkgroot"
+done
+
+bb="$pkgroot/bin/busybox"
+[[ -x "$bb" ]] || die "busybox-static did not provide bin/busybox"
+moddir_base="$pkgroot/lib/modules"
+[[ -d "$moddir_base" ]] || die "$kernel_pkg has no lib/modules"
+kernel_version="$(ls -1 "$moddir_base" | head -n1)"
+[[ -n "$kernel_version" ]] || die "cannot determine kernel version"
+vmlinuz="$pkgroot/boot/vmlinuz-$kernel_version"
+[[ -f "$vmlinuz" ]] || die "$kernel_pkg has no boot/vmlinuz-$kernel_version"
+kmod="$moddir_base/$kernel_version"
+
+# --- modules ----------------------------------------------------------------
+# busybox insmod cannot be trusted with xz/zstd: decompress at build time.
+shopt -s nullglob
+if find "$kmod" -name '*.ko.xz' -print -quit | grep -q .; then
+  command -v xz >/dev/null 2>&1 || { echo "guest: error: modules are .ko.xz but xz is missing; install with: apt-get install -y xz-utils" >&2; exit 2; }
+  echo "guest: decompressing .ko.xz modules"
+  find "$kmod" -name '*.ko.xz' -exec xz -d -f -- {} +
+fi
+if find "$kmod" -name '*.ko.zst' -print -quit | grep -q .; then
+  command -v zstd >/dev/null 2>&1 || { echo "guest: error: modules are .ko.zst but zstd is missing; install with: apt-get install -y zstd" >&2; exit 2; }
+  echo "guest: decompressing .ko.zst modules"
+  find "$kmod" -name '*.ko.zst' -exec zstd -q -d -f --rm -- {} +
+fi
+if find "$kmod" -name '*.ko.gz' -print -quit | grep -q .; then
+  echo "guest: decompressing .ko.gz modules"
+  find "$kmod" -name '*.ko.gz' -exec gzip -d -f -- {} +
+fi
+
+# Full dependency map of the kernel package (the .deb ships no modules.dep).
+"$bb" depmod -b "$pkgroot" "$kernel_version"
+
+declare -A mod_path=() mod_deps=() mod_seen=()
+# Module name of a path: kernel/drivers/misc/pvpanic/pvpanic-pci.ko -> pvpanic_pci
+modname() { local n="${1##*/}"; n="${n%%.ko*}"; REPLY="${n//-/_}"; }
+
+while IFS= read -r line; do
+  path="${line%%:*}"
+  modname "$path"
+  mod_path[$REPLY]="$path"
+  mod_deps[$REPLY]="${line#*:}"
+done <"$kmod/modules.dep"
+
+builtin_names=" "
+if [[ -f "$kmod/modules.builtin" ]]; then
+  while IFS= read -r path; do
+    modname "$path"
+    builtin_names+="$REPLY "
+  done <"$kmod/modules.builtin"
+fi
+
+load_order=()
+visit() {
+  local name="$1" dep
+  [[ -n "${mod_seen[$name]:-}" ]] && return 0
+  mod_seen[$name]=1
+  for dep in ${mod_deps[$name]}; do
+    modname "$dep"
+    visit "$REPLY"
+  done
+  load_order+=("$name")
+}
+
+for m in "${WANTED_MODULES[@]}"; do
+  if [[ -n "${mod_path[$m]:-}" ]]; then
+    visit "$m"
+  elif [[ "$builtin_names" == *" $m "* ]]; then
+    echo "guest: module $m is built into the kernel; skipping"
+  else
+    echo "guest: module $m not found in $kernel_pkg; skipping"
+  fi
+done
+
+pvpanic=false
+if [[ -n "${mod_seen[pvpanic_pci]:-}" || "$builtin_names" == *" pvpanic_pci "* ]]; then
+  pvpanic=true
+fi
+
+# --- initramfs tree ---------------------------------------------------------
+rootfs="$work/rootfs"
+mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,root,var/log,etc/acpi/PWRF}
+ln -s ../run "$rootfs/var/run"
+cp "$bb" "$rootfs/bin/busybox"
+while IFS= read -r applet; do
+  [[ "$applet" == */* && "$applet" != bin/busybox ]] || continue
+  [[ -e "$rootfs/$applet" || -L "$rootfs/$applet" ]] && continue
+  [[ -d "$rootfs/${applet%/*}" ]] || mkdir -p "$rootfs/${applet%/*}"
+  ln -s /bin/busybox "$rootfs/$applet"
+done < <("$bb" --list-full)
+
+gmod="$rootfs/lib/modules/$kernel_version"
+mkdir -p "$gmod"
+: >"$rootfs/etc/modules"
+for name in "${load_order[@]}"; do
+  rel="${mod_path[$name]}"
+  mkdir -p "$gmod/$(dirname "$rel")"
+  cp "$kmod/$rel" "$gmod/$rel"
+  echo "/lib/modules/$kernel_version/$rel" >>"$rootfs/etc/modules"
+done
+for f in modules.builtin modules.order; do
+  [[ -f "$kmod/$f" ]] && cp "$kmod/$f" "$gmod/$f"
+done
+# modules.dep etc. for the copied subset, so `modprobe` also works in the guest.
+"$bb" depmod -b "$rootfs" "$kernel_version"
+
+cat >"$rootfs/etc/acpi/PWRF/00000080" <<'EOF'
+#!/bin/sh
+# ACPI power button (QMP system_powerdown): power off immediately.
+sync
+exec /bin/busybox poweroff -f
+EOF
+chmod 0755 "$rootfs/etc/acpi/PWRF/00000080"
+
+cat >"$rootfs/etc/profile" <<'EOF'
+export PS1='# '
+EOF
+
+cat >"$rootfs/init" <<EOF
+#!/bin/busybox sh
+# effect-qemu guest init (generated by scripts/build-guest.sh)
+READY_MARKER='$READY_MARKER'
+EOF
+cat >>"$rootfs/init" <<'EOF'
+export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/root TERM=linux PS1='# '
+cd /
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts 2>/dev/null || true
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+
+while read -r ko; do
+  [ -n "$ko" ] || continue
+  insmod "$ko" 2>/dev/null || echo "init: insmod ${ko##*/} failed" >&2
+done </etc/modules
+
+# acpid: exits if /dev/input/event0 is missing, opens event0..N until one
+# fails, and writes its pidfile only after opening them.
+i=0
+while [ $i -lt 200 ]; do
+  ok=1
+  [ -e /dev/input/event0 ] || ok=0
+  for ev in /sys/class/input/event*; do
+    [ -e "$ev" ] || continue
+    [ -e "/dev/input/${ev##*/}" ] || ok=0
+  done
+  [ $ok = 1 ] && break
+  usleep 10000
+  i=$((i + 1))
+done
+if [ -e /dev/input/event0 ]; then
+  acpid -p /run/acpid.pid -l /run/acpid.log
+  i=0
+  while [ ! -s /run/acpid.pid ] && [ $i -lt 300 ]; do
+    usleep 10000
+    i=$((i + 1))
+  done
+  [ -s /run/acpid.pid ] || echo "init: acpid did not start; system_powerdown will not work" >&2
+else
+  echo "init: no /dev/input/event0; acpid not started; system_powerdown will not work" >&2
+fi
+
+stty -F /dev/ttyS0 cols 1024 rows 50 2>/dev/null || true
+
+printf '\n%s\n' "$READY_MARKER" >/dev/ttyS0
+
+# Interactive shell on ttyS0 as a session leader with ttyS0 as its
+# controlling terminal (job control works).
+setsid sh -c 'exec sh -l <>/dev/ttyS0 >&0 2>&0'
+poweroff -f
+EOF
+chmod 0755 "$rootfs/init"
+
+# --- pack -------------------------------------------------------------------
+echo "guest: packing initramfs"
+(
+  cd "$rootfs"
+  find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet
+) | gzip -9 -n >"$work/initramfs.cpio.gz"
+cp "$vmlinuz" "$work/vmlinuz"
+
+modules_json=""
+for name in "${load_order[@]}"; do
+  modules_json+="${modules_json:+, }\"$name\""
+done
+cat >"$work/guest.json" <<EOF
+{"kernelPackage": "$kernel_pkg", "kernelVersion": "$kernel_version", "readyMarker": "$READY_MARKER", "modules": [$modules_json], "pvpanic": $pvpanic}
+EOF
+
+# Publish: payload first, guest.json last (each a same-filesystem rename).
+rm -f "$OUTDIR/guest.json"
+mv -f "$work/vmlinuz" "$OUTDIR/vmlinuz"
+mv -f "$work/initramfs.cpio.gz" "$OUTDIR/initramfs.cpio.gz"
+mv -f "$work/guest.json" "$OUTDIR/guest.json"
+
+echo "guest: $kernel_pkg ($kernel_version), modules: ${load_order[*]:-none}"
+echo "guest: built in $(( $(now_ms) - start_ms )) ms"

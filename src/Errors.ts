@@ -1,0 +1,251 @@
+/**
+ * Every failure effect-qemu can report, as `Data.TaggedError` classes.
+ *
+ * The `_tag` of each class is part of the public contract: match on it with
+ * `Effect.catchTag`. Each error carries the fields a caller needs to act on it
+ * (command line, QEMU's output, exit code, which shutdown step failed) and a
+ * readable `message`.
+ *
+ * @since 0.1.0
+ */
+import { Data, Duration } from "effect"
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export const ErrorTypeId: unique symbol = Symbol.for("effect-qemu/Errors")
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type ErrorTypeId = typeof ErrorTypeId
+
+/**
+ * Why a launch failed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type LaunchFailureReason =
+  | "InvalidConfig"
+  | "SpawnFailed"
+  | "ExitedEarly"
+  | "Timeout"
+  | "QmpFailed"
+  | "Interrupted"
+
+/**
+ * QEMU could not be started or reached.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class LaunchFailure extends Data.TaggedError("LaunchFailure")<{
+  readonly reason: LaunchFailureReason
+  /** The exit code, when QEMU exited by itself. */
+  readonly exitCode: number | undefined
+  /** The signal name, when QEMU died from a signal. */
+  readonly signal: string | undefined
+  /** The full command line, wrapper included. */
+  readonly command: ReadonlyArray<string>
+  /** QEMU's combined stdout and stderr so far. */
+  readonly output: string
+  readonly cause?: unknown
+  readonly detail?: string
+}> {
+  /** @since 0.1.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+
+  /** @since 0.1.0 */
+  override get message(): string {
+    const how = this.signal !== undefined
+      ? ` (killed by ${this.signal})`
+      : this.exitCode !== undefined
+      ? ` (exit code ${this.exitCode})`
+      : ""
+    const detail = this.detail ?? describeCause(this.cause)
+    const output = this.output.trim()
+    return `QEMU launch failed: ${this.reason}${how}${detail ? `: ${detail}` : ""}` +
+      `\n  command: ${this.command.join(" ")}` +
+      (output ? `\n  output: ${truncate(output, 4096)}` : "")
+  }
+}
+
+/**
+ * One rung of the shutdown ladder and what it did.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ShutdownStep {
+  readonly step: "soft" | "hard" | "wait" | "cleanup"
+  readonly outcome: "ok" | "failed" | "skipped"
+  readonly detail: string
+}
+
+/**
+ * A graceful shutdown was asked for but not performed. The machine has still
+ * been killed and cleaned up by the time this error is seen.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AbnormalShutdown extends Data.TaggedError("AbnormalShutdown")<{
+  readonly cause: unknown
+  readonly steps: ReadonlyArray<ShutdownStep>
+}> {
+  /** @since 0.1.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+
+  /** @since 0.1.0 */
+  override get message(): string {
+    const steps = this.steps.map((s) => `${s.step}: ${s.outcome} (${s.detail})`).join("; ")
+    return `QEMU did not shut down gracefully: ${describeCause(this.cause)}${steps ? ` [${steps}]` : ""}`
+  }
+}
+
+/**
+ * QEMU answered a command with `{ "error": ... }`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class QmpCommandError extends Data.TaggedError("QmpCommandError")<{
+  /** The command name that was sent. */
+  readonly command: string
+  /** The QMP error class, e.g. `GenericError`, `CommandNotFound`. */
+  readonly errorClass: string
+  /** QEMU's human readable description. */
+  readonly desc: string
+}> {
+  /** @since 0.1.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+
+  /** @since 0.1.0 */
+  override get message(): string {
+    return `QMP command '${this.command}' failed: ${this.errorClass}: ${this.desc}`
+  }
+}
+
+/**
+ * Why a QMP connection failed or ended.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type QmpConnectionErrorReason =
+  | "Refused"
+  | "Eof"
+  | "SocketError"
+  | "Closed"
+  | "ProtocolError"
+
+/**
+ * The QMP socket could not be opened, or it closed (EOF, socket error, or
+ * `close` called) while something was waiting on it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class QmpConnectionError extends Data.TaggedError("QmpConnectionError")<{
+  readonly reason: QmpConnectionErrorReason
+  readonly cause?: unknown
+  readonly detail?: string
+}> {
+  /** @since 0.1.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+
+  /** @since 0.1.0 */
+  override get message(): string {
+    const detail = this.detail ?? describeCause(this.cause)
+    return `QMP connection ${this.reason}${detail ? `: ${detail}` : ""}`
+  }
+}
+
+/**
+ * QEMU (or whatever is at the other end) sent a message that is not valid QMP:
+ * malformed JSON, an unexpected shape, an oversized line.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class QmpProtocolError extends Data.TaggedError("QmpProtocolError")<{
+  readonly message: string
+  /** The offending bytes, truncated to a few hundred characters. */
+  readonly raw: string
+}> {
+  /** @since 0.1.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+}
+
+/**
+ * A deadline passed: connect, greeting, command, event wait, console expect.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class QmpTimeoutError extends Data.TaggedError("QmpTimeoutError")<{
+  /** What timed out, e.g. `execute query-status` or `eventWait SHUTDOWN`. */
+  readonly operation: string
+  readonly timeout: Duration.Duration
+}> {
+  /** @since 0.1.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+
+  /** @since 0.1.0 */
+  override get message(): string {
+    return `${this.operation} timed out after ${Duration.format(this.timeout)}`
+  }
+}
+
+/**
+ * The library was used in a way the machine's configuration does not allow:
+ * QMP disabled, no console configured, a socket path too long, ...
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class MachineError extends Data.TaggedError("MachineError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {
+  /** @since 0.1.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+}
+
+/**
+ * Any QMP-level failure of a command round trip, other than QEMU's own
+ * `{ error }` answer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type QmpError = QmpConnectionError | QmpProtocolError | QmpTimeoutError
+
+/**
+ * @since 0.1.0
+ * @category refinements
+ */
+export const isEffectQemuError = (u: unknown): u is
+  | LaunchFailure
+  | AbnormalShutdown
+  | QmpCommandError
+  | QmpConnectionError
+  | QmpProtocolError
+  | QmpTimeoutError
+  | MachineError => typeof u === "object" && u !== null && ErrorTypeId in u
+
+const truncate = (s: string, max: number): string => s.length > max ? `${s.slice(0, max)}… (${s.length - max} more chars)` : s
+
+/** @internal */
+export const describeCause = (cause: unknown): string => {
+  if (cause === undefined || cause === null) return ""
+  if (typeof cause === "string") return cause
+  if (typeof cause === "object" && "message" in cause && typeof cause.message === "string") {
+    const code = "code" in cause && typeof cause.code === "string" ? `${cause.code}: ` : ""
+    return code && !cause.message.includes(code.slice(0, -2)) ? code + cause.message : cause.message
+  }
+  return String(cause)
+}

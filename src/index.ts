@@ -1,0 +1,15 @@
+/**
+ * effect-qemu: run QEMU virtual machines as scoped Effect resources and drive
+ * them over QMP.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as Errors from "./Errors.js"
+/** @since 0.1.0 */
+export * as EventMatch from "./EventMatch.js"
+/** @since 0.1.0 */
+export * as QmpClient from "./QmpClient.js"
+/** @since 0.1.0 */
+export * as QmpMessage from "./QmpMessage.js"

@@ -1,0 +1,157 @@
+/**
+ * Child processes over `node:child_process`, shaped for QEMU: stdin closed,
+ * stdout and stderr sent to one log file, extra descriptors inherited at
+ * chosen numbers, exit reported with the signal when there was one, and the
+ * child tied to our lifetime (SIGKILL on parent death through `setpriv
+ * --pdeathsig`) so that even a crashed Node process leaves no QEMU behind.
+ */
+import { Deferred, Duration, Effect, Exit, FiberId, Option, Scope } from "effect"
+import * as cp from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+
+export interface ExitInfo {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+}
+
+/** An exit code in the seed's convention: negative signal number on a signal death. */
+export const exitCodeOf = (info: ExitInfo): number =>
+  info.signal !== null ? -(os.constants.signals[info.signal] ?? 0) : info.code ?? 0
+
+export interface SpawnOptions {
+  /** Where stdout and stderr go; opened for writing, truncated. */
+  readonly logFile?: string | undefined
+  /** Descriptors of ours that the child inherits, at the given numbers (> 2). */
+  readonly passFds?: ReadonlyArray<{ readonly fd: number; readonly target: number }> | undefined
+  /** Kill the child when this process dies (needs `setpriv`, skipped when missing). */
+  readonly dieWithParent?: boolean | undefined
+  readonly env?: NodeJS.ProcessEnv | undefined
+}
+
+export interface Child {
+  readonly pid: number
+  /** Completes when the process has exited (and been reaped). */
+  readonly exited: Effect.Effect<ExitInfo>
+  /** The exit, if it has happened. */
+  readonly exitInfo: () => ExitInfo | undefined
+  /** Sends a signal; false when the process was already gone. */
+  readonly signal: (signal: NodeJS.Signals) => boolean
+  /** Signals we sent ourselves, so foreign deaths can be told apart. */
+  readonly sentSignals: ReadonlySet<NodeJS.Signals>
+}
+
+export class SpawnError {
+  readonly _tag = "SpawnError"
+  constructor(readonly cause: Error, readonly command: ReadonlyArray<string>) {}
+  get message() {
+    return `cannot run ${this.command[0]}: ${this.cause.message}`
+  }
+}
+
+let setprivPath: Option.Option<string> | undefined
+
+/** `setpriv` from util-linux, if installed; looked up once per process. */
+export const findSetpriv = (): Option.Option<string> => {
+  if (setprivPath === undefined) {
+    setprivPath = Option.none()
+    for (const dir of (process.env.PATH ?? "/usr/bin:/bin").split(":").concat(["/usr/bin", "/bin"])) {
+      const candidate = `${dir}/setpriv`
+      try {
+        fs.accessSync(candidate, fs.constants.X_OK)
+        setprivPath = Option.some(candidate)
+        break
+      } catch {
+        // keep looking
+      }
+    }
+  }
+  return setprivPath
+}
+
+/**
+ * Spawns `command` and returns once the OS has created the process (or fails
+ * with the spawn error, e.g. ENOENT). The scope's finalizer SIGKILLs the child
+ * if it still runs and waits for it to be reaped.
+ */
+export const spawn = (
+  command: ReadonlyArray<string>,
+  options: SpawnOptions = {}
+): Effect.Effect<Child, SpawnError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<Child, SpawnError>((resume) => {
+      const [file, ...args] = command
+      const passFds = options.passFds ?? []
+      const stdio: Array<"ignore" | number> = ["ignore", "ignore", "ignore"]
+      let logFd: number | undefined
+      try {
+        if (options.logFile !== undefined) {
+          logFd = fs.openSync(options.logFile, "w", 0o600)
+          stdio[1] = logFd
+          stdio[2] = logFd
+        }
+      } catch (e) {
+        return resume(Effect.fail(new SpawnError(e as Error, command)))
+      }
+      for (const { fd, target } of passFds) {
+        while (stdio.length <= target) stdio.push("ignore")
+        stdio[target] = fd
+      }
+      const setpriv = options.dieWithParent ? findSetpriv() : Option.none()
+      const argv = Option.isSome(setpriv) ? [setpriv.value, "--pdeathsig", "KILL", "--", file!, ...args] : [file!, ...args]
+      let child: cp.ChildProcess
+      try {
+        child = cp.spawn(argv[0]!, argv.slice(1), { stdio, env: options.env ?? process.env })
+      } catch (e) {
+        if (logFd !== undefined) fs.closeSync(logFd)
+        return resume(Effect.fail(new SpawnError(e as Error, command)))
+      }
+      if (logFd !== undefined) fs.closeSync(logFd)
+
+      const exitDeferred = Deferred.unsafeMake<ExitInfo>(FiberId.none)
+      let exit: ExitInfo | undefined
+      const sent = new Set<NodeJS.Signals>()
+      child.on("exit", (code, signal) => {
+        exit = { code, signal }
+        Deferred.unsafeDone(exitDeferred, Exit.succeed(exit))
+      })
+      child.on("error", (err) => {
+        if (child.pid === undefined) resume(Effect.fail(new SpawnError(err, command)))
+      })
+      if (child.pid === undefined) return // the 'error' event reports why
+      const pid = child.pid
+      resume(Effect.succeed<Child>({
+        pid,
+        exited: Deferred.await(exitDeferred),
+        exitInfo: () => exit,
+        sentSignals: sent,
+        signal: (signal) => {
+          if (exit) return false
+          sent.add(signal)
+          try {
+            return child.kill(signal)
+          } catch {
+            return false
+          }
+        }
+      }))
+    }),
+    (child) =>
+      Effect.suspend(() => {
+        if (child.exitInfo()) return Effect.void
+        child.signal("SIGKILL")
+        // SIGKILL cannot be ignored; the bound only guards against a D-state process.
+        return Effect.ignore(Effect.timeout(child.exited, Duration.seconds(10)))
+      })
+  )
+
+/** Is the process running? An exited but unreaped process (zombie) counts as gone. */
+export const isAlive = (pid: number): boolean => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)
+    return state !== "Z" && state !== "X"
+  } catch {
+    return false
+  }
+}
