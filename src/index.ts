@@ -13,3 +13,7 @@ export * as EventMatch from "./EventMatch.js"
 export * as QmpClient from "./QmpClient.js"
 /** @since 0.1.0 */
 export * as QmpMessage from "./QmpMessage.js"
+/** @since 0.1.0 */
+export * as ConsoleSocket from "./ConsoleSocket.js"
+/** @since 0.1.0 */
+export * as QemuMachine from "./QemuMachine.js"
