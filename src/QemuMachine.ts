@@ -632,7 +632,9 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
 
     const soft = (timeout: Duration.Duration) =>
       Effect.gen(function*() {
-        yield* closeConsole
+        // The console is always drained, so it cannot block QEMU; when the guest is
+        // expected to exit by itself, it keeps reading (the last words, input still in flight).
+        if (!state.quitIssued) yield* closeConsole
         if (child.exitInfo() && !state.quitIssued) {
           return yield* Effect.fail(
             new MachineError({ message: `QEMU had already exited (${describeExit(child.exitInfo()!)})` })
@@ -643,6 +645,9 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
             state.quitIssued = true
             yield* qmp.execute("quit").pipe(Effect.catchTag("QmpConnectionError", () => Effect.void))
           }
+          // Read QMP to its end, so every event QEMU sent before exiting is kept.
+          yield* child.exited
+          yield* qmp.closed.pipe(Effect.timeout(Duration.seconds(1)), Effect.ignore)
           yield* qmp.close
         } else if (!state.quitIssued) {
           child.signal("SIGTERM")
