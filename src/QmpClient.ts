@@ -270,6 +270,8 @@ export const fromSocket = (
     }
 
     const onMessage = (line: string) => {
+      // Lines that follow a fatal one in the same read come from a stream already declared broken.
+      if (closeCause) return
       const decoded = QmpMessage.decode(line)
       if (Either.isLeft(decoded)) return disconnect(decoded.left)
       const message = decoded.right

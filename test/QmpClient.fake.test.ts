@@ -1,0 +1,462 @@
+/**
+ * QmpClient against a scripted fake server, for the faults real QEMU will not
+ * produce: silence, garbage, unknown ids, stalls, half messages, odd framing.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Deferred, Duration, Effect, Fiber, HashMap, Logger, Option, Stream } from "effect"
+import type { QmpConnectionError } from "../src/Errors.js"
+import * as QmpClient from "../src/QmpClient.js"
+import { eventJson, fakeServer, type FakeQmpError, makeGreeting, type ReceivedCommand, standardGreeting } from "./helpers/fakeQmp.js"
+
+type Tagged = { readonly _tag: string }
+
+/** Asserts the tag and narrows to it. */
+const expectTag = <E extends Tagged, T extends E["_tag"]>(error: E, tag: T): Extract<E, { readonly _tag: T }> => {
+  expect(error._tag).toBe(tag)
+  return error as Extract<E, { readonly _tag: T }>
+}
+
+/** Bounds a wait that must not hang, so a regression fails fast instead of at the vitest timeout. */
+const within = <A, E, R>(effect: Effect.Effect<A, E, R>, duration: Duration.DurationInput = "1 second") =>
+  Effect.timeoutFail(effect, { duration, onTimeout: () => new Error(`did not complete within ${Duration.format(duration)}`) })
+
+const connect = (path: string, options: Omit<QmpClient.ConnectOptions, "address"> = {}) =>
+  QmpClient.connect({ address: path, negotiationTimeout: "1 second", ...options })
+
+describe("QmpClient against a fake QMP server", () => {
+  describe("negotiation", () => {
+    it.scopedLive("fails with QmpTimeoutError after negotiationTimeout when the server never greets, and closes its socket", () =>
+      Effect.gen(function*() {
+        const hungUp = yield* Deferred.make<void>()
+        const server = yield* fakeServer((conn) => Deferred.complete(hungUp, conn.closed))
+        const started = Date.now()
+        const error = yield* Effect.flip(connect(server.path, { negotiationTimeout: "200 millis" }))
+        const elapsed = Date.now() - started
+        const timeout = expectTag(error, "QmpTimeoutError")
+        expect(Duration.toMillis(timeout.timeout)).toBe(200)
+        expect(timeout.operation).toContain("greeting")
+        expect(elapsed).toBeGreaterThanOrEqual(150)
+        expect(elapsed).toBeLessThan(900)
+        yield* within(Deferred.await(hungUp))
+      }))
+
+    it.scopedLive("fails with QmpProtocolError when the first message is not a greeting", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) => Effect.zipRight(conn.send(eventJson("STOP")), conn.closed))
+        const error = expectTag(yield* Effect.flip(connect(server.path)), "QmpProtocolError")
+        expect(error.message).toContain("greeting")
+        expect(error.raw).toContain("STOP")
+      }))
+
+    it.scopedLive("fails with QmpProtocolError when the greeting has the wrong shape", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) =>
+          Effect.zipRight(conn.send(JSON.stringify({ QMP: { version: "7.2", capabilities: [] } })), conn.closed)
+        )
+        const error = expectTag(yield* Effect.flip(connect(server.path)), "QmpProtocolError")
+        expect(error.message).toContain("invalid greeting")
+      }))
+
+    it.scopedLive("enables oob in qmp_capabilities when asked and the greeting offers it", () =>
+      Effect.gen(function*() {
+        const negotiated = yield* Deferred.make<ReceivedCommand, FakeQmpError>()
+        const oobCommand = yield* Deferred.make<ReceivedCommand>()
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* Deferred.complete(negotiated, conn.negotiate(standardGreeting))
+            const command = yield* conn.nextCommand
+            yield* Deferred.succeed(oobCommand, command)
+            yield* conn.reply(command.id, { status: "running" })
+          })
+        )
+        const qmp = yield* connect(server.path, { oob: true })
+        const capabilities = yield* Deferred.await(negotiated)
+        expect(capabilities.arguments).toEqual({ enable: ["oob"] })
+        expect(qmp.capabilities).toEqual(["oob"])
+        expect(yield* qmp.execute("query-status", undefined, { oob: true })).toEqual({ status: "running" })
+        const sent = yield* Deferred.await(oobCommand)
+        expect(sent.oob).toBe(true)
+        expect(JSON.parse(sent.raw)).toHaveProperty("exec-oob", "query-status")
+      }))
+
+    it.scopedLive("sends qmp_capabilities without enable when oob is asked but not offered", () =>
+      Effect.gen(function*() {
+        const negotiated = yield* Deferred.make<ReceivedCommand, FakeQmpError>()
+        const server = yield* fakeServer((conn) => Deferred.complete(negotiated, conn.negotiate(makeGreeting([]))))
+        const qmp = yield* connect(server.path, { oob: true })
+        const capabilities = yield* Deferred.await(negotiated)
+        expect(capabilities.arguments).toBeUndefined()
+        expect(JSON.parse(capabilities.raw)).not.toHaveProperty("arguments")
+        expect(qmp.capabilities).toEqual([])
+      }))
+
+    it.scopedLive("sends qmp_capabilities without enable when oob is offered but not asked for", () =>
+      Effect.gen(function*() {
+        const negotiated = yield* Deferred.make<ReceivedCommand, FakeQmpError>()
+        const server = yield* fakeServer((conn) => Deferred.complete(negotiated, conn.negotiate(standardGreeting)))
+        const qmp = yield* connect(server.path)
+        expect((yield* Deferred.await(negotiated)).arguments).toBeUndefined()
+        expect(qmp.capabilities).toEqual([])
+        expect(qmp.greeting.QMP.capabilities).toEqual(["oob"])
+        expect(qmp.greeting.QMP.version.qemu).toEqual({ major: 7, minor: 2, micro: 0 })
+      }))
+  })
+
+  describe("fatal messages", () => {
+    it.scopedLive("fails 3 pending commands, and every later one, with the same QmpProtocolError on malformed JSON", () =>
+      Effect.gen(function*() {
+        const hungUp = yield* Deferred.make<void>()
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            for (let i = 0; i < 3; i++) yield* conn.nextCommand
+            yield* conn.send(`{"return": {}, "id": oops}`)
+            yield* Deferred.complete(hungUp, conn.closed)
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const results = yield* within(
+          Effect.forEach([1, 2, 3], (n) => Effect.flip(qmp.execute("query-status", { n })), { concurrency: "unbounded" })
+        )
+        const first = expectTag(results[0]!, "QmpProtocolError")
+        expect(first.message).toContain("malformed JSON")
+        expect(first.raw).toContain("oops")
+        for (const error of results) expect(error).toBe(first)
+        expect(yield* within(qmp.closed)).toBe(first)
+        expect(yield* qmp.isConnected).toBe(false)
+        expect(yield* Effect.flip(qmp.execute("query-status"))).toBe(first)
+        yield* within(Deferred.await(hungUp))
+      }))
+
+    it.scopedLive("delivers nothing that follows a fatal message in the same read", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const command = yield* conn.nextCommand
+            yield* conn.sendRaw(
+              `not json\r\n${eventJson("STOP")}\r\n${JSON.stringify({ return: "late", id: command.id })}\r\n`
+            )
+            yield* conn.closed
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const error = yield* Effect.flip(qmp.execute("query-status"))
+        expect(error._tag).toBe("QmpProtocolError")
+        expect(yield* qmp.getEvents()).toEqual([])
+      }))
+
+    it.scopedLive("ends the connection with QmpProtocolError on an error response without id", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            yield* conn.nextCommand
+            yield* conn.send(JSON.stringify({ error: { class: "GenericError", desc: "JSON parse error, invalid literal" } }))
+            yield* conn.closed
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const error = expectTag(yield* Effect.flip(qmp.execute("query-status")), "QmpProtocolError")
+        expect(error.message).toContain("without id")
+        expect(error.raw).toContain("JSON parse error")
+        expect(yield* qmp.isConnected).toBe(false)
+        expect(yield* qmp.closed).toBe(error)
+      }))
+
+    it.scopedLive("fails pending commands with QmpConnectionError when the server closes in the middle of a reply", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            yield* conn.nextCommand
+            yield* conn.nextCommand
+            yield* conn.sendRaw(`{"return": {"status": "runn`)
+            yield* Effect.sleep("20 millis")
+            yield* conn.close
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const errors = yield* within(
+          Effect.forEach(["query-status", "query-name"], (command) => Effect.flip(qmp.execute(command)), {
+            concurrency: "unbounded"
+          })
+        )
+        for (const error of errors) expect(expectTag(error, "QmpConnectionError").reason).toBe("Eof")
+        expect(errors[1]).toBe(errors[0])
+        expect(expectTag(yield* within(qmp.closed), "QmpConnectionError").reason).toBe("Eof")
+        expect(yield* qmp.isConnected).toBe(false)
+      }))
+  })
+
+  describe("replies", () => {
+    it.scopedLive("drops and logs a reply with an unknown id, and routes the real reply to its caller", () =>
+      Effect.gen(function*() {
+        const logs: Array<{ level: string; message: string; id: unknown }> = []
+        const capture = Logger.make(({ annotations, logLevel, message }) => {
+          const text = Array.isArray(message) ? message.map(String).join(" ") : String(message)
+          logs.push({ level: logLevel.label, message: text, id: Option.getOrUndefined(HashMap.get(annotations, "id")) })
+        })
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const command = yield* conn.nextCommand
+            yield* conn.reply("eq-no-such-id", "wrong")
+            yield* conn.reply(42, "also wrong")
+            yield* conn.reply(command.id, "right")
+            const next = yield* conn.nextCommand
+            yield* conn.reply(next.id, "still working")
+          })
+        )
+        const result = yield* Effect.gen(function*() {
+          const qmp = yield* connect(server.path)
+          const first = yield* qmp.execute("query-name")
+          const second = yield* qmp.execute("query-name")
+          return { first, second, connected: yield* qmp.isConnected }
+        }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
+        expect(result).toEqual({ first: "right", second: "still working", connected: true })
+        const dropped = logs.filter((l) => l.message.includes("unknown id"))
+        expect(dropped.map((l) => l.id)).toEqual(["eq-no-such-id", "42"])
+        for (const l of dropped) expect(l.level).toBe("WARN")
+      }))
+
+    it.scopedLive("fails a stalled command with QmpTimeoutError naming it, ignores the late reply, and keeps working", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const stalled = yield* conn.nextCommand
+            // The client only sends the next command once the first has timed out.
+            const next = yield* conn.nextCommand
+            yield* conn.reply(stalled.id, "late")
+            yield* conn.reply(next.id, "on time")
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const error = expectTag(
+          yield* Effect.flip(qmp.execute("query-status", undefined, { timeout: "100 millis" })),
+          "QmpTimeoutError"
+        )
+        expect(error.operation).toContain("query-status")
+        expect(Duration.toMillis(error.timeout)).toBe(100)
+        expect(yield* within(qmp.execute("query-name"))).toBe("on time")
+        expect(yield* qmp.isConnected).toBe(true)
+      }))
+
+    it.scopedLive("applies the commandTimeout option when no per-call timeout is given", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            yield* conn.nextCommand
+            const slow = yield* conn.nextCommand
+            yield* Effect.sleep("250 millis")
+            yield* conn.reply(slow.id, "slow but allowed")
+          })
+        )
+        const qmp = yield* connect(server.path, { commandTimeout: "100 millis" })
+        const error = expectTag(yield* Effect.flip(qmp.execute("stall-me")), "QmpTimeoutError")
+        expect(error.operation).toContain("stall-me")
+        expect(Duration.toMillis(error.timeout)).toBe(100)
+        // A per-call timeout overrides the default.
+        expect(yield* qmp.execute("slow", undefined, { timeout: "2 seconds" })).toBe("slow but allowed")
+      }))
+
+    it.scopedLive("gives 1,000 concurrent commands unique ids and routes replies sent in reverse order", () =>
+      Effect.gen(function*() {
+        const count = 1000
+        const seen = yield* Deferred.make<ReadonlyArray<unknown>>()
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const commands: Array<ReceivedCommand> = []
+            for (let i = 0; i < count; i++) commands.push(yield* conn.nextCommand)
+            yield* Deferred.succeed(seen, commands.map((c) => c.id))
+            const replies = commands.reverse().map((c) => JSON.stringify({ return: c.arguments?.n, id: c.id }))
+            yield* conn.sendRaw(replies.join("\r\n") + "\r\n")
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const results = yield* within(
+          Effect.forEach(Array.from({ length: count }, (_, n) => n), (n) => qmp.execute("echo", { n }), {
+            concurrency: "unbounded"
+          })
+        )
+        expect(results).toEqual(Array.from({ length: count }, (_, n) => n))
+        const ids = yield* Deferred.await(seen)
+        expect(new Set(ids).size).toBe(count)
+        for (const id of ids) expect(typeof id).toBe("string")
+      }))
+  })
+
+  describe("framing", () => {
+    it.scopedLive("reassembles a reply sent one byte at a time, multi-byte characters included", () =>
+      Effect.gen(function*() {
+        const text = "état → ✓ 🚀"
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const command = yield* conn.nextCommand
+            yield* conn.sendInChunks(`${JSON.stringify({ return: text, id: command.id })}\r\n`, 1, "1 millis")
+          })
+        )
+        const qmp = yield* connect(server.path)
+        expect(yield* within(qmp.execute("query-name"))).toBe(text)
+      }))
+
+    it.scopedLive("splits many events and a reply arriving in one write, in order", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const command = yield* conn.nextCommand
+            // Mixed terminators and blank lines, as a sloppy peer might send.
+            yield* conn.sendRaw(
+              [
+                eventJson("E1"),
+                eventJson("E2", { n: 2 }),
+                "",
+                eventJson("E3"),
+                JSON.stringify({ return: { ok: true }, id: command.id }),
+                eventJson("E4"),
+                eventJson("E5")
+              ].join("\r\n") + "\n\n"
+            )
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const events = yield* qmp.subscribe
+        const collected = yield* Effect.fork(Stream.runCollect(Stream.take(events, 5)))
+        expect(yield* qmp.execute("trigger")).toEqual({ ok: true })
+        const names = Chunk.toArray(yield* within(Fiber.join(collected))).map((e) => e.event)
+        expect(names).toEqual(["E1", "E2", "E3", "E4", "E5"])
+      }))
+
+    it.scopedLive("decodes a single reply of about 5 MiB", () =>
+      Effect.gen(function*() {
+        const big = "x".repeat(5 * 1024 * 1024)
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const command = yield* conn.nextCommand
+            yield* conn.reply(command.id, { big })
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const result = yield* within(qmp.execute("query-qmp-schema"))
+        expect(result).toEqual({ big })
+      }))
+
+    it.scopedLive("ends the connection with a QmpProtocolError naming the limit on a message over maxMessageSize", () =>
+      Effect.gen(function*() {
+        const hungUp = yield* Deferred.make<void>()
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const command = yield* conn.nextCommand
+            yield* conn.reply(command.id, "y".repeat(100 * 1024))
+            yield* Deferred.complete(hungUp, conn.closed)
+          })
+        )
+        const qmp = yield* connect(server.path, { maxMessageSize: 64 * 1024 })
+        const error = expectTag(yield* within(Effect.flip(qmp.execute("query-qmp-schema"))), "QmpProtocolError")
+        expect(error.message).toContain(String(64 * 1024))
+        expect(error.raw.length).toBeLessThan(1024)
+        expect(yield* qmp.isConnected).toBe(false)
+        yield* within(Deferred.await(hungUp))
+      }))
+  })
+
+  describe("events", () => {
+    it.scopedLive("publishes events to subscribed streams and buffers them for getEvents", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const command = yield* conn.nextCommand
+            yield* conn.event("STOP")
+            yield* conn.event("RESUME")
+            yield* conn.event("SHUTDOWN", { guest: true, reason: "guest-shutdown" })
+            yield* conn.reply(command.id, {})
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const streams = [yield* qmp.subscribe, yield* qmp.subscribe]
+        const collectors = yield* Effect.forEach(streams, (s) => Effect.fork(Stream.runCollect(Stream.take(s, 3))))
+        yield* qmp.execute("stop")
+        for (const collector of collectors) {
+          const events = Chunk.toArray(yield* within(Fiber.join(collector)))
+          expect(events.map((e) => e.event)).toEqual(["STOP", "RESUME", "SHUTDOWN"])
+          expect(events[2]!.data).toEqual({ guest: true, reason: "guest-shutdown" })
+        }
+        const buffered = yield* qmp.getEvents()
+        expect(buffered.map((e) => e.event)).toEqual(["STOP", "RESUME", "SHUTDOWN"])
+        expect(buffered[0]!.timestamp).toEqual({ seconds: 1_700_000_000, microseconds: 123_456 })
+        expect(yield* qmp.pullEvent()).toEqual(Option.none())
+      }))
+
+    it.scopedLive("fails pullEvent with QmpTimeoutError when nothing arrives within its wait", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) => Effect.zipRight(conn.negotiate(), conn.closed))
+        const qmp = yield* connect(server.path)
+        const error = expectTag(yield* Effect.flip(qmp.pullEvent({ wait: "100 millis" })), "QmpTimeoutError")
+        expect(error.operation).toContain("event")
+        expect(Duration.toMillis(error.timeout)).toBe(100)
+        expect(yield* qmp.isConnected).toBe(true)
+      }))
+
+    it.scopedLive("fails a waiting pullEvent with QmpConnectionError, and ends event streams, when the server closes", () =>
+      Effect.gen(function*() {
+        const go = yield* Deferred.make<void>()
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            yield* Deferred.await(go)
+            yield* conn.close
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const events = yield* qmp.subscribe
+        const waiting = yield* Effect.fork(qmp.pullEvent({ wait: true }))
+        const streamed = yield* Effect.fork(Stream.runCollect(events))
+        yield* Effect.sleep("20 millis")
+        yield* Deferred.succeed(go, undefined)
+        const error = expectTag(yield* within(Effect.flip(Fiber.join(waiting))), "QmpConnectionError")
+        expect(error.reason).toBe("Eof")
+        expect(Chunk.size(yield* within(Fiber.join(streamed)))).toBe(0)
+        const later = yield* Effect.flip(qmp.getEvents({ wait: true }))
+        expect(later._tag).toBe("QmpConnectionError")
+      }))
+  })
+
+  describe("close", () => {
+    it.scopedLive("is idempotent and fails pending commands with QmpConnectionError reason Closed", () =>
+      Effect.gen(function*() {
+        const received = yield* Deferred.make<void>()
+        const hungUp = yield* Deferred.make<void>()
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            yield* conn.nextCommand
+            yield* Deferred.succeed(received, undefined)
+            yield* Deferred.complete(hungUp, conn.closed)
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const pending = yield* Effect.fork(qmp.execute("query-status"))
+        yield* within(Deferred.await(received))
+        yield* qmp.close
+        yield* qmp.close
+        const closedError: QmpConnectionError = expectTag(
+          yield* within(Effect.flip(Fiber.join(pending))),
+          "QmpConnectionError"
+        )
+        expect(closedError.reason).toBe("Closed")
+        expect(yield* qmp.closed).toBe(closedError)
+        const later = yield* Effect.flip(qmp.execute("query-status"))
+        expect(later).toBe(closedError)
+        expect(yield* qmp.isConnected).toBe(false)
+        yield* within(Deferred.await(hungUp))
+      }))
+  })
+})
