@@ -438,10 +438,12 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
         cause
       })
 
+    // Created and registered for removal in one uninterruptible step: an interrupt in between leaked it.
     const tempDir = yield* fsys.makeTempDirectory({ directory: config.baseTempDir, prefix: "qemu-machine-" }).pipe(
+      Effect.tap((dir) => Scope.addFinalizer(scope, fsys.remove(dir, { recursive: true }).pipe(Effect.ignore))),
+      Effect.uninterruptible,
       Effect.mapError((e) => invalid(`cannot create a temp dir under ${config.baseTempDir}: ${e.message}`, e))
     )
-    yield* Scope.addFinalizer(scope, fsys.remove(tempDir, { recursive: true }).pipe(Effect.ignore))
     yield* fsys.chmod(tempDir, 0o700).pipe(Effect.ignore)
     const sockDir = config.sockDir ?? tempDir
     const logDir = config.logDir ?? tempDir
@@ -640,9 +642,11 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
             new MachineError({ message: `QEMU had already exited (${describeExit(child.exitInfo()!)})` })
           )
         }
+        let sentQuit = false
         if (qmp) {
           if (!state.quitIssued) {
             state.quitIssued = true
+            sentQuit = true
             yield* qmp.execute("quit").pipe(Effect.catchTag("QmpConnectionError", () => Effect.void))
           }
           // Read QMP to its end, so every event QEMU sent before exiting is kept.
@@ -652,7 +656,12 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
         } else if (!state.quitIssued) {
           child.signal("SIGTERM")
         }
-        yield* child.exited
+        const exit = yield* child.exited
+        // A dropped connection after our quit is success only if QEMU quit: a foreign
+        // signal (e.g. an external SIGKILL racing this shutdown) is not a graceful exit.
+        if (sentQuit && exit.signal !== null && !child.sentSignals.has(exit.signal)) {
+          return yield* Effect.fail(new MachineError({ message: `QEMU was ${describeExit(exit)} instead of quitting` }))
+        }
         return "QEMU exited after quit"
       }).pipe(
         Effect.timeoutFail({

@@ -98,10 +98,18 @@ export const spawn = (
         stdio[target] = fd
       }
       const setpriv = options.dieWithParent ? findSetpriv() : Option.none()
+      // Behind setpriv a missing program is setpriv's exit 127, not a spawn error: look first.
+      const missing = Option.isSome(setpriv) ? checkExecutable(file!, options.env ?? process.env) : undefined
+      if (missing) {
+        if (logFd !== undefined) fs.closeSync(logFd)
+        return resume(Effect.fail(new SpawnError(missing, command)))
+      }
       const argv = Option.isSome(setpriv) ? [setpriv.value, "--pdeathsig", "KILL", "--", file!, ...args] : [file!, ...args]
       let child: cp.ChildProcess
       try {
-        child = cp.spawn(argv[0]!, argv.slice(1), { stdio, env: options.env ?? process.env })
+        // Its own process group, signalled as a whole: a wrapper's children (`sh -c`, which
+        // forks) die with it, and a terminal's Ctrl-C reaches us, not QEMU behind our back.
+        child = cp.spawn(argv[0]!, argv.slice(1), { stdio, env: options.env ?? process.env, detached: true })
       } catch (e) {
         if (logFd !== undefined) fs.closeSync(logFd)
         return resume(Effect.fail(new SpawnError(e as Error, command)))
@@ -129,9 +137,14 @@ export const spawn = (
           if (exit) return false
           sent.add(signal)
           try {
-            return child.kill(signal)
+            process.kill(-pid, signal)
+            return true
           } catch {
-            return false
+            try {
+              return child.kill(signal)
+            } catch {
+              return false
+            }
           }
         }
       }))
@@ -144,6 +157,24 @@ export const spawn = (
         return Effect.ignore(Effect.timeout(child.exited, Duration.seconds(10)))
       })
   )
+
+/** Why `execvp(file)` would fail with ENOENT/EACCES, as Node's spawn error would say it; undefined when it would not. */
+const checkExecutable = (file: string, env: NodeJS.ProcessEnv): Error | undefined => {
+  const candidates = file.includes("/")
+    ? [file]
+    : (env.PATH ?? "/usr/local/bin:/usr/bin:/bin").split(":").map((dir) => `${dir || "."}/${file}`)
+  let code: "ENOENT" | "EACCES" = "ENOENT"
+  for (const candidate of candidates) {
+    try {
+      if (!fs.statSync(candidate).isFile()) continue
+      fs.accessSync(candidate, fs.constants.X_OK)
+      return undefined
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EACCES") code = "EACCES"
+    }
+  }
+  return Object.assign(new Error(`spawn ${file} ${code}`), { code, errno: code === "ENOENT" ? -2 : -13, syscall: `spawn ${file}`, path: file })
+}
 
 /** Is the process running? An exited but unreaped process (zombie) counts as gone. */
 export const isAlive = (pid: number): boolean => {
