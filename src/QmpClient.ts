@@ -217,8 +217,20 @@ const DEFAULT_EVENT_BUFFER = 10_000
 const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 const STREAM_BUFFER = 4096
 const ID_PREFIX = "eq-"
+const MAX_ABANDONED = 4096
 
 type CloseCause = QmpConnectionError | QmpProtocolError
+
+// An id comes from the server and may be any JSON value, nested 100k levels
+// deep: `String()` on that overflows the stack.
+const describeId = (id: unknown): string => {
+  if (typeof id === "string") return QmpMessage.truncateRaw(id)
+  try {
+    return QmpMessage.truncateRaw(JSON.stringify(id) ?? String(id))
+  } catch {
+    return "(too deeply nested to print)"
+  }
+}
 
 /**
  * Speaks QMP over an already open socket: waits for the greeting, negotiates
@@ -245,6 +257,8 @@ export const fromSocket = (
     const defaultTimeout = options.commandTimeout === undefined ? undefined : Duration.decode(options.commandTimeout)
     const label = options.name ?? "qmp"
     let counter = 0
+    // Ids of commands whose caller gave up (timeout, interruption): their late replies are expected.
+    const abandoned = new Set<string>()
     let closeCause: CloseCause | undefined
     let greeted = false
 
@@ -297,8 +311,12 @@ export const fromSocket = (
             )
           }
           const deferred = typeof id === "string" ? pending.get(id) : undefined
+          if (!deferred && typeof id === "string" && abandoned.delete(id)) {
+            log("Debug", "dropping the late reply of an abandoned QMP command", { id })
+            return
+          }
           if (!deferred) {
-            log("Warning", "dropping QMP reply with an unknown id", { id: String(id) })
+            log("Warning", "dropping QMP reply with an unknown id", { id: describeId(id) })
             return
           }
           pending.delete(id as string)
@@ -315,7 +333,13 @@ export const fromSocket = (
     socket.setNoDelay?.(true)
     socket.on("data", (data: Buffer) => {
       if (closeCause) return
-      const oversized = decoder.push(data, onMessage)
+      let oversized: ReturnType<LineDecoder["push"]>
+      try {
+        oversized = decoder.push(data, onMessage)
+      } catch (e) {
+        // A throw here would be an uncaught exception in the user's process: end the connection instead.
+        return disconnect(new QmpProtocolError({ message: `cannot handle a QMP message: ${String(e)}`, raw: "" }))
+      }
       if (oversized) {
         disconnect(
           new QmpProtocolError({
@@ -359,7 +383,12 @@ export const fromSocket = (
             onTimeout: () => new QmpTimeoutError({ operation: `QMP command '${command}'`, timeout })
           })
         // A reply that comes after a timeout or interruption is dropped as unknown.
-        return Effect.onExit(bounded, (exit) => Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => pending.delete(id)))
+        return Effect.onExit(bounded, (exit) =>
+          Exit.isSuccess(exit) || !pending.delete(id) ? Effect.void : Effect.sync(() => {
+            // Bounded: a server that never answers must not grow this forever.
+            if (abandoned.size >= MAX_ABANDONED) abandoned.delete(abandoned.values().next().value!)
+            abandoned.add(id)
+          }))
       })
 
     const execute = (
