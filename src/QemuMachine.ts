@@ -472,21 +472,9 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
     )
 
     // Listen before QEMU starts: it connects to us.
-    const listener = monitorAddress === undefined ? undefined : yield* QmpClient.listen(
-      typeof monitorAddress === "string" ? monitorAddress : monitorAddress
-    ).pipe(
+    const listener = monitorAddress === undefined ? undefined : yield* QmpClient.listen(monitorAddress).pipe(
       Scope.extend(scope),
-      Effect.mapError((e) =>
-        new LaunchFailure({
-          reason: "InvalidConfig",
-          exitCode: undefined,
-          signal: undefined,
-          command: [...config.wrapper, config.binary],
-          output: "",
-          detail: e.message,
-          cause: e
-        })
-      )
+      Effect.mapError((e) => invalid(e.message, e))
     )
     const resolvedMonitor = listener?.address as Resolved["monitorAddress"]
     const args = commandLine(config, { monitorAddress: resolvedMonitor, consolePath })
