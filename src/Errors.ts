@@ -48,9 +48,9 @@ export class LaunchFailure extends Data.TaggedError("LaunchFailure")<{
   readonly exitCode: number | undefined
   /** The signal name, when QEMU died from a signal. */
   readonly signal: string | undefined
-  /** The full command line, wrapper included. */
+  /** The full command line, wrapper included, with secret values (`data=` of secret objects, `password=`) masked. */
   readonly command: ReadonlyArray<string>
-  /** QEMU's combined stdout and stderr so far. */
+  /** QEMU's combined stdout and stderr so far (its echo of an option holding a secret masked the same way). */
   readonly output: string
   readonly cause?: unknown
   readonly detail?: string

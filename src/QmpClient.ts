@@ -120,7 +120,14 @@ export interface Options {
   readonly oob?: boolean | undefined
   /** Events kept for `pullEvent`/`getEvents` before the oldest are dropped. Default 10,000. */
   readonly eventBufferSize?: number | undefined
-  /** Largest message accepted, in bytes; larger ones end the connection. Default 16 MiB. */
+  /**
+   * Largest message accepted, in bytes; a longer line (or bytes without a
+   * newline past this size) ends the connection with `QmpProtocolError`.
+   * It bounds what one message, or a peer that never sends a newline, can make
+   * us buffer. Default 16 MiB (QEMU's largest reply, `query-qmp-schema`, is
+   * about 200 KiB). Buffered events are bounded by count (`eventBufferSize`),
+   * not bytes.
+   */
   readonly maxMessageSize?: number | undefined
   /** A label for logs and spans. */
   readonly name?: string | undefined
@@ -248,10 +255,13 @@ export const fromSocket = (
     const runtime = yield* Effect.runtime<never>()
     const maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
     const decoder = new LineDecoder(maxMessage)
-    const pending = new Map<string, Deferred.Deferred<QmpMessage.Response, QmpError>>()
+    // A waiting command's resume callback, by id.
+    const pending = new Map<string, (reply: Effect.Effect<QmpMessage.Response, QmpError>) => void>()
     const buffer = yield* Queue.sliding<QmpMessage.Event>(options.eventBufferSize ?? DEFAULT_EVENT_BUFFER)
-    // `null` marks the end of the connection for every stream.
-    const pubsub = yield* PubSub.sliding<QmpMessage.Event | null>(STREAM_BUFFER)
+    // `null` marks the end of the connection for every stream. Made by the first subscriber:
+    // it costs more to build than the rest of the client (on the launch path), and what is
+    // published while nobody subscribes is dropped anyway.
+    let pubsub: PubSub.PubSub<QmpMessage.Event | null> | undefined
     const greetingDeferred = Deferred.unsafeMake<QmpMessage.Greeting, CloseCause>(FiberId.none)
     const closedDeferred = Deferred.unsafeMake<CloseCause>(FiberId.none)
     const defaultTimeout = options.commandTimeout === undefined ? undefined : Duration.decode(options.commandTimeout)
@@ -275,11 +285,11 @@ export const fromSocket = (
       closeCause = cause
       socket.destroy()
       const failure = Exit.fail(cause)
-      for (const deferred of pending.values()) Deferred.unsafeDone(deferred, failure)
+      for (const resume of pending.values()) resume(failure)
       pending.clear()
       Deferred.unsafeDone(greetingDeferred, failure)
       Deferred.unsafeDone(closedDeferred, Exit.succeed(cause))
-      pubsub.unsafeOffer(null)
+      pubsub?.unsafeOffer(null)
       log("Debug", `QMP connection ended: ${cause.message}`)
     }
 
@@ -299,7 +309,7 @@ export const fromSocket = (
       switch (message._tag) {
         case "Event": {
           buffer.unsafeOffer(message.value)
-          pubsub.unsafeOffer(message.value)
+          pubsub?.unsafeOffer(message.value)
           return
         }
         case "Response": {
@@ -310,17 +320,17 @@ export const fromSocket = (
               new QmpProtocolError({ message: "response without id", raw: QmpMessage.truncateRaw(line) })
             )
           }
-          const deferred = typeof id === "string" ? pending.get(id) : undefined
-          if (!deferred && typeof id === "string" && abandoned.delete(id)) {
+          const resume = typeof id === "string" ? pending.get(id) : undefined
+          if (!resume && typeof id === "string" && abandoned.delete(id)) {
             log("Debug", "dropping the late reply of an abandoned QMP command", { id })
             return
           }
-          if (!deferred) {
+          if (!resume) {
             log("Warning", "dropping QMP reply with an unknown id", { id: describeId(id) })
             return
           }
           pending.delete(id as string)
-          Deferred.unsafeDone(deferred, Exit.succeed(message.value))
+          resume(Exit.succeed(message.value))
           return
         }
         case "Greeting":
@@ -349,14 +359,22 @@ export const fromSocket = (
         )
       }
     })
-    socket.on("end", () => disconnect(new QmpConnectionError({ reason: "Eof", detail: "QMP server closed the connection" })))
-    socket.on("error", (err) => disconnect(new QmpConnectionError({ reason: "SocketError", cause: err })))
-    socket.on("close", () => disconnect(new QmpConnectionError({ reason: "Eof", detail: "QMP socket closed" })))
+    // Each of these usually fires after another one already ended the connection: the error
+    // (a stack trace each) is built only when it is the first cause.
+    socket.on("end", () => {
+      if (!closeCause) disconnect(new QmpConnectionError({ reason: "Eof", detail: "QMP server closed the connection" }))
+    })
+    socket.on("error", (err) => {
+      if (!closeCause) disconnect(new QmpConnectionError({ reason: "SocketError", cause: err }))
+    })
+    socket.on("close", () => {
+      if (!closeCause) disconnect(new QmpConnectionError({ reason: "Eof", detail: "QMP socket closed" }))
+    })
     if (socket.destroyed) disconnect(new QmpConnectionError({ reason: "Eof", detail: "QMP socket already closed" }))
 
-    const close = Effect.sync(() =>
-      disconnect(new QmpConnectionError({ reason: "Closed", detail: "connection closed by the client" }))
-    )
+    const close = Effect.sync(() => {
+      if (!closeCause) disconnect(new QmpConnectionError({ reason: "Closed", detail: "connection closed by the client" }))
+    })
     yield* Effect.addFinalizer(() => close)
 
     const executeRaw = (
@@ -367,28 +385,30 @@ export const fromSocket = (
       Effect.suspend(() => {
         if (closeCause) return Effect.fail(closeCause)
         const id = ID_PREFIX + (counter++).toString(36)
-        const deferred = Deferred.unsafeMake<QmpMessage.Response, QmpError>(FiberId.none)
         const verb = executeOptions?.oob ? "exec-oob" : "execute"
         const wire = args === undefined
           ? `{"${verb}":${JSON.stringify(command)},"id":"${id}"}\n`
           : `{"${verb}":${JSON.stringify(command)},"arguments":${JSON.stringify(args)},"id":"${id}"}\n`
-        pending.set(id, deferred)
-        socket.write(wire)
         const timeout = executeOptions?.timeout === undefined ? defaultTimeout : Duration.decode(executeOptions.timeout)
-        const awaited = Deferred.await(deferred)
-        const bounded = timeout === undefined || !Duration.isFinite(timeout)
+        // A plain async callback rather than a Deferred: this is the per-command hot path.
+        const awaited = Effect.async<QmpMessage.Response, QmpError>((resume) => {
+          pending.set(id, resume)
+          socket.write(wire)
+          // Runs only when the caller gives up (timeout, interruption): a reply that comes
+          // after that is expected and dropped.
+          return Effect.sync(() => {
+            if (!pending.delete(id)) return
+            // Bounded: a server that never answers must not grow this forever.
+            if (abandoned.size >= MAX_ABANDONED) abandoned.delete(abandoned.values().next().value!)
+            abandoned.add(id)
+          })
+        })
+        return timeout === undefined || !Duration.isFinite(timeout)
           ? awaited
           : Effect.timeoutFail(awaited, {
             duration: timeout,
             onTimeout: () => new QmpTimeoutError({ operation: `QMP command '${command}'`, timeout })
           })
-        // A reply that comes after a timeout or interruption is dropped as unknown.
-        return Effect.onExit(bounded, (exit) =>
-          Exit.isSuccess(exit) || !pending.delete(id) ? Effect.void : Effect.sync(() => {
-            // Bounded: a server that never answers must not grow this forever.
-            if (abandoned.size >= MAX_ABANDONED) abandoned.delete(abandoned.values().next().value!)
-            abandoned.add(id)
-          }))
       })
 
     const execute = (
@@ -432,7 +452,13 @@ export const fromSocket = (
           Effect.map(Queue.takeAll(buffer), (rest) => [...Option.toArray(first), ...rest]))
       })
 
-    const subscribe = Effect.map(PubSub.subscribe(pubsub), (queue) =>
+    const getPubSub = Effect.suspend(() =>
+      pubsub
+        ? Effect.succeed(pubsub)
+        : Effect.map(PubSub.sliding<QmpMessage.Event | null>(STREAM_BUFFER), (made) => (pubsub ??= made))
+    )
+
+    const subscribe = Effect.map(Effect.flatMap(getPubSub, PubSub.subscribe), (queue) =>
       closeCause
         ? Stream.empty
         : Stream.fromQueue(queue).pipe(

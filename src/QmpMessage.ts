@@ -190,10 +190,11 @@ export const decodeValue = (json: unknown, text?: string): Either.Either<Message
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     return Either.left(protocolError("QMP message is not a JSON object", raw()))
   }
+  const fast = decodeCommon(json as Record<string, unknown>)
+  if (fast !== undefined) return Either.right(fast)
   const check = <A>(tag: Message["_tag"], result: Either.Either<A, ParseResult.ParseError>) =>
     Either.match(result, {
-      onLeft: (e) =>
-        Either.left(protocolError(`invalid ${tag.toLowerCase()}: ${ParseResult.TreeFormatter.formatErrorSync(e)}`, raw())),
+      onLeft: (e) => Either.left(protocolError(`invalid ${tag.toLowerCase()}: ${formatParseError(e)}`, raw())),
       onRight: (value) => Either.right({ _tag: tag, value } as Message)
     })
   if ("return" in json) return check("Response", decodeSuccess(json))
@@ -201,6 +202,50 @@ export const decodeValue = (json: unknown, text?: string): Either.Either<Message
   if ("event" in json) return check("Event", decodeEvent(json))
   if ("QMP" in json) return check("Greeting", decodeGreeting(json))
   return Either.left(protocolError("unrecognised QMP message", raw()))
+}
+
+const has = (o: object, key: string): boolean => Object.prototype.hasOwnProperty.call(o, key)
+const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null
+
+// Every command's reply and most events take this path: it builds exactly the
+// value the schemas would (same keys, same order, unknown fields dropped) at a
+// fraction of the cost. Anything it does not recognise — events with `data`,
+// greetings, every malformed message — is left to the schemas (`undefined`).
+const decodeCommon = (json: Record<string, unknown>): Message | undefined => {
+  if ("return" in json) {
+    if (!has(json, "return")) return undefined
+    return { _tag: "Response", value: has(json, "id") ? { return: json.return, id: json.id } : { return: json.return } }
+  }
+  if ("error" in json) {
+    const error = json.error
+    if (!has(json, "error") || !isObject(error) || !has(error, "class") || !has(error, "desc")) return undefined
+    if (typeof error.class !== "string" || typeof error.desc !== "string") return undefined
+    const value = { error: { class: error.class, desc: error.desc } }
+    return { _tag: "Response", value: has(json, "id") ? { ...value, id: json.id } : value }
+  }
+  if ("event" in json) {
+    const timestamp = json.timestamp
+    if (!has(json, "event") || typeof json.event !== "string" || "data" in json) return undefined
+    if (!has(json, "timestamp") || !isObject(timestamp) || !has(timestamp, "seconds") || !has(timestamp, "microseconds")) {
+      return undefined
+    }
+    if (typeof timestamp.seconds !== "number" || typeof timestamp.microseconds !== "number") return undefined
+    return {
+      _tag: "Event",
+      value: { event: json.event, timestamp: { seconds: timestamp.seconds, microseconds: timestamp.microseconds } }
+    }
+  }
+  return undefined
+}
+
+// The formatter prints the offending value recursively: a deeply nested one
+// (`[[[[…]]]]` 100k levels, which JSON.parse accepts) overflows the stack.
+const formatParseError = (e: ParseResult.ParseError): string => {
+  try {
+    return ParseResult.TreeFormatter.formatErrorSync(e)
+  } catch {
+    return "the value is too deeply nested to describe"
+  }
 }
 
 const safeStringify = (u: unknown): string => {
