@@ -1,0 +1,185 @@
+/**
+ * The library side of each measurement, through the public API only
+ * (`QemuMachine.launch`, `vm.command`, `QmpClient.subscribe`, `ConsoleSocket`).
+ * Every timing is taken inside the Effect, around exactly the work measured.
+ */
+import { Deferred, Effect, Exit, Fiber, Option, Scope, Stream } from "effect"
+import { ConsoleSocket, QemuMachine } from "../src/index.js"
+import { QEMU } from "./raw.js"
+import { now } from "./stats.js"
+
+/** Temp dirs the library created, checked for leftovers at the end. */
+export const tempDirs = new Set<string>()
+
+export const config = (...extraArgs: ReadonlyArray<string>): QemuMachine.Config =>
+  QemuMachine.make({ binary: QEMU }).pipe(QemuMachine.setMachine("none"), QemuMachine.addArgs(...extraArgs))
+
+const launchTracked = (cfg: QemuMachine.Config) =>
+  Effect.tap(QemuMachine.launch(cfg), (vm) => Effect.sync(() => tempDirs.add(vm.tempDir)))
+
+/** spawn → QMP negotiated; the shutdown that follows is not timed. */
+export const launchToReady: Effect.Effect<number, unknown> = Effect.scoped(
+  Effect.gen(function*() {
+    const t0 = now()
+    yield* launchTracked(config())
+    return now() - t0
+  })
+)
+
+/** launch → quit → exit → files removed (the scope's close does the last three). */
+export const lifecycle: Effect.Effect<number, unknown> = Effect.gen(function*() {
+  const t0 = now()
+  yield* Effect.scoped(launchTracked(config()))
+  return now() - t0
+})
+
+/** A machine that lives until `close` is run (for the measurements that reuse one). */
+export const openMachine = (cfg: QemuMachine.Config = config()) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const vm = yield* launchTracked(cfg).pipe(Scope.extend(scope))
+    return { vm, close: Scope.close(scope, Exit.void) }
+  })
+
+/** `n` sequential `query-status` round trips; per-trip latencies and the total. */
+export const roundTrips = (vm: QemuMachine.Machine, n: number) =>
+  Effect.gen(function*() {
+    const latencies = new Float64Array(n)
+    const t0 = now()
+    for (let i = 0; i < n; i++) {
+      const a = now()
+      yield* vm.command("query-status")
+      latencies[i] = now() - a
+    }
+    return { total: now() - t0, latencies }
+  })
+
+const hundred = Array.from({ length: 100 }, (_, i) => i)
+
+/** 100 `query-status` commands, all in flight at once or one after the other. */
+export const batch = (vm: QemuMachine.Machine, concurrent: boolean) =>
+  Effect.gen(function*() {
+    const t0 = now()
+    yield* Effect.forEach(hundred, () => vm.command("query-status"), {
+      concurrency: concurrent ? "unbounded" : 1,
+      discard: true
+    })
+    return now() - t0
+  })
+
+/**
+ * `pairs` stop/cont pairs, all issued at once (in order); time from the first
+ * command until a stream consumer has counted `2 × pairs` events.
+ */
+export const eventThroughput = (vm: QemuMachine.Machine, pairs: number) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const client = Option.getOrThrow(vm.qmpClient)
+      const expected = pairs * 2
+      const commands = Array.from({ length: expected }, (_, i) => (i % 2 === 0 ? "stop" : "cont"))
+      // Subscribed before the first command, so no event can be missed.
+      const events = yield* client.subscribe
+      const t0 = now()
+      const counter = yield* events.pipe(Stream.take(expected), Stream.runCount, Effect.fork)
+      const issued = yield* Effect.fork(
+        Effect.forEach(commands, (c) => vm.command(c), { concurrency: "unbounded", discard: true })
+      )
+      const count = yield* Fiber.join(counter)
+      const elapsed = now() - t0
+      yield* Fiber.join(issued)
+      yield* client.clearEvents
+      if (count !== expected) return yield* Effect.dieMessage(`counted ${count} events, expected ${expected}`)
+      return elapsed
+    })
+  ).pipe(Effect.timeout("60 seconds"))
+
+/**
+ * Console latency through QEMU: an HMP monitor on a socket chardev echoes every
+ * byte written to it. Write one byte, then time until `expect` returns it, or
+ * until a `stream` consumer sees it.
+ */
+export const consoleLatency = (path: string, samples: number) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const console = yield* ConsoleSocket.connect(path)
+      yield* console.expect("(qemu) ", { timeout: "10 seconds" })
+      // Digits: "\r" then runs the line as an HMP command, and no HMP command is a digit ("q" would quit).
+      const letter = (i: number) => String(i % 10)
+      // Clears the HMP line after each echo (untimed): the line stays one byte long.
+      const reset = Effect.zipRight(console.write("\r"), console.expect("(qemu) ", { timeout: "10 seconds" }))
+
+      const viaExpect = new Float64Array(samples)
+      for (let i = 0; i < samples; i++) {
+        const t0 = now()
+        yield* console.write(letter(i))
+        yield* console.expect(letter(i), { timeout: "10 seconds" })
+        viaExpect[i] = now() - t0
+        yield* reset
+      }
+
+      // A stream consumer stamps the time at which the awaited byte reaches it.
+      let awaited: { letter: string; done: Deferred.Deferred<number> } | undefined
+      const consumer = yield* console.stream.pipe(
+        Stream.runForEach((chunk) =>
+          Effect.suspend(() => {
+            const at = now()
+            if (awaited && Buffer.from(chunk).toString("latin1").includes(awaited.letter)) {
+              return Deferred.succeed(awaited.done, at)
+            }
+            return Effect.void
+          })
+        ),
+        Effect.forkScoped
+      )
+      // Let the consumer subscribe before the first write.
+      yield* Effect.sleep("10 millis")
+      const viaStream = new Float64Array(samples)
+      for (let i = 0; i < samples; i++) {
+        const done = yield* Deferred.make<number>()
+        awaited = { letter: letter(i), done }
+        const t0 = now()
+        yield* console.write(letter(i))
+        viaStream[i] = (yield* Deferred.await(done).pipe(Effect.timeout("10 seconds"))) - t0
+        yield* reset
+      }
+      yield* Fiber.interrupt(consumer)
+      return { viaExpect, viaStream }
+    })
+  )
+
+/** The consumer path alone: a local unix socket pair, a raw writer on one end, ConsoleSocket on the other. */
+export const consoleLocal = (client: import("node:net").Socket, writer: import("node:net").Socket, samples: number) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const console = yield* ConsoleSocket.fromSocket(client)
+      const out = new Float64Array(samples)
+      for (let i = 0; i < samples; i++) {
+        const letter = String.fromCharCode(97 + (i % 26))
+        const t0 = now()
+        writer.write(letter)
+        yield* console.expect(letter, { timeout: "10 seconds" })
+        out[i] = now() - t0
+      }
+      return out
+    })
+  )
+
+/** `count` machines launched concurrently; wall time to all-ready, RSS held while they run, time to close. */
+export const concurrentLaunch = (count: number, gc: () => void) =>
+  Effect.gen(function*() {
+    gc()
+    const before = process.memoryUsage()
+    const scope = yield* Scope.make()
+    const t0 = now()
+    yield* Effect.forEach(
+      Array.from({ length: count }, () => config()),
+      (cfg) => launchTracked(cfg).pipe(Scope.extend(scope)),
+      { concurrency: "unbounded", discard: true }
+    ).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+    const wall = now() - t0
+    gc()
+    const after = process.memoryUsage()
+    const t1 = now()
+    yield* Scope.close(scope, Exit.void)
+    return { wall, rssDelta: after.rss - before.rss, heapDelta: after.heapUsed - before.heapUsed, close: now() - t1 }
+  })

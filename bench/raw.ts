@@ -1,0 +1,273 @@
+/**
+ * The raw baseline: the least code that does the same work as the library
+ * with bare `node:child_process`, `node:net` and `JSON.parse` (no Effect).
+ *
+ * Same QEMU command line as `QemuMachine.launch` with `setMachine("none")`,
+ * same temp dir (`/var/tmp/qemu-machine-XXXXXX`, mode 0700), same log file for
+ * QEMU's stdout/stderr, same listen-then-spawn-then-accept order, same
+ * `{"execute":…,"id":…}` wire format with replies routed by id.
+ */
+import * as cp from "node:child_process"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as path from "node:path"
+
+export const QEMU = process.env.QEMU_BINARY ?? "qemu-system-x86_64"
+
+/** Every raw child and temp dir, so that a crash still cleans up (see `killAll`). */
+const live = new Set<RawMachine>()
+
+/** A minimal QMP connection: newline framing, JSON.parse, replies by id, an event callback. */
+export class RawQmp {
+  private buf = ""
+  private nextId = 0
+  private readonly waiting = new Map<number | string, (reply: any) => void>()
+  /** Informational only: send ids as the library does (`"eq-<base36>"`) instead of plain numbers. */
+  libraryIds = false
+  private greeting: ((g: any) => void) | undefined
+  onEvent: ((event: any) => void) | undefined = undefined
+  onClose: (() => void) | undefined = undefined
+
+  constructor(readonly socket: net.Socket) {
+    socket.setEncoding("utf8")
+    socket.on("data", (data: string) => {
+      this.buf += data
+      let start = 0
+      let nl: number
+      while ((nl = this.buf.indexOf("\n", start)) !== -1) {
+        this.dispatch(JSON.parse(this.buf.slice(start, nl)))
+        start = nl + 1
+      }
+      this.buf = this.buf.slice(start)
+    })
+    socket.on("error", () => {})
+    socket.on("close", () => this.onClose?.())
+  }
+
+  private dispatch(msg: any) {
+    if (msg.event !== undefined) return this.onEvent?.(msg)
+    if (msg.QMP !== undefined) return this.greeting?.(msg)
+    const resolve = this.waiting.get(msg.id)
+    this.waiting.delete(msg.id)
+    resolve?.(msg)
+  }
+
+  readGreeting(): Promise<any> {
+    return new Promise((resolve) => (this.greeting = resolve))
+  }
+
+  /** Sends a command and resolves with the raw reply (`{return}` or `{error}`). */
+  execute(command: string): Promise<any> {
+    const n = this.nextId++
+    const id = this.libraryIds ? `eq-${n.toString(36)}` : n
+    return new Promise((resolve) => {
+      this.waiting.set(id, resolve)
+      this.socket.write(`{"execute":"${command}","id":${JSON.stringify(id)}}\n`)
+    })
+  }
+}
+
+export interface RawMachine {
+  readonly dir: string
+  readonly child: cp.ChildProcess
+  readonly qmp: RawQmp
+  readonly exited: Promise<void>
+}
+
+const randomSuffix = () => Math.floor(Math.random() * 0x1000000).toString(16).padStart(6, "0")
+
+/**
+ * mkdtemp → listen on the monitor socket → open the log → spawn QEMU → accept →
+ * greeting → qmp_capabilities → reply. `extraArgs` go after the machine's own.
+ */
+export const launch = async (
+  extraArgs: ReadonlyArray<string> = [],
+  options: { readonly setpriv?: boolean } = {}
+): Promise<RawMachine> => {
+  const dir = fs.mkdtempSync(path.join("/var/tmp", "qemu-machine-"))
+  const name = `qemu-${process.pid}-${randomSuffix()}`
+  const sock = path.join(dir, `${name}-monitor.sock`)
+  const server = net.createServer()
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(sock, resolve)
+  })
+  const logFd = fs.openSync(path.join(dir, `${name}.log`), "w", 0o600)
+  const args = [
+    "-display", "none", "-vga", "none",
+    "-chardev", `socket,id=mon,path=${sock}`, "-mon", "chardev=mon,mode=control",
+    "-machine", "none",
+    ...extraArgs
+  ]
+  // Informational variant only: the library runs QEMU under `setpriv --pdeathsig KILL`.
+  const child = options.setpriv
+    ? cp.spawn("setpriv", ["--pdeathsig", "KILL", "--", QEMU, ...args], { stdio: ["ignore", logFd, logFd] })
+    : cp.spawn(QEMU, args, { stdio: ["ignore", logFd, logFd] })
+  fs.closeSync(logFd)
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  const machine = { dir, child, exited } as RawMachine
+  live.add(machine)
+  const socket = await new Promise<net.Socket>((resolve, reject) => {
+    server.once("connection", resolve)
+    child.once("exit", (code, signal) => reject(new Error(`QEMU exited early (${code ?? signal}): ${fs.readFileSync(path.join(dir, `${name}.log`), "utf8")}`)))
+  })
+  server.close()
+  const qmp = new RawQmp(socket)
+  ;(machine as { qmp: RawQmp }).qmp = qmp
+  await qmp.readGreeting()
+  await qmp.execute("qmp_capabilities")
+  return machine
+}
+
+/** quit → wait for QEMU to exit → remove the temp dir. */
+export const shutdown = async (machine: RawMachine): Promise<void> => {
+  machine.qmp.socket.write(`{"execute":"quit"}\n`)
+  await machine.exited
+  machine.qmp.socket.destroy()
+  fs.rmSync(machine.dir, { recursive: true, force: true })
+  live.delete(machine)
+}
+
+/** Last resort (crash, Ctrl-C): SIGKILL every raw QEMU and remove its dir, synchronously. */
+export const killAll = (): void => {
+  for (const machine of live) {
+    try {
+      machine.child.kill("SIGKILL")
+    } catch {
+      // already gone
+    }
+    fs.rmSync(machine.dir, { recursive: true, force: true })
+  }
+  live.clear()
+}
+
+const now = () => performance.now()
+
+/** `n` sequential `query-status` round trips; per-trip latencies and the total. */
+export const roundTrips = async (machine: RawMachine, n: number) => {
+  const latencies = new Float64Array(n)
+  const t0 = now()
+  for (let i = 0; i < n; i++) {
+    const a = now()
+    await machine.qmp.execute("query-status")
+    latencies[i] = now() - a
+  }
+  return { total: now() - t0, latencies }
+}
+
+/** 100 `query-status` commands written at once; time until every reply is in. */
+export const batch = async (machine: RawMachine) => {
+  const t0 = now()
+  const replies: Array<Promise<unknown>> = []
+  for (let i = 0; i < 100; i++) replies.push(machine.qmp.execute("query-status"))
+  await Promise.all(replies)
+  return now() - t0
+}
+
+/** `pairs` stop/cont pairs written at once; time until `2 × pairs` events have been parsed. */
+export const eventThroughput = async (machine: RawMachine, pairs: number) => {
+  const expected = pairs * 2
+  let count = 0
+  const t0 = now()
+  const counted = new Promise<number>((resolve) => {
+    machine.qmp.onEvent = () => {
+      if (++count === expected) resolve(now())
+    }
+  })
+  const replies: Array<Promise<unknown>> = []
+  for (let i = 0; i < expected; i++) replies.push(machine.qmp.execute(i % 2 === 0 ? "stop" : "cont"))
+  const t1 = await counted
+  await Promise.all(replies)
+  machine.qmp.onEvent = undefined
+  return t1 - t0
+}
+
+/** A raw reader of a socket that resolves when `needle` has arrived (and consumes up to it). */
+const reader = (socket: net.Socket) => {
+  let text = ""
+  let waiter: { needle: string; resolve: (at: number) => void } | undefined
+  const check = (at: number) => {
+    if (!waiter) return
+    const i = text.indexOf(waiter.needle)
+    if (i < 0) return
+    text = text.slice(i + waiter.needle.length)
+    const { resolve } = waiter
+    waiter = undefined
+    resolve(at)
+  }
+  socket.setEncoding("latin1")
+  socket.on("data", (data: string) => {
+    const at = now()
+    text += data
+    check(at)
+  })
+  return (needle: string) =>
+    new Promise<number>((resolve) => {
+      waiter = { needle, resolve }
+      check(now())
+    })
+}
+
+const connectUnix = (path: string) =>
+  new Promise<net.Socket>((resolve, reject) => {
+    const socket = net.createConnection({ path })
+    socket.once("error", reject)
+    socket.once("connect", () => resolve(socket))
+  })
+
+/** Console echo through QEMU's HMP readline monitor: write one byte, time until it is read back. */
+export const consoleEcho = async (path: string, samples: number) => {
+  const socket = await connectUnix(path)
+  const until = reader(socket)
+  await until("(qemu) ")
+  const out = new Float64Array(samples)
+  for (let i = 0; i < samples; i++) {
+    const letter = String(i % 10) // a digit: no HMP command to run on "\r"
+    const t0 = now()
+    socket.write(letter)
+    out[i] = (await until(letter)) - t0
+    socket.write("\r")
+    await until("(qemu) ")
+  }
+  socket.destroy()
+  return out
+}
+
+/** The consumer path alone over a local unix socket pair, raw reader on `client`. */
+export const consoleLocal = async (client: net.Socket, writer: net.Socket, samples: number) => {
+  const until = reader(client)
+  const out = new Float64Array(samples)
+  for (let i = 0; i < samples; i++) {
+    const letter = String.fromCharCode(97 + (i % 26))
+    const t0 = now()
+    writer.write(letter)
+    out[i] = (await until(letter)) - t0
+  }
+  client.destroy()
+  return out
+}
+
+/** A connected unix socket pair through a listener at `path` (removed once connected). */
+export const socketPair = async (path: string) => {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(path, resolve))
+  const accepted = new Promise<net.Socket>((resolve) => server.once("connection", resolve))
+  const client = await connectUnix(path)
+  const writer = await accepted
+  server.close()
+  return { client, writer }
+}
+
+/** `count` raw machines launched concurrently; wall time to all-ready, RSS held, time to close. */
+export const concurrentLaunch = async (count: number, gc: () => void) => {
+  gc()
+  const before = process.memoryUsage()
+  const t0 = now()
+  const machines = await Promise.all(Array.from({ length: count }, () => launch()))
+  const wall = now() - t0
+  gc()
+  const after = process.memoryUsage()
+  const t1 = now()
+  await Promise.all(machines.map(shutdown))
+  return { wall, rssDelta: after.rss - before.rss, heapDelta: after.heapUsed - before.heapUsed, close: now() - t1 }
+}
