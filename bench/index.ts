@@ -184,33 +184,27 @@ const benchLifecycle = async () => {
 const benchOnOneMachine = async () => {
   const lib = await openMachine()
   const raw = await Raw.launch()
-  // Informational: the raw client sending the library's id format, to separate wire bytes from client overhead.
-  const rawLibIds = await Raw.launch()
-  rawLibIds.qmp.libraryIds = true
   try {
     if (enabled("roundtrips")) {
       log(`sequential query-status: ${plan.rtRounds} rounds of ${plan.rtOps}`)
       await run(Lib.roundTrips(lib.vm, plan.rtWarm))
       await Raw.roundTrips(raw, plan.rtWarm)
-      await Raw.roundTrips(rawLibIds, plan.rtWarm)
       // Each run is rtOps round trips per side, interleaved in blocks so that noise hits both alike.
       const block = Math.min(1_000, plan.rtOps)
       const blocks = Math.ceil(plan.rtOps / block)
       type Trips = { total: number; latencies: Float64Array }
-      const r = { lib: [] as Array<Trips>, raw: [] as Array<Trips>, rawLibIds: [] as Array<Trips> }
+      const r = { lib: [] as Array<Trips>, raw: [] as Array<Trips> }
       const merge = (xs: Array<Trips>): Trips => ({
         total: xs.reduce((t, x) => t + x.total, 0),
         latencies: concat(xs.map((x) => x.latencies))
       })
       for (let round = 0; round < plan.rtRounds; round++) {
-        const [l, b, i] = await interleaveMany<Trips>(blocks, 0, [
+        const [l, b] = await interleaveMany<Trips>(blocks, 0, [
           () => run(Lib.roundTrips(lib.vm, block)),
-          () => Raw.roundTrips(raw, block),
-          () => Raw.roundTrips(rawLibIds, block)
+          () => Raw.roundTrips(raw, block)
         ])
         r.lib.push(merge(l!))
         r.raw.push(merge(b!))
-        r.rawLibIds.push(merge(i!))
       }
       const rate = (x: { total: number; latencies: Float64Array }) => (x.latencies.length / x.total) * 1000
       const libRate = summarize(r.lib.map(rate))
@@ -218,8 +212,6 @@ const benchOnOneMachine = async () => {
       const libLat = summarize(concat(r.lib.map((x) => x.latencies)))
       const rawLat = summarize(concat(r.raw.map((x) => x.latencies)))
       const ratio = libRate.median / rawRate.median
-      const libIdsRate = summarize(r.rawLibIds.map(rate))
-      notes.push(`round trips: raw sending the library's "eq-<n>" ids ${fmtRate(libIdsRate.median)}; library / that = ${(libRate.median / libIdsRate.median).toFixed(3)}× (QEMU reads QMP one byte per read(): id bytes cost QEMU time)`)
       rows.push({
         id: "roundtrips",
         metric: `sequential query-status (${plan.rtOps.toLocaleString("en")} round trips)`,
@@ -229,7 +221,7 @@ const benchOnOneMachine = async () => {
         ratioText: `${ratio.toFixed(3)}×`,
         target: "≥ 0.90× raw rate",
         pass: ratio >= 0.9,
-        data: { libraryRate: libRate, baselineRate: rawRate, baselineWithLibraryIdsRate: libIdsRate, libraryLatencyMs: libLat, baselineLatencyMs: rawLat, unit: "round trips/s" }
+        data: { libraryRate: libRate, baselineRate: rawRate, libraryLatencyMs: libLat, baselineLatencyMs: rawLat, unit: "round trips/s" }
       })
     }
 
@@ -287,7 +279,6 @@ const benchOnOneMachine = async () => {
   } finally {
     await lib.close()
     await Raw.shutdown(raw)
-    await Raw.shutdown(rawLibIds)
   }
 }
 

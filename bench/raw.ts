@@ -22,8 +22,6 @@ export class RawQmp {
   private buf = ""
   private nextId = 0
   private readonly waiting = new Map<number | string, (reply: any) => void>()
-  /** Informational only: send ids as the library does (`"eq-<base36>"`) instead of plain numbers. */
-  libraryIds = false
   private greeting: ((g: any) => void) | undefined
   onEvent: ((event: any) => void) | undefined = undefined
   onClose: (() => void) | undefined = undefined
@@ -58,11 +56,10 @@ export class RawQmp {
 
   /** Sends a command and resolves with the raw reply (`{return}` or `{error}`). */
   execute(command: string): Promise<any> {
-    const n = this.nextId++
-    const id = this.libraryIds ? `eq-${n.toString(36)}` : n
+    const id = this.nextId++
     return new Promise((resolve) => {
       this.waiting.set(id, resolve)
-      this.socket.write(`{"execute":"${command}","id":${JSON.stringify(id)}}\n`)
+      this.socket.write(`{"execute":"${command}","id":${id}}\n`)
     })
   }
 }

@@ -223,7 +223,6 @@ const DEFAULT_NEGOTIATION_TIMEOUT = Duration.seconds(15)
 const DEFAULT_EVENT_BUFFER = 10_000
 const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 const STREAM_BUFFER = 4096
-const ID_PREFIX = "eq-"
 const MAX_ABANDONED = 4096
 
 type CloseCause = QmpConnectionError | QmpProtocolError
@@ -256,7 +255,7 @@ export const fromSocket = (
     const maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
     const decoder = new LineDecoder(maxMessage)
     // A waiting command's resume callback, by id.
-    const pending = new Map<string, (reply: Effect.Effect<QmpMessage.Response, QmpError>) => void>()
+    const pending = new Map<number, (reply: Effect.Effect<QmpMessage.Response, QmpError>) => void>()
     const buffer = yield* Queue.sliding<QmpMessage.Event>(options.eventBufferSize ?? DEFAULT_EVENT_BUFFER)
     // `null` marks the end of the connection for every stream. Made by the first subscriber:
     // it costs more to build than the rest of the client (on the launch path), and what is
@@ -268,7 +267,7 @@ export const fromSocket = (
     const label = options.name ?? "qmp"
     let counter = 0
     // Ids of commands whose caller gave up (timeout, interruption): their late replies are expected.
-    const abandoned = new Set<string>()
+    const abandoned = new Set<number>()
     let closeCause: CloseCause | undefined
     let greeted = false
 
@@ -320,16 +319,16 @@ export const fromSocket = (
               new QmpProtocolError({ message: "response without id", raw: QmpMessage.truncateRaw(line) })
             )
           }
-          const resume = typeof id === "string" ? pending.get(id) : undefined
-          if (!resume && typeof id === "string" && abandoned.delete(id)) {
-            log("Debug", "dropping the late reply of an abandoned QMP command", { id })
+          const resume = typeof id === "number" ? pending.get(id) : undefined
+          if (!resume && typeof id === "number" && abandoned.delete(id)) {
+            log("Debug", "dropping the late reply of an abandoned QMP command", { id: String(id) })
             return
           }
           if (!resume) {
             log("Warning", "dropping QMP reply with an unknown id", { id: describeId(id) })
             return
           }
-          pending.delete(id as string)
+          pending.delete(id as number)
           resume(Exit.succeed(message.value))
           return
         }
@@ -384,11 +383,11 @@ export const fromSocket = (
     ): Effect.Effect<QmpMessage.Response, QmpError> =>
       Effect.suspend(() => {
         if (closeCause) return Effect.fail(closeCause)
-        const id = ID_PREFIX + (counter++).toString(36)
+        const id = ++counter
         const verb = executeOptions?.oob ? "exec-oob" : "execute"
         const wire = args === undefined
-          ? `{"${verb}":${JSON.stringify(command)},"id":"${id}"}\n`
-          : `{"${verb}":${JSON.stringify(command)},"arguments":${JSON.stringify(args)},"id":"${id}"}\n`
+          ? `{"${verb}":${JSON.stringify(command)},"id":${id}}\n`
+          : `{"${verb}":${JSON.stringify(command)},"arguments":${JSON.stringify(args)},"id":${id}}\n`
         const timeout = executeOptions?.timeout === undefined ? defaultTimeout : Duration.decode(executeOptions.timeout)
         // A plain async callback rather than a Deferred: this is the per-command hot path.
         const awaited = Effect.async<QmpMessage.Response, QmpError>((resume) => {
