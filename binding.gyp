@@ -1,6 +1,9 @@
-# Native addon that passes file descriptors over AF_UNIX sockets (SCM_RIGHTS),
-# which Node's net module cannot do on its own. Plain N-API so the built
-# binary is ABI-stable across Node versions and needs no npm dependencies.
+# Native parts, built by `npm ci` (node-gyp):
+# - fdpass: an N-API addon that passes file descriptors over AF_UNIX sockets
+#   (SCM_RIGHTS), which Node's net module cannot do on its own. Plain N-API so
+#   the binary is ABI-stable across Node versions and needs no npm dependencies.
+# - effect-qemu-exec: a tiny static program that makes QEMU die with the Node
+#   process (PR_SET_PDEATHSIG) and then execs it.
 {
   "targets": [
     {
@@ -11,6 +14,15 @@
       "xcode_settings": {
         "WARNING_CFLAGS": ["-Wall", "-Wextra"]
       }
+    },
+    {
+      "target_name": "effect-qemu-exec",
+      "type": "executable",
+      "sources": ["native/pdeathsig.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "conditions": [
+        ["OS=='linux'", { "ldflags": ["-static"] }]
+      ]
     }
   ]
 }

@@ -140,17 +140,17 @@ const timeRow = (id: string, metric: string, lib: Summary, raw: Summary, max: nu
 
 // --- the measurements --------------------------------------------------------------------------------
 
-const rawLaunchTimed = (setpriv: boolean) => async () => {
+const rawLaunchTimed = (dieWithParent: boolean) => async () => {
   const t0 = now()
-  const machine = await Raw.launch([], { setpriv })
+  const machine = await Raw.launch([], { dieWithParent })
   const elapsed = now() - t0
   await Raw.shutdown(machine)
   return elapsed
 }
 
-const rawLifecycleTimed = (setpriv: boolean) => async () => {
+const rawLifecycleTimed = (dieWithParent: boolean) => async () => {
   const t0 = now()
-  await Raw.shutdown(await Raw.launch([], { setpriv }))
+  await Raw.shutdown(await Raw.launch([], { dieWithParent }))
   return now() - t0
 }
 
@@ -164,7 +164,7 @@ const benchLaunch = async () => {
   const row = timeRow("launch", "launch-to-ready (-machine none)", summarize(lib!), summarize(raw!), 1.05)
   const withSetpriv = summarize(rawSetpriv!)
   rows.push({ ...row, data: { ...row.data, baselineWithSetpriv: withSetpriv } })
-  notes.push(`launch: raw under setpriv --pdeathsig KILL (as the library runs QEMU) ${fmtMs(withSetpriv.median)}; library / that = ${(summarize(lib!).median / withSetpriv.median).toFixed(3)}×`)
+  notes.push(`launch: raw behind the library's parent-death exec helper ${fmtMs(withSetpriv.median)}; library / that = ${(summarize(lib!).median / withSetpriv.median).toFixed(3)}×`)
 }
 
 const benchLifecycle = async () => {
@@ -177,7 +177,7 @@ const benchLifecycle = async () => {
   const row = timeRow("lifecycle", "full lifecycle (launch→quit→exit→rm)", summarize(lib!), summarize(raw!), 1.05)
   const withSetpriv = summarize(rawSetpriv!)
   rows.push({ ...row, data: { ...row.data, baselineWithSetpriv: withSetpriv } })
-  notes.push(`lifecycle: raw under setpriv ${fmtMs(withSetpriv.median)}; library / that = ${(summarize(lib!).median / withSetpriv.median).toFixed(3)}×`)
+  notes.push(`lifecycle: raw behind the exec helper ${fmtMs(withSetpriv.median)}; library / that = ${(summarize(lib!).median / withSetpriv.median).toFixed(3)}×`)
 }
 
 /** The measurements that reuse one machine per side. */

@@ -7,7 +7,9 @@
  * QEMU's stdout/stderr, same listen-then-spawn-then-accept order, same
  * `{"execute":…,"id":…}` wire format with replies routed by id.
  */
+import { Option } from "effect"
 import * as cp from "node:child_process"
+import * as Proc from "../src/internal/process.js"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
@@ -79,7 +81,7 @@ const randomSuffix = () => Math.floor(Math.random() * 0x1000000).toString(16).pa
  */
 export const launch = async (
   extraArgs: ReadonlyArray<string> = [],
-  options: { readonly setpriv?: boolean } = {}
+  options: { readonly dieWithParent?: boolean } = {}
 ): Promise<RawMachine> => {
   const dir = fs.mkdtempSync(path.join("/var/tmp", "qemu-machine-"))
   const name = `qemu-${process.pid}-${randomSuffix()}`
@@ -96,9 +98,10 @@ export const launch = async (
     "-machine", "none",
     ...extraArgs
   ]
-  // Informational variant only: the library runs QEMU under `setpriv --pdeathsig KILL`.
-  const child = options.setpriv
-    ? cp.spawn("setpriv", ["--pdeathsig", "KILL", "--", QEMU, ...args], { stdio: ["ignore", logFd, logFd] })
+  // Informational variant only: QEMU behind the same parent-death prefix the library uses.
+  const prefix = options.dieWithParent ? Option.getOrElse(Proc.dieWithParentPrefix(), () => []) : []
+  const child = prefix.length > 0
+    ? cp.spawn(prefix[0]!, [...prefix.slice(1), QEMU, ...args], { stdio: ["ignore", logFd, logFd] })
     : cp.spawn(QEMU, args, { stdio: ["ignore", logFd, logFd] })
   fs.closeSync(logFd)
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))

@@ -7,11 +7,10 @@
  *
  * @internal
  */
-import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
 import type { Socket } from "node:net"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { join } from "node:path"
+import { findBuilt } from "./native.js"
 
 /** Shape of the compiled addon's exports. */
 export interface FdPassBinding {
@@ -28,22 +27,6 @@ const ADDON_PATH = join("build", "Release", "fdpass.node")
 // the outcome (binding or reason) in module state costs nothing in purity.
 let cached: FdPassBinding | string | undefined
 
-// The same file runs as src/internal/fdpass.ts (vitest) and
-// dist/internal/fdpass.js (published), at different depths below the package
-// root, so search upwards rather than hard-coding "../..". Stopping at the
-// first package.json keeps us from picking up some unrelated parent's addon.
-const findAddon = (): string | undefined => {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (;;) {
-    const candidate = join(dir, ADDON_PATH)
-    if (existsSync(candidate)) return candidate
-    if (existsSync(join(dir, "package.json"))) return undefined
-    const parent = dirname(dir)
-    if (parent === dir) return undefined
-    dir = parent
-  }
-}
-
 const isBinding = (u: unknown): u is FdPassBinding =>
   typeof u === "object" && u !== null && typeof (u as { sendFds?: unknown }).sendFds === "function"
 
@@ -54,7 +37,7 @@ const messageOf = (e: unknown): string => (e instanceof Error ? e.message : Stri
  */
 export const loadFdPass = (): FdPassBinding | string => {
   if (cached !== undefined) return cached
-  const path = findAddon()
+  const path = findBuilt("fdpass.node")
   if (path === undefined) {
     cached = `fdpass native addon not built: ${ADDON_PATH} not found (run \`npm run install\` in the package root)`
     return cached

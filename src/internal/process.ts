@@ -2,13 +2,15 @@
  * Child processes over `node:child_process`, shaped for QEMU: stdin closed,
  * stdout and stderr sent to one log file, extra descriptors inherited at
  * chosen numbers, exit reported with the signal when there was one, and the
- * child tied to our lifetime (SIGKILL on parent death through `setpriv
- * --pdeathsig`) so that even a crashed Node process leaves no QEMU behind.
+ * child tied to our lifetime (SIGKILL on parent death, through our static
+ * `effect-qemu-exec` helper or `setpriv --pdeathsig`) so that even a crashed
+ * Node process leaves no QEMU behind.
  */
 import { Deferred, Duration, Effect, Exit, FiberId, Option, Scope } from "effect"
 import * as cp from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
+import { findBuilt } from "./native.js"
 
 export interface ExitInfo {
   readonly code: number | null
@@ -24,7 +26,7 @@ export interface SpawnOptions {
   readonly logFile?: string | undefined
   /** Descriptors of ours that the child inherits, at the given numbers (> 2). */
   readonly passFds?: ReadonlyArray<{ readonly fd: number; readonly target: number }> | undefined
-  /** Kill the child when this process dies (needs `setpriv`, skipped when missing). */
+  /** Kill the child when this process dies (needs the built helper or `setpriv`, skipped when neither exists). */
   readonly dieWithParent?: boolean | undefined
   readonly env?: NodeJS.ProcessEnv | undefined
 }
@@ -49,24 +51,34 @@ export class SpawnError {
   }
 }
 
-let setprivPath: Option.Option<string> | undefined
+let dieWithParent: Option.Option<ReadonlyArray<string>> | undefined
 
-/** `setpriv` from util-linux, if installed; looked up once per process. */
-export const findSetpriv = (): Option.Option<string> => {
-  if (setprivPath === undefined) {
-    setprivPath = Option.none()
-    for (const dir of (process.env.PATH ?? "/usr/bin:/bin").split(":").concat(["/usr/bin", "/bin"])) {
-      const candidate = `${dir}/setpriv`
-      try {
-        fs.accessSync(candidate, fs.constants.X_OK)
-        setprivPath = Option.some(candidate)
-        break
-      } catch {
-        // keep looking
-      }
+/**
+ * The command prefix that makes a child die with this process: our static
+ * `effect-qemu-exec` helper when it was built, else util-linux's `setpriv
+ * --pdeathsig KILL`, else nothing. Looked up once per process.
+ */
+export const dieWithParentPrefix = (): Option.Option<ReadonlyArray<string>> => {
+  if (dieWithParent === undefined) {
+    const helper = findBuilt("effect-qemu-exec")
+    dieWithParent = helper !== undefined
+      ? Option.some([helper, String(process.pid)])
+      : Option.map(findOnPath("setpriv"), (setpriv) => [setpriv, "--pdeathsig", "KILL", "--"])
+  }
+  return dieWithParent
+}
+
+const findOnPath = (program: string): Option.Option<string> => {
+  for (const dir of (process.env.PATH ?? "/usr/bin:/bin").split(":").concat(["/usr/bin", "/bin"])) {
+    const candidate = `${dir}/${program}`
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK)
+      return Option.some(candidate)
+    } catch {
+      // keep looking
     }
   }
-  return setprivPath
+  return Option.none()
 }
 
 /**
@@ -97,14 +109,14 @@ export const spawn = (
         while (stdio.length <= target) stdio.push("ignore")
         stdio[target] = fd
       }
-      const setpriv = options.dieWithParent ? findSetpriv() : Option.none()
-      // Behind setpriv a missing program is setpriv's exit 127, not a spawn error: look first.
-      const missing = Option.isSome(setpriv) ? checkExecutable(file!, options.env ?? process.env) : undefined
+      const prefix = options.dieWithParent ? dieWithParentPrefix() : Option.none()
+      // Behind the prefix a missing program is an exit 127, not a spawn error: look first.
+      const missing = Option.isSome(prefix) ? checkExecutable(file!, options.env ?? process.env) : undefined
       if (missing) {
         if (logFd !== undefined) fs.closeSync(logFd)
         return resume(Effect.fail(new SpawnError(missing, command)))
       }
-      const argv = Option.isSome(setpriv) ? [setpriv.value, "--pdeathsig", "KILL", "--", file!, ...args] : [file!, ...args]
+      const argv = Option.isSome(prefix) ? [...prefix.value, file!, ...args] : [file!, ...args]
       let child: cp.ChildProcess
       try {
         // Its own process group, signalled as a whole: a wrapper's children (`sh -c`, which
@@ -158,8 +170,20 @@ export const spawn = (
       })
   )
 
-/** Why `execvp(file)` would fail with ENOENT/EACCES, as Node's spawn error would say it; undefined when it would not. */
+// Programs found executable before, by PATH: a launch loop should not stat PATH each time.
+// A program removed later shows up as an early exit 127 with the helper's message.
+const executables = new Set<string>()
+
 const checkExecutable = (file: string, env: NodeJS.ProcessEnv): Error | undefined => {
+  const key = `${env.PATH ?? ""}\0${file}`
+  if (executables.has(key)) return undefined
+  const missing = findExecutable(file, env)
+  if (missing === undefined) executables.add(key)
+  return missing
+}
+
+/** Why `execvp(file)` would fail with ENOENT/EACCES, as Node's spawn error would say it; undefined when it would not. */
+const findExecutable = (file: string, env: NodeJS.ProcessEnv): Error | undefined => {
   const candidates = file.includes("/")
     ? [file]
     : (env.PATH ?? "/usr/local/bin:/usr/bin:/bin").split(":").map((dir) => `${dir || "."}/${file}`)
