@@ -4,17 +4,18 @@
  * Every timing is taken inside the Effect, around exactly the work measured.
  */
 import { Deferred, Effect, Exit, Fiber, Option, Scope, Stream } from "effect"
-import { ConsoleSocket, QemuMachine } from "../src/index.js"
+import type { QemuMachine as QemuMachineTypes } from "../src/index.js"
+import { ConsoleSocket, QemuMachine } from "./lib.js"
 import { QEMU } from "./raw.js"
 import { now } from "./stats.js"
 
 /** Temp dirs the library created, checked for leftovers at the end. */
 export const tempDirs = new Set<string>()
 
-export const config = (...extraArgs: ReadonlyArray<string>): QemuMachine.Config =>
+export const config = (...extraArgs: ReadonlyArray<string>): QemuMachineTypes.Config =>
   QemuMachine.make({ binary: QEMU }).pipe(QemuMachine.setMachine("none"), QemuMachine.addArgs(...extraArgs))
 
-const launchTracked = (cfg: QemuMachine.Config) =>
+const launchTracked = (cfg: QemuMachineTypes.Config) =>
   Effect.tap(QemuMachine.launch(cfg), (vm) => Effect.sync(() => tempDirs.add(vm.tempDir)))
 
 /** spawn → QMP negotiated; the shutdown that follows is not timed. */
@@ -34,7 +35,7 @@ export const lifecycle: Effect.Effect<number, unknown> = Effect.gen(function*() 
 })
 
 /** A machine that lives until `close` is run (for the measurements that reuse one). */
-export const openMachine = (cfg: QemuMachine.Config = config()) =>
+export const openMachine = (cfg: QemuMachineTypes.Config = config()) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const vm = yield* launchTracked(cfg).pipe(Scope.extend(scope))
@@ -42,7 +43,7 @@ export const openMachine = (cfg: QemuMachine.Config = config()) =>
   })
 
 /** `n` sequential `query-status` round trips; per-trip latencies and the total. */
-export const roundTrips = (vm: QemuMachine.Machine, n: number) =>
+export const roundTrips = (vm: QemuMachineTypes.Machine, n: number) =>
   Effect.gen(function*() {
     const latencies = new Float64Array(n)
     const t0 = now()
@@ -57,7 +58,7 @@ export const roundTrips = (vm: QemuMachine.Machine, n: number) =>
 const hundred = Array.from({ length: 100 }, (_, i) => i)
 
 /** 100 `query-status` commands, all in flight at once or one after the other. */
-export const batch = (vm: QemuMachine.Machine, concurrent: boolean) =>
+export const batch = (vm: QemuMachineTypes.Machine, concurrent: boolean) =>
   Effect.gen(function*() {
     const t0 = now()
     yield* Effect.forEach(hundred, () => vm.command("query-status"), {
@@ -71,7 +72,7 @@ export const batch = (vm: QemuMachine.Machine, concurrent: boolean) =>
  * `pairs` stop/cont pairs, all issued at once (in order); time from the first
  * command until a stream consumer has counted `2 × pairs` events.
  */
-export const eventThroughput = (vm: QemuMachine.Machine, pairs: number) =>
+export const eventThroughput = (vm: QemuMachineTypes.Machine, pairs: number) =>
   Effect.scoped(
     Effect.gen(function*() {
       const client = Option.getOrThrow(vm.qmpClient)

@@ -9,7 +9,7 @@
  */
 import { Option } from "effect"
 import * as cp from "node:child_process"
-import * as Proc from "../src/internal/process.js"
+import { dieWithParentPrefix } from "./lib.js"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
@@ -99,7 +99,7 @@ export const launch = async (
     ...extraArgs
   ]
   // Informational variant only: QEMU behind the same parent-death prefix the library uses.
-  const prefix = options.dieWithParent ? Option.getOrElse(Proc.dieWithParentPrefix(), () => []) : []
+  const prefix = options.dieWithParent ? Option.getOrElse(dieWithParentPrefix(), () => []) : []
   const child = prefix.length > 0
     ? cp.spawn(prefix[0]!, [...prefix.slice(1), QEMU, ...args], { stdio: ["ignore", logFd, logFd] })
     : cp.spawn(QEMU, args, { stdio: ["ignore", logFd, logFd] })

@@ -455,7 +455,7 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
       Effect.uninterruptible,
       Effect.mapError((e) => invalid(`cannot create a temp dir under ${config.baseTempDir}: ${e.message}`, e))
     )
-    yield* fsys.chmod(tempDir, 0o700).pipe(Effect.ignore)
+    // mkdtemp creates the directory 0700: private to us, sockets included.
     const sockDir = config.sockDir ?? tempDir
     const logDir = config.logDir ?? tempDir
     const monitorAddress: Resolved["monitorAddress"] = !config.qmp
@@ -651,7 +651,7 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
           }
           // Read QMP to its end, so every event QEMU sent before exiting is kept.
           yield* child.exited
-          yield* qmp.closed.pipe(Effect.timeout(Duration.seconds(1)), Effect.ignore)
+          if (yield* qmp.isConnected) yield* qmp.closed.pipe(Effect.timeout(Duration.seconds(1)), Effect.ignore)
           yield* qmp.close
         } else if (!state.quitIssued) {
           child.signal("SIGTERM")

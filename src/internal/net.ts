@@ -51,7 +51,9 @@ export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionE
     // Connections that arrive before anyone calls accept wait here.
     const backlog: Array<net.Socket> = []
     const waiters: Array<Deferred.Deferred<net.Socket, QmpConnectionError>> = []
-    let closedCause: QmpConnectionError | undefined
+    let closed = false
+    // Built only when someone is told: an error captures a stack trace, and most listeners close quietly.
+    const closedError = () => connectionError("Closed", undefined, "listener closed")
 
     const server = yield* Effect.acquireRelease(
       Effect.async<net.Server, QmpConnectionError>((resume) => {
@@ -59,7 +61,7 @@ export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionE
         server.on("connection", (socket) => {
           const waiter = waiters.shift()
           if (waiter) Deferred.unsafeDone(waiter, Exit.succeed(socket))
-          else if (closedCause) socket.destroy()
+          else if (closed) socket.destroy()
           else backlog.push(socket)
         })
         const onError = (err: Error) => resume(Effect.fail(connectionError("Refused", err, `cannot listen on ${formatAddress(address)}: ${err.message}`)))
@@ -78,15 +80,16 @@ export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionE
 
     const closeServer = (srv: net.Server) =>
       Effect.sync(() => {
-        if (!closedCause) closedCause = connectionError("Closed", undefined, "listener closed")
+        if (closed) return
+        closed = true
         srv.close()
         for (const socket of backlog.splice(0)) socket.destroy()
-        for (const waiter of waiters.splice(0)) Deferred.unsafeDone(waiter, Exit.fail(closedCause))
+        for (const waiter of waiters.splice(0)) Deferred.unsafeDone(waiter, Exit.fail(closedError()))
         if (typeof address === "string") {
           try {
             fs.unlinkSync(address)
           } catch {
-            // Already gone: close is idempotent.
+            // Already gone.
           }
         }
       })
@@ -99,7 +102,7 @@ export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionE
     const accept = Effect.uninterruptibleMask((restore) => {
       const ready = backlog.shift()
       if (ready) return adopt(ready)
-      if (closedCause) return Effect.fail(closedCause)
+      if (closed) return Effect.fail(closedError())
       const waiter = Deferred.unsafeMake<net.Socket, QmpConnectionError>(FiberId.none)
       waiters.push(waiter)
       // The wait is interruptible; adopting the socket once it arrived is not,
