@@ -28,9 +28,9 @@ const version = (vm: QemuMachine.Machine) =>
     (v) => (v ? `${v.qemu.major}.${v.qemu.minor}.${v.qemu.micro} ${v.package}`.trim() : "unknown")
   )
 
-const withGuest = (files: Guest.Files) =>
+const withGuest = ({ files, built }: { readonly files: Guest.Files; readonly built: string }) =>
   Effect.gen(function*() {
-    yield* Console.log(`guest: kernel ${files.kernelVersion} (cached in ${files.dir})`)
+    yield* Console.log(`guest: kernel ${files.kernelVersion} in ${files.dir} (ready in ${built})`)
     const t0 = performance.now()
     const vm = yield* QemuMachine.launch(Guest.config(files))
     const launched = ms(t0)
@@ -96,7 +96,14 @@ const withoutGuest = (why: string) =>
     yield* Console.log(`\ntimings\n  launch ${launched}\n  shutdown ${ms(offStart)}`)
   }).pipe(Effect.scoped)
 
-const main = Guest.build().pipe(
+const buildGuest = Effect.gen(function*() {
+  const t0 = performance.now()
+  yield* Console.log("guest: building from Debian packages, or reusing the cache...")
+  const files = yield* Guest.build()
+  return { files, built: ms(t0) }
+})
+
+const main = buildGuest.pipe(
   Effect.matchEffect({
     onFailure: (e) => withoutGuest(e.message),
     onSuccess: withGuest
