@@ -9,6 +9,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { QemuMachine } from "../src/index.js"
 import * as Redact from "../src/internal/redact.js"
+import { LineDecoder } from "../src/internal/lineDecoder.js"
 import * as QmpClient from "../src/QmpClient.js"
 import * as QmpMessage from "../src/QmpMessage.js"
 import { eventJson, fakeServer } from "./helpers/fakeQmp.js"
@@ -136,5 +137,25 @@ describe("secrets on the command line (logged at Debug, carried by LaunchFailure
       expect(everything).not.toContain("S3cretA")
       expect(everything).not.toContain("S3cretB")
     }).pipe(Effect.provide(logs.layer), Logger.withMinimumLogLevel(LogLevel.Debug))
+  })
+})
+
+describe("LineDecoder limit", () => {
+  it("counts bytes, not characters, so multi-byte text cannot exceed maxMessageSize", () => {
+    const decoder = new LineDecoder(100)
+    const lines: Array<string> = []
+    // 40 three-byte characters: 40 characters, 120 bytes.
+    const result = decoder.push(Buffer.from(`${"€".repeat(40)}\n`), (l) => lines.push(l))
+    expect(result?._tag).toBe("Oversized")
+    expect(result?.size).toBe(120)
+    expect(lines).toEqual([])
+  })
+
+  it("accepts a line of exactly the limit, split across reads", () => {
+    const decoder = new LineDecoder(10)
+    const lines: Array<string> = []
+    expect(decoder.push(Buffer.from("01234"), (l) => lines.push(l))).toBeUndefined()
+    expect(decoder.push(Buffer.from("56789\n"), (l) => lines.push(l))).toBeUndefined()
+    expect(lines).toEqual(["0123456789"])
   })
 })

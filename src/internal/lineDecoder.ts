@@ -29,16 +29,21 @@ export class LineDecoder {
     let start = 0
     let nl = data.indexOf(10, start)
     while (nl !== -1) {
+      // The limit is in bytes, checked before decoding.
+      const bytes = this.pending + nl - start
+      if (bytes > this.maxLineBytes) {
+        const head = this.pending > 0 ? this.chunks[0]! : data.subarray(start, nl)
+        return this.oversized(bytes, head.subarray(0, 256).toString("utf8"))
+      }
       let line: string
       if (this.pending > 0) {
         this.chunks.push(data.subarray(start, nl))
-        line = Buffer.concat(this.chunks, this.pending + nl - start).toString("utf8")
+        line = Buffer.concat(this.chunks, bytes).toString("utf8")
         this.chunks = []
         this.pending = 0
       } else {
         line = data.toString("utf8", start, nl)
       }
-      if (line.length > this.maxLineBytes) return this.oversized(line.length, line)
       if (line.length > 0 && !(line.length === 1 && line === "\r")) onLine(line)
       start = nl + 1
       nl = data.indexOf(10, start)
