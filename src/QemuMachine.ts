@@ -528,24 +528,31 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
         return yield* Effect.fail(failure(reason, Option.getOrUndefined(exit), cause, detail))
       })
 
-    const exitedEarly = Effect.flatMap(child.exited, (exit) =>
-      Effect.fail(
-        failure("ExitedEarly", exit, undefined, `QEMU exited before the QMP connection was made (${describeExit(exit)})`)
-      ))
-
     let qmp: QmpClient.QmpClient.Service | undefined
     if (listener) {
-      qmp = yield* listener.accept({ negotiationTimeout: config.qmpTimeout, name }).pipe(
+      // QEMU exiting before it is connected ends the wait at once: closing the listener fails
+      // the accept. One deadline covers connecting and negotiating.
+      const unwatch = child.onExit(() => Effect.runSync(listener.close))
+      qmp = yield* listener.accept({ negotiationTimeout: Duration.infinity, name }).pipe(
         Scope.extend(scope),
         Effect.timeoutFail({
           duration: config.qmpTimeout,
           onTimeout: () => new QmpTimeoutError({ operation: "QEMU connecting to the QMP monitor", timeout: config.qmpTimeout })
         }),
-        Effect.raceFirst(exitedEarly),
+        Effect.ensuring(Effect.sync(unwatch)),
         Effect.catchAll((e) =>
-          e._tag === "LaunchFailure"
-            ? Effect.fail(e)
-            : killAndFail(e._tag === "QmpTimeoutError" ? "Timeout" : "QmpFailed", e, e.message)
+          e._tag === "QmpTimeoutError"
+            ? killAndFail("Timeout", e, e.message)
+            // A closed listener or an EOF: QEMU is exiting, and the exit may be reported a moment later.
+            : Effect.flatMap(child.exited.pipe(Effect.timeout(Duration.seconds(2)), Effect.option), (exit) =>
+              Option.isSome(exit)
+                ? Effect.fail(failure(
+                  "ExitedEarly",
+                  exit.value,
+                  e,
+                  `QEMU exited before the QMP connection was made (${describeExit(exit.value)})`
+                ))
+                : killAndFail("QmpFailed", e, e.message))
         )
       )
       // QEMU is connected: the listening socket has done its job.

@@ -524,13 +524,13 @@ export const fromSocket = (
       )
       return { ...service, greeting, capabilities: enable }
     })
-    return yield* negotiate.pipe(
-      Effect.timeoutFail({
+    const bounded = Duration.isFinite(negotiationTimeout)
+      ? Effect.timeoutFail(negotiate, {
         duration: negotiationTimeout,
         onTimeout: () => new QmpTimeoutError({ operation: "QMP greeting and negotiation", timeout: negotiationTimeout })
-      }),
-      Effect.tapError(() => close)
-    )
+      })
+      : negotiate
+    return yield* Effect.tapError(bounded, () => close)
   }).pipe(Effect.withSpan("QmpClient.negotiate"))
 
 /**

@@ -37,6 +37,8 @@ export interface Child {
   readonly exited: Effect.Effect<ExitInfo>
   /** The exit, if it has happened. */
   readonly exitInfo: () => ExitInfo | undefined
+  /** Calls `f` when the process exits (at once if it has); returns the unsubscribe. */
+  readonly onExit: (f: (info: ExitInfo) => void) => () => void
   /** Sends a signal; false when the process was already gone. */
   readonly signal: (signal: NodeJS.Signals) => boolean
   /** Signals we sent ourselves, so foreign deaths can be told apart. */
@@ -131,9 +133,13 @@ export const spawn = (
       const exitDeferred = Deferred.unsafeMake<ExitInfo>(FiberId.none)
       let exit: ExitInfo | undefined
       const sent = new Set<NodeJS.Signals>()
+      const exitListeners = new Set<(info: ExitInfo) => void>()
       child.on("exit", (code, signal) => {
-        exit = { code, signal }
-        Deferred.unsafeDone(exitDeferred, Exit.succeed(exit))
+        const info: ExitInfo = { code, signal }
+        exit = info
+        Deferred.unsafeDone(exitDeferred, Exit.succeed(info))
+        for (const f of exitListeners) f(info)
+        exitListeners.clear()
       })
       child.on("error", (err) => {
         if (child.pid === undefined) resume(Effect.fail(new SpawnError(err, command)))
@@ -144,6 +150,14 @@ export const spawn = (
         pid,
         exited: Deferred.await(exitDeferred),
         exitInfo: () => exit,
+        onExit: (f) => {
+          if (exit) {
+            f(exit)
+            return () => {}
+          }
+          exitListeners.add(f)
+          return () => exitListeners.delete(f)
+        },
         sentSignals: sent,
         signal: (signal) => {
           if (exit) return false
