@@ -152,7 +152,8 @@ describe("QemuMachine launch failures", () => {
       expect(leftovers(base)).toEqual([])
     }))
 
-  it.scopedLive("a monitor path over 107 bytes fails with InvalidConfig before anything is spawned", () =>
+  /** Launches with a wrapper that would leave a marker file: the marker proves whether anything ran. */
+  const refusedBeforeSpawn = (options: (base: string) => Partial<QemuMachine.Options>) =>
     Effect.gen(function*() {
       const base = yield* tempDir
       const marker = path.join(base, "spawned")
@@ -161,7 +162,7 @@ describe("QemuMachine launch failures", () => {
           binary: "qemu-system-x86_64",
           baseTempDir: base,
           wrapper: ["sh", "-c", `touch ${marker}; exec "$@"`, "--"],
-          monitorAddress: "/tmp/" + "x".repeat(120)
+          ...options(base)
         })
       )
       expect(error._tag).toBe("LaunchFailure")
@@ -170,26 +171,13 @@ describe("QemuMachine launch failures", () => {
       expect(error.message).toContain("107")
       expect(fs.existsSync(marker)).toBe(false)
       expect(leftovers(base)).toEqual([])
-    }))
+    })
+
+  it.scopedLive("a monitor path over 107 bytes fails with InvalidConfig before anything is spawned", () =>
+    refusedBeforeSpawn(() => ({ monitorAddress: "/tmp/" + "x".repeat(120) })))
 
   it.scopedLive("a sockDir too long for AF_UNIX fails with InvalidConfig before anything is spawned", () =>
-    Effect.gen(function*() {
-      const base = yield* tempDir
-      const marker = path.join(base, "spawned")
-      const error = yield* launchFailure(
-        QemuMachine.make({
-          binary: "qemu-system-x86_64",
-          baseTempDir: base,
-          wrapper: ["sh", "-c", `touch ${marker}; exec "$@"`, "--"],
-          sockDir: path.join(base, "s".repeat(100))
-        })
-      )
-      expect(error._tag).toBe("LaunchFailure")
-      if (error._tag !== "LaunchFailure") return
-      expect(error.reason).toBe("InvalidConfig")
-      expect(fs.existsSync(marker)).toBe(false)
-      expect(leftovers(base)).toEqual([])
-    }))
+    refusedBeforeSpawn((base) => ({ sockDir: path.join(base, "s".repeat(100)) })))
 })
 
 describe("QemuMachine shutdown when QEMU misbehaves", () => {
