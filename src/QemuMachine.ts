@@ -45,6 +45,7 @@ import * as nodePath from "node:path"
 import * as ConsoleSocket from "./ConsoleSocket.js"
 import {
   AbnormalShutdown,
+  describeCause,
   LaunchFailure,
   MachineError,
   QmpConnectionError,
@@ -712,7 +713,7 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
               Effect.catchAllCause((cause) =>
                 Effect.gen(function*() {
                   const error = Cause.squash(cause)
-                  steps.push({ step: "soft", outcome: "failed", detail: describeError(error) })
+                  steps.push({ step: "soft", outcome: "failed", detail: describeCause(error) })
                   yield* hard
                   steps.push({ step: "hard", outcome: "ok", detail: "SIGKILL, QEMU exited" })
                   return yield* Effect.fail(new AbnormalShutdown({ cause: error, steps: [...steps] }))
@@ -782,7 +783,7 @@ const build = (config: Config, scope: Scope.CloseableScope) =>
           return Effect.acquireUseRelease(
             Effect.try({
               try: () => fs.openSync(fd.path, "r"),
-              catch: (e) => new MachineError({ message: `cannot open ${fd.path}: ${describeError(e)}`, cause: e })
+              catch: (e) => new MachineError({ message: `cannot open ${fd.path}: ${describeCause(e)}`, cause: e })
             }),
             client.sendFdScm,
             (opened) => Effect.sync(() => fs.closeSync(opened))
@@ -803,8 +804,6 @@ const readText = (file: string): string => {
 const describeExit = (exit: Proc.ExitInfo): string =>
   exit.signal !== null ? `killed by ${exit.signal}` : `exit code ${exit.code}`
 
-const describeError = (e: unknown): string =>
-  typeof e === "object" && e !== null && "message" in e ? String(e.message) : String(e)
 
 /**
  * A layer that launches the machine and provides both `QemuMachine` and
