@@ -37,7 +37,10 @@ import {
   Either,
   Exit,
   FiberId,
+  FiberRef,
+  FiberRefs,
   Layer,
+  LogLevel,
   Option,
   PubSub,
   Queue,
@@ -271,16 +274,22 @@ export const fromSocket = (
     let closeCause: CloseCause | undefined
     let greeted = false
 
-    const log = (level: "Debug" | "Warning", message: string, annotations: Record<string, unknown> = {}) =>
+    // Logs from socket callbacks need a fiber; skip forking one for a level that is filtered out.
+    const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
+    const log = (level: "Debug" | "Warning", message: string, annotations: Record<string, unknown> = {}) => {
+      if (LogLevel.lessThan(level === "Debug" ? LogLevel.Debug : LogLevel.Warning, minimumLevel)) return
       Runtime.runFork(runtime)(
         (level === "Debug" ? Effect.logDebug(message) : Effect.logWarning(message)).pipe(
           Effect.annotateLogs({ qmp: label, ...annotations })
         )
       )
+    }
 
-    // The single disconnect path: first cause wins, everything waiting is failed.
-    const disconnect = (cause: CloseCause) => {
+    // The single disconnect path: first cause wins, everything waiting is failed. The cause is
+    // built lazily: later ones (usually end, close, ...) would each capture a stack trace for nothing.
+    const disconnect = (makeCause: () => CloseCause) => {
       if (closeCause) return
+      const cause = makeCause()
       closeCause = cause
       socket.destroy()
       const failure = Exit.fail(cause)
@@ -296,11 +305,11 @@ export const fromSocket = (
       // Lines that follow a fatal one in the same read come from a stream already declared broken.
       if (closeCause) return
       const decoded = QmpMessage.decode(line)
-      if (Either.isLeft(decoded)) return disconnect(decoded.left)
+      if (Either.isLeft(decoded)) return disconnect(() => decoded.left)
       const message = decoded.right
       if (!greeted) {
         if (message._tag !== "Greeting") {
-          return disconnect(new QmpProtocolError({ message: "expected the QMP greeting", raw: QmpMessage.truncateRaw(line) }))
+          return disconnect(() => new QmpProtocolError({ message: "expected the QMP greeting", raw: QmpMessage.truncateRaw(line) }))
         }
         greeted = true
         return Deferred.unsafeDone(greetingDeferred, Exit.succeed(message.value))
@@ -315,7 +324,7 @@ export const fromSocket = (
           const id = message.value.id
           if (id === undefined) {
             // QEMU answers without an id only when it could not parse what we sent.
-            return disconnect(
+            return disconnect(() =>
               new QmpProtocolError({ message: "response without id", raw: QmpMessage.truncateRaw(line) })
             )
           }
@@ -333,7 +342,7 @@ export const fromSocket = (
           return
         }
         case "Greeting":
-          return disconnect(
+          return disconnect(() =>
             new QmpProtocolError({ message: "unexpected second greeting", raw: QmpMessage.truncateRaw(line) })
           )
       }
@@ -347,10 +356,10 @@ export const fromSocket = (
         oversized = decoder.push(data, onMessage)
       } catch (e) {
         // A throw here would be an uncaught exception in the user's process: end the connection instead.
-        return disconnect(new QmpProtocolError({ message: `cannot handle a QMP message: ${String(e)}`, raw: "" }))
+        return disconnect(() => new QmpProtocolError({ message: `cannot handle a QMP message: ${String(e)}`, raw: "" }))
       }
       if (oversized) {
-        disconnect(
+        disconnect(() =>
           new QmpProtocolError({
             message: `QMP message exceeds ${maxMessage} bytes (${oversized.size} so far)`,
             raw: QmpMessage.truncateRaw(oversized.head)
@@ -358,22 +367,14 @@ export const fromSocket = (
         )
       }
     })
-    // Each of these usually fires after another one already ended the connection: the error
-    // (a stack trace each) is built only when it is the first cause.
-    socket.on("end", () => {
-      if (!closeCause) disconnect(new QmpConnectionError({ reason: "Eof", detail: "QMP server closed the connection" }))
-    })
-    socket.on("error", (err) => {
-      if (!closeCause) disconnect(new QmpConnectionError({ reason: "SocketError", cause: err }))
-    })
-    socket.on("close", () => {
-      if (!closeCause) disconnect(new QmpConnectionError({ reason: "Eof", detail: "QMP socket closed" }))
-    })
-    if (socket.destroyed) disconnect(new QmpConnectionError({ reason: "Eof", detail: "QMP socket already closed" }))
+    socket.on("end", () => disconnect(() => new QmpConnectionError({ reason: "Eof", detail: "QMP server closed the connection" })))
+    socket.on("error", (err) => disconnect(() => new QmpConnectionError({ reason: "SocketError", cause: err })))
+    socket.on("close", () => disconnect(() => new QmpConnectionError({ reason: "Eof", detail: "QMP socket closed" })))
+    if (socket.destroyed) disconnect(() => new QmpConnectionError({ reason: "Eof", detail: "QMP socket already closed" }))
 
-    const close = Effect.sync(() => {
-      if (!closeCause) disconnect(new QmpConnectionError({ reason: "Closed", detail: "connection closed by the client" }))
-    })
+    const close = Effect.sync(() =>
+      disconnect(() => new QmpConnectionError({ reason: "Closed", detail: "connection closed by the client" }))
+    )
     yield* Effect.addFinalizer(() => close)
 
     const executeRaw = (
