@@ -216,6 +216,71 @@ export class MachineError extends Data.TaggedError("MachineError")<{
 }
 
 /**
+ * Arguments of a QMP command do not fit the live QEMU's schema (with
+ * `validateArgs`): nothing was sent.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class QmpArgumentError extends Data.TaggedError("QmpArgumentError")<{
+  /** The command whose arguments were checked. */
+  readonly command: string
+  /** Where the bad member is, e.g. `arguments.file.filename` (`arguments` for the whole object). */
+  readonly path: string
+  /** What is wrong there. */
+  readonly message: string
+}> {
+  /** @since 0.2.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+}
+
+/**
+ * The QEMU guest agent answered a command with `{ "error": ... }`.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class GuestAgentError extends Data.TaggedError("GuestAgentError")<{
+  /** The agent command that was sent. */
+  readonly command: string
+  /** The QAPI error class, e.g. `GenericError`, `CommandNotFound`. */
+  readonly errorClass: string
+  /** The agent's human readable description. */
+  readonly desc: string
+}> {
+  /** @since 0.2.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+
+  /** @since 0.2.0 */
+  override get message(): string {
+    return `guest agent command '${this.command}' failed: ${this.errorClass}: ${this.desc}`
+  }
+}
+
+/**
+ * A fleet VM is gone with the runner that hosted it: it is never re-created
+ * elsewhere behind the caller's back.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class VmLost extends Data.TaggedError("VmLost")<{
+  /** The VM's entity id. */
+  readonly id: string
+  /** The runner it lived on (its address), when known. */
+  readonly runner: string
+  readonly detail?: string
+}> {
+  /** @since 0.2.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+
+  /** @since 0.2.0 */
+  override get message(): string {
+    return `VM ${this.id} was lost with its runner ${this.runner}${this.detail ? `: ${this.detail}` : ""}`
+  }
+}
+
+/**
  * Any QMP-level failure of a command round trip, other than QEMU's own
  * `{ error }` answer.
  *
@@ -235,7 +300,10 @@ export const isEffectQemuError = (u: unknown): u is
   | QmpConnectionError
   | QmpProtocolError
   | QmpTimeoutError
-  | MachineError => typeof u === "object" && u !== null && ErrorTypeId in u
+  | MachineError
+  | QmpArgumentError
+  | GuestAgentError
+  | VmLost => typeof u === "object" && u !== null && ErrorTypeId in u
 
 const truncate = (s: string, max: number): string => s.length > max ? `${s.slice(0, max)}… (${s.length - max} more chars)` : s
 
