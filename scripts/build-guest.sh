@@ -2,7 +2,10 @@
 # Build a tiny Linux guest for effect-qemu tests: a Debian cloud kernel plus a
 # busybox initramfs whose /init loads a few modules, starts acpid (so ACPI
 # power-button events from QMP `system_powerdown` power the guest off), prints
-# a readiness marker on ttyS0 and runs an interactive shell there.
+# a readiness marker on ttyS0 and runs an interactive shell there. With
+# `effect_qemu.ga=1` on the kernel command line it also starts the QEMU guest
+# agent (Debian's qemu-guest-agent) on the virtio-serial port
+# org.qemu.guest_agent.0; `effect_qemu.ga_block=cmd1,cmd2` disables commands.
 #
 # Usage: scripts/build-guest.sh [OUTDIR]
 #   OUTDIR defaults to $EFFECT_QEMU_GUEST_DIR, else <repo>/.cache/guest.
@@ -17,9 +20,16 @@
 #
 # Guest kernel command line: `console=ttyS0` is expected (the marker and the
 # shell use /dev/ttyS0).
+# In the guest, `qga-start` (re)starts the agent (pidfile /run/qemu-ga.pid,
+# log /run/qemu-ga.log) and /sbin/shutdown (what guest-shutdown runs) powers
+# off at once.
 set -euo pipefail
 
 READY_MARKER="EFFECT-QEMU-READY"
+# Bumped when the guest's contents change: an older cache is rebuilt.
+GUEST_FORMAT=2
+# The guest agent and the shared libraries it loads (resolved at build time).
+AGENT_PACKAGES=(qemu-guest-agent libglib2.0-0 libnuma1 libudev1 liburing2 libpcre2-8-0 libc6)
 KERNEL_META="${EFFECT_QEMU_KERNEL_META:-linux-image-cloud-amd64}"
 WANTED_MODULES=(
   virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
@@ -31,7 +41,8 @@ repo_dir="$(cd "$script_dir/.." && pwd)"
 OUTDIR="${1:-${EFFECT_QEMU_GUEST_DIR:-$repo_dir/.cache/guest}}"
 
 is_cached() {
-  [[ -s "$OUTDIR/guest.json" && -s "$OUTDIR/vmlinuz" && -s "$OUTDIR/initramfs.cpio.gz" ]]
+  [[ -s "$OUTDIR/guest.json" && -s "$OUTDIR/vmlinuz" && -s "$OUTDIR/initramfs.cpio.gz" ]] \
+    && grep -q "\"format\": $GUEST_FORMAT," "$OUTDIR/guest.json"
 }
 
 # Fast path: nothing but a few stat calls.
@@ -115,8 +126,8 @@ if [[ -z "$kernel_pkg" ]]; then
   [[ -n "$kernel_pkg" ]] || die "cannot resolve a kernel package from $KERNEL_META (apt-cache depends $KERNEL_META)"
 fi
 
-echo "guest: downloading $kernel_pkg busybox-static"
-if ! download "$kernel_pkg" busybox-static; then
+echo "guest: downloading $kernel_pkg busybox-static ${AGENT_PACKAGES[*]}"
+if ! download "$kernel_pkg" busybox-static "${AGENT_PACKAGES[@]}"; then
   if ((updated)); then
     cat "$work/download.log" >&2
     die "apt-get download failed"
@@ -125,8 +136,8 @@ if ! download "$kernel_pkg" busybox-static; then
   apt-get update -q >"$work/update.log" 2>&1 || { cat "$work/update.log" >&2; die "apt-get update failed (needs root)"; }
   kernel_pkg="$(resolve_kernel || true)"
   [[ -n "$kernel_pkg" ]] || die "cannot resolve a kernel package from $KERNEL_META"
-  echo "guest: downloading $kernel_pkg busybox-static"
-  download "$kernel_pkg" busybox-static || { cat "$work/download.log" >&2; die "apt-get download failed"; }
+  echo "guest: downloading $kernel_pkg busybox-static ${AGENT_PACKAGES[*]}"
+  download "$kernel_pkg" busybox-static "${AGENT_PACKAGES[@]}" || { cat "$work/download.log" >&2; die "apt-get download failed"; }
 fi
 
 pkgroot="$work/pkg"
@@ -240,6 +251,86 @@ done
 # modules.dep etc. for the copied subset, so `modprobe` also works in the guest.
 "$bb" depmod -b "$rootfs" "$kernel_version"
 
+# --- guest agent --------------------------------------------------------------
+# qemu-ga and exactly the libraries the loader resolves for it (from the
+# extracted packages, never the host's), at the paths the guest's loader searches.
+qga="$pkgroot/usr/sbin/qemu-ga"
+[[ -x "$qga" ]] || qga="$pkgroot/usr/bin/qemu-ga"
+[[ -x "$qga" ]] || die "qemu-guest-agent did not provide qemu-ga"
+loader="$pkgroot/lib64/ld-linux-x86-64.so.2"
+[[ -e "$loader" ]] || die "libc6 did not provide lib64/ld-linux-x86-64.so.2"
+libpath="$pkgroot/lib/x86_64-linux-gnu:$pkgroot/usr/lib/x86_64-linux-gnu"
+libs="$("$loader" --library-path "$libpath" --list "$qga")" || die "cannot resolve qemu-ga's libraries: $libs"
+if grep -q "not found" <<<"$libs"; then
+  die "qemu-ga needs libraries missing from ${AGENT_PACKAGES[*]}: $(grep 'not found' <<<"$libs" | tr -s ' \t\n' ' ')"
+fi
+mkdir -p "$rootfs/usr/bin" "$rootfs/lib64" "$rootfs/lib/x86_64-linux-gnu" "$rootfs/etc/qemu"
+cp "$qga" "$rootfs/usr/bin/qemu-ga"
+cp -L "$loader" "$rootfs/lib64/ld-linux-x86-64.so.2"
+while read -r soname arrow libfile _; do
+  [[ "$arrow" == "=>" && -f "$libfile" && "$soname" != */* ]] || continue
+  cp -L "$libfile" "$rootfs/lib/x86_64-linux-gnu/$soname"
+done <<<"$libs"
+if [[ -f "$pkgroot/usr/share/doc/qemu-guest-agent/qapi-schema.json.gz" ]]; then
+  cp "$pkgroot/usr/share/doc/qemu-guest-agent/qapi-schema.json.gz" "$work/qga-qapi-schema.json.gz"
+fi
+
+cat >"$rootfs/etc/os-release" <<'EOF'
+NAME="effect-qemu test guest"
+ID=effect-qemu-guest
+PRETTY_NAME="effect-qemu test guest (busybox)"
+VERSION_ID="2"
+EOF
+
+# guest-shutdown runs `/sbin/shutdown -h -P +0 ...` (or -r for reboot); busybox has no shutdown.
+rm -f "$rootfs/sbin/shutdown"
+cat >"$rootfs/sbin/shutdown" <<'EOF'
+#!/bin/sh
+# Called by qemu-ga's guest-shutdown: power off (or reboot) at once.
+sync
+case " $* " in
+  *" -r "*) exec /bin/busybox reboot -f ;;
+  *) exec /bin/busybox poweroff -f ;;
+esac
+EOF
+chmod 0755 "$rootfs/sbin/shutdown"
+
+# (Re)starts the agent: waits for its virtio-serial port, links it under
+# /dev/virtio-ports (there is no udev), and runs qemu-ga as a daemon.
+cat >"$rootfs/sbin/qga-start" <<'EOF'
+#!/bin/sh
+NAME=org.qemu.guest_agent.0
+i=0
+port=
+while [ $i -lt 3000 ]; do
+  for f in /sys/class/virtio-ports/vport*/name; do
+    [ -r "$f" ] || continue
+    if [ "$(cat "$f")" = "$NAME" ]; then
+      d="${f%/name}"
+      port="${d##*/}"
+    fi
+  done
+  [ -n "$port" ] && [ -e "/dev/$port" ] && break
+  usleep 10000
+  i=$((i + 1))
+done
+if [ -z "$port" ] || [ ! -e "/dev/$port" ]; then
+  echo "qga-start: no virtio-serial port named $NAME" >&2
+  exit 1
+fi
+mkdir -p /dev/virtio-ports
+ln -sf "../$port" "/dev/virtio-ports/$NAME"
+block=
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    effect_qemu.ga_block=*) block="${word#effect_qemu.ga_block=}" ;;
+  esac
+done
+rm -f /run/qemu-ga.pid
+exec qemu-ga -d -m virtio-serial -p "/dev/virtio-ports/$NAME" -t /run -f /run/qemu-ga.pid -l /run/qemu-ga.log ${block:+-b "$block"}
+EOF
+chmod 0755 "$rootfs/sbin/qga-start"
+
 cat >"$rootfs/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
 # ACPI power button (QMP system_powerdown): power off immediately.
@@ -273,6 +364,13 @@ while read -r ko; do
   [ -n "$ko" ] || continue
   insmod "$ko" 2>/dev/null || echo "init: insmod ${ko##*/} failed" >&2
 done </etc/modules
+
+ip link set lo up 2>/dev/null || true
+
+# The guest agent, when the kernel command line asks for it (in the background: its port appears asynchronously).
+case " $(cat /proc/cmdline) " in
+  *" effect_qemu.ga=1 "*) qga-start </dev/null >/dev/ttyS0 2>&1 & ;;
+esac
 
 # acpid: exits if /dev/input/event0 is missing, opens event0..N until one
 # fails, and writes its pidfile only after opening them.
@@ -324,13 +422,14 @@ for name in "${load_order[@]}"; do
   modules_json+="${modules_json:+, }\"$name\""
 done
 cat >"$work/guest.json" <<EOF
-{"kernelPackage": "$kernel_pkg", "kernelVersion": "$kernel_version", "readyMarker": "$READY_MARKER", "modules": [$modules_json], "pvpanic": $pvpanic}
+{"format": $GUEST_FORMAT, "guestAgent": true, "kernelPackage": "$kernel_pkg", "kernelVersion": "$kernel_version", "readyMarker": "$READY_MARKER", "modules": [$modules_json], "pvpanic": $pvpanic}
 EOF
 
 # Publish: payload first, guest.json last (each a same-filesystem rename).
 rm -f "$OUTDIR/guest.json"
 mv -f "$work/vmlinuz" "$OUTDIR/vmlinuz"
 mv -f "$work/initramfs.cpio.gz" "$OUTDIR/initramfs.cpio.gz"
+[[ -f "$work/qga-qapi-schema.json.gz" ]] && mv -f "$work/qga-qapi-schema.json.gz" "$OUTDIR/qga-qapi-schema.json.gz"
 mv -f "$work/guest.json" "$OUTDIR/guest.json"
 
 echo "guest: $kernel_pkg ($kernel_version), modules: ${load_order[*]:-none}"
