@@ -1,0 +1,413 @@
+/**
+ * A fleet of QEMU machines across hosts, on `@effect/cluster`: runners host
+ * the VMs (`runnerLayer`), clients launch and drive them (`Fleet`), and the
+ * cluster's storage (SQLite on one host, PostgreSQL across hosts) says which
+ * runner owns which VM.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Fleet } from "effect-qemu/fleet"
+ *
+ * const program = Effect.gen(function* () {
+ *   const fleet = yield* Fleet.Fleet
+ *   const vm = yield* fleet.launch("vm-1", { binary: "qemu-system-x86_64", machine: "none" })
+ *   return yield* vm.command("query-status")
+ * }).pipe(Effect.scoped)
+ *
+ * // one host, embedded SQLite storage
+ * Effect.runPromise(Effect.provide(program, Fleet.runnerLayer()))
+ * ```
+ *
+ * @since 0.2.0
+ */
+import * as MessageStorage from "@effect/cluster/MessageStorage"
+import * as RunnerAddress from "@effect/cluster/RunnerAddress"
+import * as RunnerHealth from "@effect/cluster/RunnerHealth"
+import type * as RunnerStorage from "@effect/cluster/RunnerStorage"
+import * as Runners from "@effect/cluster/Runners"
+import * as Sharding from "@effect/cluster/Sharding"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SocketRunner from "@effect/cluster/SocketRunner"
+import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
+import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
+import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
+import type { SocketServerError } from "@effect/platform/SocketServer"
+import * as RpcSerialization from "@effect/rpc/RpcSerialization"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import type { ConfigError } from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as QemuMachine from "../QemuMachine.js"
+import type * as QmpMessage from "../QmpMessage.js"
+import * as FleetErrors from "./FleetErrors.js"
+import * as Registry from "./internal/registry.js"
+import * as MachineSpec from "./MachineSpec.js"
+import * as VmEntity from "./VmEntity.js"
+
+// ---------------------------------------------------------------------------
+// storage
+
+/**
+ * Where the cluster keeps runners, shard locks and the VM registry.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Storage =
+  | { readonly _tag: "Sqlite"; readonly filename?: string | undefined }
+  | { readonly _tag: "Postgres"; readonly url: string }
+
+/**
+ * One host: an SQLite file (by default in a temp dir removed at the end).
+ *
+ * @since 0.2.0
+ * @category storage
+ */
+export const sqlite = (filename?: string): Storage => ({ _tag: "Sqlite", filename })
+
+/**
+ * Several hosts: one PostgreSQL database shared by every runner and client.
+ *
+ * @since 0.2.0
+ * @category storage
+ */
+export const postgres = (url: string): Storage => ({ _tag: "Postgres", url })
+
+const sqliteInTempDir = Layer.unwrapScoped(
+  Effect.acquireRelease(
+    Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-qemu-fleet-"))),
+    (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
+  ).pipe(Effect.map((dir) => SqliteClient.layer({ filename: Path.join(dir, "fleet.sqlite") })))
+)
+
+const sqlLayer = (storage: Storage): Layer.Layer<SqlClient.SqlClient, SqlError | ConfigError> => {
+  switch (storage._tag) {
+    case "Sqlite":
+      return storage.filename === undefined ? sqliteInTempDir : SqliteClient.layer({ filename: storage.filename })
+    case "Postgres":
+      return PgClient.layer({ url: Redacted.make(storage.url), maxConnections: 4 })
+  }
+}
+
+// ---------------------------------------------------------------------------
+// client
+
+/**
+ * A VM running on some runner of the fleet.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface RemoteMachine {
+  /** The VM's entity id. */
+  readonly id: string
+  /** The runner hosting it, `host:port`. */
+  readonly runner: string
+  /** QEMU's machine name on the runner. */
+  readonly name: string
+  /** Runs a QMP command and returns its `return` value. */
+  readonly command: (
+    command: string,
+    args?: Readonly<Record<string, unknown>>
+  ) => Effect.Effect<unknown, CallError>
+  /** Runs a QMP command and returns the raw response. */
+  readonly qmp: (
+    command: string,
+    args?: Readonly<Record<string, unknown>>
+  ) => Effect.Effect<QmpMessage.Response, CallError>
+  /** Waits for an event named `name` (matching `match`). */
+  readonly eventWait: (
+    name: string,
+    options?: { readonly match?: unknown; readonly timeout?: Duration.DurationInput | undefined }
+  ) => Effect.Effect<QmpMessage.Event, CallError>
+  /** The machine's run state. */
+  readonly state: Effect.Effect<VmEntity.MachineState, FleetErrors.VmLost | FleetErrors.VmNotFound | FleetErrors.MachineError>
+  /** Stops QEMU (soft, then hard) on its runner. Idempotent; also forgets a lost VM. */
+  readonly shutdown: (
+    options?: { readonly hard?: boolean | undefined; readonly timeout?: Duration.DurationInput | undefined }
+  ) => Effect.Effect<void, FleetErrors.AbnormalShutdown | FleetErrors.MachineError>
+}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type CallError =
+  | FleetErrors.QmpCommandError
+  | FleetErrors.QmpConnectionError
+  | FleetErrors.QmpProtocolError
+  | FleetErrors.QmpTimeoutError
+  | FleetErrors.MachineError
+  | FleetErrors.VmLost
+  | FleetErrors.VmNotFound
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type LaunchError =
+  | FleetErrors.LaunchFailure
+  | FleetErrors.VmLost
+  | FleetErrors.VmAlreadyLaunched
+  | FleetErrors.MachineError
+  | FleetErrors.InvalidSpec
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface LaunchOptions {
+  /** How often the client says it is still there (default 5 s). */
+  readonly heartbeat?: Duration.DurationInput | undefined
+  /** Shut down at the end of the scope with `{ hard }` (default soft, then hard). */
+  readonly hard?: boolean | undefined
+}
+
+/**
+ * The fleet client.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Service {
+  /**
+   * Launches a VM under `id` on the runner that owns the id. The VM lives as
+   * long as the scope: closing it shuts the VM down; while it is open, a
+   * heartbeat keeps it; a client that dies stops the heartbeat, and the runner
+   * shuts the VM down after its `vmIdleTimeout`.
+   */
+  readonly launch: (
+    id: string,
+    config: MachineSpec.MachineSpec | QemuMachine.Config,
+    options?: LaunchOptions
+  ) => Effect.Effect<RemoteMachine, LaunchError, Scope.Scope>
+  /** A handle on a VM launched elsewhere (no heartbeat, no shutdown at the end). */
+  readonly attach: (id: string) => Effect.Effect<RemoteMachine, FleetErrors.VmLost | FleetErrors.VmNotFound | FleetErrors.MachineError>
+}
+
+/**
+ * @since 0.2.0
+ * @category tags
+ */
+export class Fleet extends Context.Tag("effect-qemu/fleet/Fleet")<Fleet, Service>() {}
+
+/** Cluster-level failures of a call (mailbox full, storage) as a `MachineError`. */
+const clusterFailure = <A, E extends { readonly _tag: string }, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<
+  A,
+  Exclude<E, { readonly _tag: "MailboxFull" | "AlreadyProcessingMessage" | "PersistenceError" }> | FleetErrors.MachineError,
+  R
+> =>
+  Effect.catchIf(
+    effect,
+    (e): e is Extract<E, { readonly _tag: "MailboxFull" | "AlreadyProcessingMessage" | "PersistenceError" }> =>
+      e._tag === "MailboxFull" || e._tag === "AlreadyProcessingMessage" || e._tag === "PersistenceError",
+    (e) => Effect.fail(new FleetErrors.MachineError({ message: `fleet: ${e._tag}` }))
+  ) as never
+
+/**
+ * The client over this process's `Sharding` (a runner's or a client-only one).
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make: Effect.Effect<Service, never, Sharding.Sharding> = Effect.gen(function*() {
+  const makeClient = yield* VmEntity.Vm.client
+
+  const remote = (id: string, launched: VmEntity.Launched): RemoteMachine => {
+    const client = makeClient(id)
+    return {
+      id,
+      runner: launched.runner,
+      name: launched.name,
+      command: (command, args) => clusterFailure(client.Command({ command, args })),
+      qmp: (command, args) => clusterFailure(client.Qmp({ command, args })),
+      eventWait: (name, options) =>
+        clusterFailure(client.EventWait({
+          name,
+          match: options?.match,
+          timeout: options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
+        })),
+      state: clusterFailure(client.State()),
+      shutdown: (options) =>
+        clusterFailure(client.Shutdown({
+          hard: options?.hard,
+          timeout: options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
+        }))
+    }
+  }
+
+  const launch: Service["launch"] = (id, config, options) =>
+    Effect.gen(function*() {
+      const spec = QemuMachine.isConfig(config) ? yield* MachineSpec.fromConfig(config) : config
+      const client = makeClient(id)
+      const launched = yield* Effect.acquireRelease(
+        clusterFailure(client.Launch({ spec })),
+        // Also when this process's runner already stopped (its VMs went with it):
+        // then the call ends interrupted, which is fine here.
+        () =>
+          client.Shutdown({ hard: options?.hard }).pipe(
+            Effect.timeout(Duration.minutes(1)),
+            Effect.exit,
+            Effect.asVoid
+          )
+      )
+      yield* client.Touch().pipe(
+        Effect.ignore,
+        Effect.repeat(Schedule.spaced(options?.heartbeat ?? Duration.seconds(5))),
+        Effect.interruptible,
+        Effect.forkScoped
+      )
+      return remote(id, launched)
+    }).pipe(Effect.withSpan("Fleet.launch", { attributes: { id } }))
+
+  const attach: Service["attach"] = (id) =>
+    clusterFailure(makeClient(id).State()).pipe(
+      Effect.as(remote(id, { runner: "", name: id }))
+    )
+
+  return Fleet.of({ launch, attach })
+})
+
+// ---------------------------------------------------------------------------
+// layers
+
+/**
+ * `host:port`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Address {
+  readonly host: string
+  readonly port: number
+}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface RunnerOptions {
+  /** Default: SQLite in a temp dir (one host). */
+  readonly storage?: Storage | undefined
+  /**
+   * Where other runners and clients reach this runner. Without it the runner
+   * is alone (no network); with PostgreSQL storage it is required.
+   */
+  readonly address?: Address | undefined
+  /** Where to listen, when it differs from `address` (e.g. `0.0.0.0`). */
+  readonly listen?: Address | undefined
+  /** A VM whose client sends no heartbeat for this long is shut down (default 30 s). */
+  readonly vmIdleTimeout?: Duration.DurationInput | undefined
+  /** Tuning of the cluster (same for every runner and client of a fleet). */
+  readonly shardingConfig?: Partial<ShardingConfig.ShardingConfig["Type"]> | undefined
+}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface ClientOptions {
+  readonly storage: Storage
+  /** Tuning of the cluster (same for every runner and client of a fleet). */
+  readonly shardingConfig?: Partial<ShardingConfig.ShardingConfig["Type"]> | undefined
+}
+
+/**
+ * The cluster settings a fleet uses unless told otherwise: a dead runner is
+ * noticed within seconds (health check every 5 s, shard locks expire after
+ * 15 s), so that calls on its VMs answer `VmLost` well within 30 s.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const defaultShardingConfig: Partial<ShardingConfig.ShardingConfig["Type"]> = {
+  runnerHealthCheckInterval: Duration.seconds(5),
+  refreshAssignmentsInterval: Duration.seconds(2),
+  shardLockRefreshInterval: Duration.seconds(4),
+  shardLockExpiration: Duration.seconds(15),
+  entityTerminationTimeout: Duration.seconds(30)
+}
+
+/** The embedded runner's address when it has none: a label only, nothing listens. */
+const localAddress = RunnerAddress.make(Os.hostname() || "localhost", 0)
+
+/**
+ * Hosts VMs on this host, and provides the `Fleet` client too. Without
+ * options: one host, SQLite storage in a temp dir, no network.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const runnerLayer = (
+  options: RunnerOptions = {}
+): Layer.Layer<Fleet | Sharding.Sharding, SqlError | ConfigError | SocketServerError> => {
+  const storage = options.storage ?? sqlite()
+  const config = ShardingConfig.layer({
+    ...defaultShardingConfig,
+    ...options.shardingConfig,
+    runnerAddress: Option.some(options.address ? RunnerAddress.make(options.address.host, options.address.port) : localAddress),
+    runnerListenAddress: options.listen ? Option.some(RunnerAddress.make(options.listen.host, options.listen.port)) : Option.none()
+  })
+  const sharding: Layer.Layer<
+    Sharding.Sharding,
+    SocketServerError,
+    ShardingConfig.ShardingConfig | MessageStorage.MessageStorage | RunnerStorage.RunnerStorage
+  > = options.address === undefined
+    ? Sharding.layer.pipe(Layer.provide([Runners.layerNoop, RunnerHealth.layerNoop]))
+    : SocketRunner.layer.pipe(
+      Layer.provide(RunnerHealth.layerPing.pipe(Layer.provide(Runners.layerRpc))),
+      Layer.provide([NodeClusterSocket.layerSocketServer, NodeClusterSocket.layerClientProtocol]),
+      Layer.provide(RpcSerialization.layerMsgPack)
+    )
+  const entity = VmEntity.layer({ maxIdleTime: options.vmIdleTimeout ?? Duration.seconds(30) })
+  return Layer.merge(entity, Layer.effect(Fleet, make)).pipe(
+    Layer.provideMerge(sharding),
+    Layer.provide(base(storage, config))
+  )
+}
+
+const base = (storage: Storage, config: Layer.Layer<ShardingConfig.ShardingConfig>) =>
+  Layer.mergeAll(
+    Layer.orDie(SqlRunnerStorage.layer),
+    SqlMessageStorage.layer,
+    Registry.layer()
+  ).pipe(
+    Layer.provideMerge(config),
+    Layer.provideMerge(sqlLayer(storage))
+  )
+
+/**
+ * A client only: launches and drives VMs on the runners of a fleet, hosts none.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const clientLayer = (options: ClientOptions): Layer.Layer<Fleet | Sharding.Sharding, SqlError | ConfigError> => {
+  const config = ShardingConfig.layer({
+    ...defaultShardingConfig,
+    ...options.shardingConfig,
+    runnerAddress: Option.none(),
+    runnerListenAddress: Option.none()
+  })
+  return Layer.effect(Fleet, make).pipe(
+    Layer.provideMerge(SocketRunner.layerClientOnly),
+    Layer.provide(NodeClusterSocket.layerClientProtocol),
+    Layer.provide(RpcSerialization.layerMsgPack),
+    Layer.provide(base(options.storage, config))
+  )
+}
