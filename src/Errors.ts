@@ -34,7 +34,6 @@ export type LaunchFailureReason =
   | "ExitedEarly"
   | "Timeout"
   | "QmpFailed"
-  | "Interrupted"
 
 /**
  * QEMU could not be started or reached.
@@ -141,6 +140,7 @@ export type QmpConnectionErrorReason =
   | "SocketError"
   | "Closed"
   | "ProtocolError"
+  | "Unsupported"
 
 /**
  * The QMP socket could not be opened, or it closed (EOF, socket error, or

@@ -22,40 +22,15 @@
  *
  * @since 0.1.0
  */
-import { FileSystem } from "@effect/platform"
-import { NodeFileSystem } from "@effect/platform-node"
-import {
-  Cause,
-  Context,
-  Deferred,
-  Duration,
-  Effect,
-  ExecutionStrategy,
-  Exit,
-  FiberId,
-  Layer,
-  Option,
-  Pipeable,
-  Scope,
-  Stream
-} from "effect"
-import { dual } from "effect/Function"
-import * as fs from "node:fs"
-import * as nodePath from "node:path"
-import * as ConsoleSocket from "./ConsoleSocket.js"
-import {
-  AbnormalShutdown,
-  describeCause,
-  LaunchFailure,
-  MachineError,
-  QmpConnectionError,
-  QmpTimeoutError
-} from "./Errors.js"
-import type { LaunchFailureReason, QmpCommandError, QmpError, ShutdownStep } from "./Errors.js"
-import * as EventMatch from "./EventMatch.js"
-import * as Net from "./internal/net.js"
-import * as Proc from "./internal/process.js"
-import * as Redact from "./internal/redact.js"
+import type { Data, Duration, Pipeable, Scope, Stream } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
+import type * as ConsoleSocket from "./ConsoleSocket.js"
+import type { AbnormalShutdown, LaunchFailure, MachineError, QmpCommandError, QmpConnectionError, QmpError } from "./Errors.js"
+import type * as EventMatch from "./EventMatch.js"
+import * as config_ from "./internal/machine/config.js"
+import { qmpDisabled } from "./internal/machine/handle.js"
+import * as launch_ from "./internal/machine/launch.js"
+import * as state_ from "./internal/machine/state.js"
 import * as QmpClient from "./QmpClient.js"
 import type * as QmpMessage from "./QmpMessage.js"
 
@@ -63,7 +38,7 @@ import type * as QmpMessage from "./QmpMessage.js"
  * @since 0.1.0
  * @category type ids
  */
-export const TypeId: unique symbol = Symbol.for("effect-qemu/QemuMachine")
+export const TypeId: unique symbol = config_.TypeId
 
 /**
  * @since 0.1.0
@@ -122,6 +97,18 @@ export interface Options {
   readonly logDir?: string | undefined
   /** Deadline for QEMU to connect and negotiate QMP. Default 30 seconds. */
   readonly qmpTimeout?: Duration.DurationInput | undefined
+  /** Unclaimed events kept for later `eventWait`/`getQmpEvent(s)` calls. Default 10,000. */
+  readonly eventCacheSize?: number | undefined
+  /** The same bound in bytes. Default 64 MiB. */
+  readonly eventCacheBytes?: number | undefined
+  /** Events an `events` subscriber may fall behind before it loses the oldest (with a warning). Default 4,096. */
+  readonly eventStreamBuffer?: number | undefined
+  /**
+   * Check every command's arguments against the live QEMU schema before
+   * sending it; a mismatch fails with `QmpArgumentError` and nothing is sent.
+   * Default false.
+   */
+  readonly validateArgs?: boolean | undefined
 }
 
 /**
@@ -144,23 +131,16 @@ export interface Config extends Pipeable.Pipeable {
   readonly consoleLog: string | undefined
   readonly logDir: string | undefined
   readonly qmpTimeout: Duration.Duration
+  readonly eventCacheSize: number | undefined
+  readonly eventCacheBytes: number | undefined
+  readonly eventStreamBuffer: number | undefined
+  readonly validateArgs: boolean
   readonly machine: string | undefined
   readonly console: { readonly deviceType: string | undefined; readonly index: number } | undefined
   readonly qmp: boolean
+  readonly guestAgent: boolean
   readonly fds: ReadonlyArray<PassedFd>
 }
-
-const ConfigProto = {
-  [TypeId]: TypeId,
-  pipe() {
-    // eslint-disable-next-line prefer-rest-params
-    return Pipeable.pipeArguments(this, arguments)
-  }
-}
-
-const makeConfig = (fields: Omit<Config, TypeId | "pipe">): Config => Object.assign(Object.create(ConfigProto), fields)
-
-const update = (self: Config, patch: Partial<Omit<Config, TypeId | "pipe">>): Config => makeConfig({ ...self, ...patch })
 
 /**
  * Creates a configuration from the seed's constructor options.
@@ -168,24 +148,8 @@ const update = (self: Config, patch: Partial<Omit<Config, TypeId | "pipe">>): Co
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options: Options): Config =>
-  makeConfig({
-    binary: options.binary,
-    args: [...(options.args ?? [])],
-    wrapper: [...(options.wrapper ?? [])],
-    name: options.name,
-    baseTempDir: options.baseTempDir ?? "/var/tmp",
-    monitorAddress: options.monitorAddress,
-    sockDir: options.sockDir,
-    drainConsole: options.drainConsole ?? options.consoleLog !== undefined,
-    consoleLog: options.consoleLog,
-    logDir: options.logDir,
-    qmpTimeout: Duration.decode(options.qmpTimeout ?? Duration.seconds(30)),
-    machine: undefined,
-    console: undefined,
-    qmp: true,
-    fds: []
-  })
+export const make: (options: Options) => Config = config_.make
+
 
 /**
  * Appends arguments to the command line (seed: `add_args`).
@@ -193,8 +157,8 @@ export const make = (options: Options): Config =>
  * @since 0.1.0
  * @category combinators
  */
-export const addArgs = (...args: ReadonlyArray<string>) => (self: Config): Config =>
-  update(self, { args: [...self.args, ...args] })
+export const addArgs: (...args: ReadonlyArray<string>) => (self: Config) => Config = config_.addArgs
+
 
 /**
  * Sets `-machine TYPE` (seed: `set_machine`).
@@ -205,7 +169,8 @@ export const addArgs = (...args: ReadonlyArray<string>) => (self: Config): Confi
 export const setMachine: {
   (machineType: string): (self: Config) => Config
   (self: Config, machineType: string): Config
-} = dual(2, (self: Config, machineType: string): Config => update(self, { machine: machineType }))
+} = config_.setMachine
+
 
 /**
  * Adds a console on a socket chardev (seed: `set_console`): as the
@@ -215,8 +180,10 @@ export const setMachine: {
  * @since 0.1.0
  * @category combinators
  */
-export const setConsole = (options: { readonly deviceType?: string | undefined; readonly index?: number | undefined } = {}) =>
-(self: Config): Config => update(self, { console: { deviceType: options.deviceType, index: options.index ?? 0 } })
+export const setConsole: (
+  options?: { readonly deviceType?: string | undefined; readonly index?: number | undefined }
+) => (self: Config) => Config = config_.setConsole
+
 
 /**
  * Enables or disables the QMP monitor (seed: `set_qmp_monitor`).
@@ -227,7 +194,8 @@ export const setConsole = (options: { readonly deviceType?: string | undefined; 
 export const setQmpMonitor: {
   (enabled: boolean): (self: Config) => Config
   (self: Config, enabled: boolean): Config
-} = dual(2, (self: Config, enabled: boolean): Config => update(self, { qmp: enabled }))
+} = config_.setQmpMonitor
+
 
 /**
  * Adds `-monitor null`, an unused HMP monitor (seed: `add_monitor_null`).
@@ -235,7 +203,8 @@ export const setQmpMonitor: {
  * @since 0.1.0
  * @category combinators
  */
-export const addMonitorNull = (self: Config): Config => update(self, { args: [...self.args, "-monitor", "null"] })
+export const addMonitorNull: (self: Config) => Config = config_.addMonitorNull
+
 
 /**
  * Passes one of our file descriptors to QEMU, inherited at the same number,
@@ -244,11 +213,8 @@ export const addMonitorNull = (self: Config): Config => update(self, { args: [..
  * @since 0.1.0
  * @category combinators
  */
-export const addFd = (passed: PassedFd) => (self: Config): Config => {
-  const options = [`fd=${passed.fd}`, `set=${passed.fdset}`, `opaque=${passed.opaque}`]
-  if (passed.opts) options.push(passed.opts)
-  return update(self, { args: [...self.args, "-add-fd", options.join(",")], fds: [...self.fds, passed] })
-}
+export const addFd: (passed: PassedFd) => (self: Config) => Config = config_.addFd
+
 
 /**
  * Paths and addresses a launch resolves before starting QEMU.
@@ -271,24 +237,9 @@ export interface Resolved {
  * @since 0.1.0
  * @category accessors
  */
-export const baseArgs = (config: Config, resolved: Pick<Resolved, "monitorAddress" | "consolePath">): Array<string> => {
-  const args = ["-display", "none", "-vga", "none"]
-  if (config.qmp && resolved.monitorAddress !== undefined) {
-    const address = resolved.monitorAddress
-    const chardev = typeof address === "string"
-      ? `socket,id=mon,path=${address}`
-      : `socket,id=mon,host=${address.host},port=${address.port}`
-    args.push("-chardev", chardev, "-mon", "chardev=mon,mode=control")
-  }
-  if (config.machine !== undefined) args.push("-machine", config.machine)
-  if (config.console) {
-    for (let i = 0; i < config.console.index; i++) args.push("-serial", "null")
-    args.push("-chardev", `socket,id=console,path=${resolved.consolePath},server=on,wait=off`)
-    if (config.console.deviceType === undefined) args.push("-serial", "chardev:console")
-    else args.push("-device", `${config.console.deviceType},chardev=console`)
-  }
-  return args
-}
+export const baseArgs: (config: Config, resolved: Pick<Resolved, "monitorAddress" | "consolePath">) => Array<string> =
+  config_.baseArgs
+
 
 /**
  * The full command line: wrapper, binary, base arguments, user arguments.
@@ -296,12 +247,38 @@ export const baseArgs = (config: Config, resolved: Pick<Resolved, "monitorAddres
  * @since 0.1.0
  * @category accessors
  */
-export const commandLine = (config: Config, resolved: Pick<Resolved, "monitorAddress" | "consolePath">): Array<string> => [
-  ...config.wrapper,
-  config.binary,
-  ...baseArgs(config, resolved),
-  ...config.args
-]
+export const commandLine: (
+  config: Config,
+  resolved: Pick<Resolved, "monitorAddress" | "consolePath">
+) => Array<string> = config_.commandLine
+
+
+/**
+ * Where a machine is in its life. `QuitIssued`: `quit` was sent through
+ * `qmp`/`command`; `ExpectingExit`: `wait()` expects the guest to make QEMU
+ * exit; `ShuttingDown`: the shutdown ladder runs; `Exited`: QEMU is gone
+ * (`exitCode` negative for a signal death; `expected` when the exit was asked
+ * for by one of the states before).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type MachineState = Data.TaggedEnum<{
+  Running: {}
+  QuitIssued: {}
+  ExpectingExit: {}
+  ShuttingDown: {}
+  Exited: { readonly exitCode: number; readonly expected: boolean }
+}>
+
+/**
+ * Constructors and matchers of {@link MachineState} (`MachineState.Running()`,
+ * `MachineState.$is("Exited")`, `MachineState.$match`).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const MachineState = state_.MachineState
 
 /**
  * Options of {@link Machine.shutdown}.
@@ -348,6 +325,10 @@ export interface Machine {
   readonly isRunning: Effect.Effect<boolean>
   /** The exit code once exited; a negative signal number for a signal death. */
   readonly exitCode: Effect.Effect<Option.Option<number>>
+  /** The run state now. */
+  readonly state: Effect.Effect<MachineState>
+  /** The current run state, then every change; ends after `Exited`. */
+  readonly stateChanges: Stream.Stream<MachineState>
   /** Runs a command and returns the raw response. `quit` counts as issued. */
   readonly qmp: (
     command: string,
@@ -402,15 +383,6 @@ export interface Machine {
  */
 export class QemuMachine extends Context.Tag("effect-qemu/QemuMachine")<QemuMachine, Machine>() {}
 
-// Effect's built-in tracer records spans nowhere, and on the per-command path a span
-// costs as much as the round trip to QEMU: commands get theirs under a real tracer only.
-const builtinTracer = Effect.runSync(Effect.tracer)
-const withCommandSpan = (name: string, command: string) => <A, E, R>(self: Effect.Effect<A, E, R>) =>
-  Effect.tracerWith((tracer) => tracer === builtinTracer ? self : Effect.withSpan(self, name, { attributes: { command } }))
-
-const qmpDisabled = new MachineError({ message: "QMP is disabled for this machine (setQmpMonitor(false))" })
-
-const randomSuffix = () => Math.floor(Math.random() * 0x1000000).toString(16).padStart(6, "0")
 
 /**
  * Launches QEMU. The machine lives until the scope closes, which shuts it
@@ -419,391 +391,7 @@ const randomSuffix = () => Math.floor(Math.random() * 0x1000000).toString(16).pa
  * @since 0.1.0
  * @category constructors
  */
-export const launch = (config: Config): Effect.Effect<Machine, LaunchFailure, Scope.Scope> =>
-  Effect.gen(function*() {
-    const parent = yield* Effect.scope
-    const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
-    return yield* build(config, scope).pipe(
-      Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
-    )
-  }).pipe(
-    Effect.provideService(FileSystem.FileSystem, nodeFileSystem),
-    Effect.withSpan("QemuMachine.launch", { attributes: { binary: config.binary } })
-  )
-
-// Built once: providing the layer to every launch rebuilt it each time (a fifth of a millisecond).
-const nodeFileSystem = Effect.runSync(Effect.provide(FileSystem.FileSystem, NodeFileSystem.layer))
-
-const build = (config: Config, scope: Scope.CloseableScope) =>
-  Effect.gen(function*() {
-    const fsys = yield* FileSystem.FileSystem
-    const name = config.name ?? `qemu-${process.pid}-${randomSuffix()}`
-    const invalid = (detail: string, cause?: unknown) =>
-      new LaunchFailure({
-        reason: "InvalidConfig",
-        exitCode: undefined,
-        signal: undefined,
-        command: [...config.wrapper, config.binary],
-        output: "",
-        detail,
-        cause
-      })
-
-    // Created and registered for removal in one uninterruptible step: an interrupt in between leaked it.
-    const tempDir = yield* fsys.makeTempDirectory({ directory: config.baseTempDir, prefix: "qemu-machine-" }).pipe(
-      // Removed synchronously: the async remove costs a threadpool round trip on every shutdown.
-      Effect.tap((dir) => Scope.addFinalizer(scope, Effect.ignore(Effect.try(() => fs.rmSync(dir, { recursive: true }))))),
-      Effect.uninterruptible,
-      Effect.mapError((e) => invalid(`cannot create a temp dir under ${config.baseTempDir}: ${e.message}`, e))
-    )
-    // mkdtemp creates the directory 0700: private to us, sockets included.
-    const sockDir = config.sockDir ?? tempDir
-    const logDir = config.logDir ?? tempDir
-    const monitorAddress: Resolved["monitorAddress"] = !config.qmp
-      ? undefined
-      : config.monitorAddress === undefined
-      ? nodePath.join(sockDir, `${name}-monitor.sock`)
-      : typeof config.monitorAddress === "string"
-      ? config.monitorAddress
-      : { host: config.monitorAddress.host ?? "127.0.0.1", port: config.monitorAddress.port }
-    const consolePath = config.console ? nodePath.join(sockDir, `${name}-console.sock`) : undefined
-    for (const path of [typeof monitorAddress === "string" ? monitorAddress : undefined, consolePath]) {
-      const complaint = path === undefined ? undefined : Net.checkUnixPath(path)
-      if (complaint) return yield* Effect.fail(invalid(complaint))
-    }
-    for (const { fd } of config.fds) {
-      if (!Number.isInteger(fd) || fd < 3) return yield* Effect.fail(invalid(`addFd: fd ${fd} must be an integer >= 3`))
-    }
-    // Files we create outside the temp dir are removed with the machine.
-    const removeFiles = [consolePath, typeof monitorAddress === "string" ? monitorAddress : undefined].filter(
-      (p): p is string => p !== undefined && !p.startsWith(tempDir + nodePath.sep)
-    )
-    yield* Scope.addFinalizer(
-      scope,
-      Effect.sync(() => removeFiles.forEach((p) => fs.rmSync(p, { force: true })))
-    )
-
-    // Listen before QEMU starts: it connects to us.
-    const listener = monitorAddress === undefined ? undefined : yield* QmpClient.listen(monitorAddress).pipe(
-      Scope.extend(scope),
-      Effect.mapError((e) => invalid(e.message, e))
-    )
-    const resolvedMonitor = listener?.address as Resolved["monitorAddress"]
-    const args = commandLine(config, { monitorAddress: resolvedMonitor, consolePath })
-    const logFile = nodePath.join(logDir, `${name}.log`)
-
-    const failure = (reason: LaunchFailureReason, exit: Proc.ExitInfo | undefined, cause: unknown, detail?: string) =>
-      new LaunchFailure({
-        reason,
-        exitCode: exit && exit.signal === null ? exit.code ?? undefined : undefined,
-        signal: exit?.signal ?? undefined,
-        // Secrets on the command line (and QEMU's echo of it) stay out of errors.
-        command: Redact.redactArgs(args),
-        output: Redact.redactText(readText(logFile), args),
-        cause,
-        ...(detail ? { detail } : {})
-      })
-
-    yield* Effect.logDebug(`launching ${Redact.redactArgs(args).join(" ")}`).pipe(Effect.annotateLogs("machine", name))
-    const child = yield* Proc.spawn(args, {
-      logFile,
-      passFds: config.fds.map(({ fd }) => ({ fd, target: fd })),
-      dieWithParent: true
-    }).pipe(
-      Scope.extend(scope),
-      Effect.mapError((e) => failure("SpawnFailed", undefined, e.cause, e.message))
-    )
-
-    const state = {
-      quitIssued: false,
-      shutdown: undefined as Deferred.Deferred<void, AbnormalShutdown> | undefined,
-      log: Option.none<string>(),
-      eventCache: [] as Array<QmpMessage.Event>
-    }
-
-    // Anything that fails from here on kills QEMU first, so its output is complete.
-    const killAndFail = (reason: LaunchFailureReason, cause: unknown, detail?: string) =>
-      Effect.gen(function*() {
-        child.signal("SIGKILL")
-        const exit = yield* child.exited.pipe(Effect.timeout(Duration.seconds(10)), Effect.option)
-        return yield* Effect.fail(failure(reason, Option.getOrUndefined(exit), cause, detail))
-      })
-
-    let qmp: QmpClient.QmpClient.Service | undefined
-    if (listener) {
-      // QEMU exiting before it is connected ends the wait at once: closing the listener fails
-      // the accept. One deadline covers connecting and negotiating.
-      const unwatch = child.onExit(() => Effect.runSync(listener.close))
-      qmp = yield* listener.accept({ negotiationTimeout: Duration.infinity, name }).pipe(
-        Scope.extend(scope),
-        Effect.timeoutFail({
-          duration: config.qmpTimeout,
-          onTimeout: () => new QmpTimeoutError({ operation: "QEMU connecting to the QMP monitor", timeout: config.qmpTimeout })
-        }),
-        Effect.ensuring(Effect.sync(unwatch)),
-        Effect.catchAll((e) =>
-          e._tag === "QmpTimeoutError"
-            ? killAndFail("Timeout", e, e.message)
-            // A closed listener or an EOF: QEMU is exiting, and the exit may be reported a moment later.
-            : Effect.flatMap(child.exited.pipe(Effect.timeout(Duration.seconds(2)), Effect.option), (exit) =>
-              Option.isSome(exit)
-                ? Effect.fail(failure(
-                  "ExitedEarly",
-                  exit.value,
-                  e,
-                  `QEMU exited before the QMP connection was made (${describeExit(exit.value)})`
-                ))
-                : killAndFail("QmpFailed", e, e.message))
-        )
-      )
-      // QEMU is connected: the listening socket has done its job.
-      yield* listener.close
-    }
-
-    // --- the machine handle ---------------------------------------------------------------------
-
-    let consoleSocket: ConsoleSocket.ConsoleSocket | undefined
-    const consoleLock = yield* Effect.makeSemaphore(1)
-    const consoleEffect: Effect.Effect<ConsoleSocket.ConsoleSocket, MachineError> = consoleLock.withPermits(1)(
-      Effect.suspend(() => {
-        if (consoleSocket) return Effect.succeed(consoleSocket)
-        if (!consolePath) {
-          return Effect.fail(new MachineError({ message: "no console configured for this machine (use setConsole)" }))
-        }
-        if (state.shutdown) return Effect.fail(new MachineError({ message: "the machine has been shut down" }))
-        return ConsoleSocket.connect(consolePath, { logFile: config.consoleLog }).pipe(
-          Scope.extend(scope),
-          Effect.tap((c) => Effect.sync(() => (consoleSocket = c))),
-          Effect.mapError((e) => new MachineError({ message: `cannot connect to the console: ${e.message}`, cause: e }))
-        )
-      })
-    )
-
-    if (config.console && config.drainConsole) {
-      yield* consoleEffect.pipe(Effect.catchAll((e) => killAndFail("QmpFailed", e, e.message)))
-    }
-
-    const requireQmp = qmp ? Effect.succeed(qmp) : Effect.fail(qmpDisabled)
-
-    const qmpRaw = (command: string, args?: QmpClient.Arguments) =>
-      Effect.flatMap(requireQmp, (client) => {
-        if (command !== "quit") return client.executeRaw(command, args)
-        state.quitIssued = true
-        // QEMU may close the socket before or after it answers quit: both are success.
-        return client.executeRaw(command, args).pipe(
-          Effect.catchTag("QmpConnectionError", () => Effect.succeed<QmpMessage.Response>({ return: {} }))
-        )
-      }).pipe(withCommandSpan("QemuMachine.qmp", command))
-
-    const command = (name: string, args?: QmpClient.Arguments) =>
-      Effect.flatMap(requireQmp, (client) =>
-        name === "quit"
-          ? Effect.flatMap(qmpRaw(name, args), (r) =>
-            "error" in r ? client.execute(name, args) : Effect.succeed(r.return))
-          : client.execute(name, args)).pipe(withCommandSpan("QemuMachine.command", name))
-
-    const eventsWait = (
-      pairs: ReadonlyArray<readonly [string, EventMatch.Match?]>,
-      options?: { readonly timeout?: Duration.DurationInput | undefined }
-    ) =>
-      Effect.flatMap(requireQmp, (client) => {
-        const matches = (event: QmpMessage.Event) =>
-          pairs.some(([name, match]) => event.event === name && EventMatch.eventMatch(event, match))
-        const timeout = Duration.decode(options?.timeout ?? Duration.seconds(60))
-        const cached = state.eventCache.findIndex(matches)
-        if (cached >= 0) return Effect.succeed(state.eventCache.splice(cached, 1)[0]!)
-        const pull: Effect.Effect<QmpMessage.Event, QmpError> = Effect.flatMap(
-          client.pullEvent({ wait: true }),
-          (event) => {
-            if (Option.isNone(event)) return pull
-            if (matches(event.value)) return Effect.succeed(event.value)
-            state.eventCache.push(event.value)
-            return pull
-          }
-        )
-        return Effect.timeoutFail(pull, {
-          duration: timeout,
-          onTimeout: () =>
-            new QmpTimeoutError({ operation: `waiting for event ${pairs.map(([n]) => n).join(" | ")}`, timeout })
-        })
-      })
-
-    // --- shutdown ladder ---------------------------------------------------------------------------
-
-    const closeConsole = Effect.suspend(() => (consoleSocket ? consoleSocket.close : Effect.void))
-
-    const waitExit = (timeout: Duration.Duration, what: string) =>
-      child.exited.pipe(
-        Effect.timeoutFail({
-          duration: timeout,
-          onTimeout: () => new QmpTimeoutError({ operation: what, timeout })
-        })
-      )
-
-    const soft = (timeout: Duration.Duration) =>
-      Effect.gen(function*() {
-        // The console is always drained, so it cannot block QEMU; when the guest is
-        // expected to exit by itself, it keeps reading (the last words, input still in flight).
-        if (!state.quitIssued) yield* closeConsole
-        if (child.exitInfo() && !state.quitIssued) {
-          return yield* Effect.fail(
-            new MachineError({ message: `QEMU had already exited (${describeExit(child.exitInfo()!)})` })
-          )
-        }
-        let sentQuit = false
-        if (qmp) {
-          if (!state.quitIssued) {
-            state.quitIssued = true
-            sentQuit = true
-            yield* qmp.execute("quit").pipe(Effect.catchTag("QmpConnectionError", () => Effect.void))
-          }
-          // Read QMP to its end, so every event QEMU sent before exiting is kept.
-          yield* child.exited
-          if (yield* qmp.isConnected) yield* qmp.closed.pipe(Effect.timeout(Duration.seconds(1)), Effect.ignore)
-          yield* qmp.close
-        } else if (!state.quitIssued) {
-          child.signal("SIGTERM")
-        }
-        const exit = yield* child.exited
-        // A dropped connection after our quit is success only if QEMU quit: a foreign
-        // signal (e.g. an external SIGKILL racing this shutdown) is not a graceful exit.
-        if (sentQuit && exit.signal !== null && !child.sentSignals.has(exit.signal)) {
-          return yield* Effect.fail(new MachineError({ message: `QEMU was ${describeExit(exit)} instead of quitting` }))
-        }
-        return "QEMU exited after quit"
-      }).pipe(
-        Effect.timeoutFail({
-          duration: timeout,
-          onTimeout: () => new QmpTimeoutError({ operation: "graceful shutdown", timeout })
-        })
-      )
-
-    const hard = Effect.gen(function*() {
-      yield* closeConsole
-      child.signal("SIGKILL")
-      yield* waitExit(Duration.seconds(60), "waiting for QEMU to die after SIGKILL").pipe(Effect.orDie)
-    })
-
-    const cleanup = Effect.gen(function*() {
-      if (qmp) yield* qmp.close
-      yield* closeConsole
-      const exit = child.exitInfo()
-      if (Option.isNone(state.log)) state.log = Option.some(readText(logFile))
-      yield* Scope.close(scope, Exit.void)
-      if (exit?.signal && !child.sentSignals.has(exit.signal)) {
-        yield* Effect.logWarning(`QEMU received signal ${exit.signal}; command: ${Redact.redactArgs(args).join(" ")}`).pipe(
-          Effect.annotateLogs("machine", name)
-        )
-      }
-    })
-
-    const runShutdown = (options?: ShutdownOptions): Effect.Effect<void, AbnormalShutdown> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.suspend(() => {
-          if (state.shutdown) return Effect.ignore(restore(Deferred.await(state.shutdown)))
-          const done = Deferred.unsafeMake<void, AbnormalShutdown>(FiberId.none)
-          state.shutdown = done
-          const steps: Array<ShutdownStep> = []
-          const timeout = Duration.decode(options?.timeout ?? Duration.seconds(30))
-          const ladder: Effect.Effect<void, AbnormalShutdown> = options?.hard
-            ? Effect.tap(hard, () => Effect.sync(() => steps.push({ step: "hard", outcome: "ok", detail: "SIGKILL, QEMU exited" })))
-            : restore(soft(timeout)).pipe(
-              Effect.tap((detail) => Effect.sync(() => steps.push({ step: "soft", outcome: "ok", detail }))),
-              Effect.asVoid,
-              Effect.catchAllCause((cause) =>
-                Effect.gen(function*() {
-                  const error = Cause.squash(cause)
-                  steps.push({ step: "soft", outcome: "failed", detail: describeCause(error) })
-                  yield* hard
-                  steps.push({ step: "hard", outcome: "ok", detail: "SIGKILL, QEMU exited" })
-                  return yield* Effect.fail(new AbnormalShutdown({ cause: error, steps: [...steps] }))
-                })
-              )
-            )
-          return ladder.pipe(
-            Effect.ensuring(cleanup),
-            Effect.onExit((exit) => Deferred.done(done, Exit.asVoid(exit))),
-            Effect.withSpan("QemuMachine.shutdown"),
-            Effect.annotateLogs("machine", name)
-          )
-        })
-      )
-
-    // The scope's own finalizer: callers who care about a failure call shutdown themselves.
-    yield* Scope.addFinalizer(
-      scope,
-      // When shutdown already ran, it is what is closing this scope: nothing to wait for.
-      Effect.suspend(() => state.shutdown ? Effect.void : runShutdown()).pipe(
-        Effect.catchAll((e) => Effect.logWarning(`shutdown of ${name} was not graceful: ${e.message}`))
-      )
-    )
-    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-
-    const machine: Machine = {
-      [TypeId]: TypeId,
-      name,
-      args,
-      tempDir,
-      sockDir,
-      logDir,
-      qmpClient: Option.fromNullable(qmp),
-      pid: Effect.sync(() => (child.exitInfo() ? Option.none() : Option.some(child.pid))),
-      isRunning: Effect.sync(() => child.exitInfo() === undefined),
-      exitCode: Effect.sync(() => Option.map(Option.fromNullable(child.exitInfo()), Proc.exitCodeOf)),
-      qmp: qmpRaw,
-      command,
-      events: qmp ? qmp.events : Stream.fail(qmpDisabled),
-      getQmpEvent: (options) =>
-        Effect.flatMap(requireQmp, (client) =>
-          state.eventCache.length > 0
-            ? Effect.succeed(Option.some(state.eventCache.shift()!))
-            : client.pullEvent(options)),
-      getQmpEvents: (options) =>
-        Effect.flatMap(requireQmp, (client) => {
-          const cached = state.eventCache.splice(0)
-          return Effect.map(
-            client.getEvents(cached.length > 0 ? {} : options),
-            (fresh) => [...cached, ...fresh]
-          )
-        }),
-      eventWait: (eventName, options) => eventsWait([[eventName, options?.match]], options),
-      eventsWait,
-      shutdown: runShutdown,
-      kill: Effect.ignore(runShutdown({ hard: true })),
-      wait: (options) =>
-        Effect.suspend(() => {
-          state.quitIssued = true
-          return runShutdown({ timeout: options?.timeout })
-        }),
-      log: Effect.sync(() => state.log),
-      console: consoleEffect,
-      sendFdScm: (fd) =>
-        Effect.flatMap(requireQmp, (client) => {
-          if (typeof fd === "number") return client.sendFdScm(fd)
-          return Effect.acquireUseRelease(
-            Effect.try({
-              try: () => fs.openSync(fd.path, "r"),
-              catch: (e) => new MachineError({ message: `cannot open ${fd.path}: ${describeCause(e)}`, cause: e })
-            }),
-            client.sendFdScm,
-            (opened) => Effect.sync(() => fs.closeSync(opened))
-          )
-        })
-    }
-    return machine
-  })
-
-const readText = (file: string): string => {
-  try {
-    return fs.readFileSync(file, "utf8")
-  } catch {
-    return ""
-  }
-}
-
-const describeExit = (exit: Proc.ExitInfo): string =>
-  exit.signal !== null ? `killed by ${exit.signal}` : `exit code ${exit.code}`
-
+export const launch: (config: Config) => Effect.Effect<Machine, LaunchFailure, Scope.Scope> = launch_.launch
 
 /**
  * A layer that launches the machine and provides both `QemuMachine` and
@@ -830,7 +418,7 @@ export const layer = (
  * @since 0.1.0
  * @category refinements
  */
-export const isConfig = (u: unknown): u is Config => typeof u === "object" && u !== null && TypeId in u && "binary" in u
+export const isConfig: (u: unknown) => u is Config = config_.isConfig
 
 /**
  * @since 0.1.0

@@ -7,9 +7,10 @@
  * capabilities negotiated before the client is handed out.
  *
  * Many fibers may execute commands at once: each command carries a unique
- * `id` and its reply is routed back by it. Events are published to every
- * `events` stream and also kept in a bounded buffer for `pullEvent` /
- * `getEvents` style draining.
+ * `id` and its reply is routed back by it. Events take one path: every
+ * `events` stream sees every event; waiters (`eventsWait`, `pullEvent`) each
+ * take the first event in arrival order that matches and nobody else took;
+ * the rest are cached, bounded by count and bytes, for later calls.
  *
  * Every way a connection can end (EOF, socket error, malformed or oversized
  * message, `close`) goes through one idempotent path that fails every pending
@@ -29,38 +30,20 @@
  *
  * @since 0.1.0
  */
-import {
-  Context,
-  Deferred,
-  Duration,
-  Effect,
-  Either,
-  Exit,
-  FiberId,
-  FiberRef,
-  FiberRefs,
-  Layer,
-  LogLevel,
-  Option,
-  PubSub,
-  Queue,
-  Runtime,
-  Scope,
-  Stream
-} from "effect"
+import type { Duration, Effect, Option, Scope, Stream } from "effect"
+import { Context, Layer } from "effect"
+import type { QmpCommandError, QmpConnectionError, QmpError, QmpProtocolError } from "./Errors.js"
+import type * as EventMatch from "./EventMatch.js"
+import * as internal from "./internal/qmp/client.js"
+import type * as Net from "./internal/net.js"
 import type * as net from "node:net"
-import { MachineError, QmpCommandError, QmpConnectionError, QmpProtocolError, QmpTimeoutError } from "./Errors.js"
-import type { QmpError } from "./Errors.js"
-import * as fdpass from "./internal/fdpass.js"
-import { LineDecoder } from "./internal/lineDecoder.js"
-import * as Net from "./internal/net.js"
-import * as QmpMessage from "./QmpMessage.js"
+import type * as QmpMessage from "./QmpMessage.js"
 
 /**
  * @since 0.1.0
  * @category type ids
  */
-export const TypeId: unique symbol = Symbol.for("effect-qemu/QmpClient")
+export const TypeId: unique symbol = internal.TypeId
 
 /**
  * @since 0.1.0
@@ -121,15 +104,25 @@ export interface Options {
   readonly commandTimeout?: Duration.DurationInput | undefined
   /** Ask for out-of-band execution when the server offers it. Default false. */
   readonly oob?: boolean | undefined
-  /** Events kept for `pullEvent`/`getEvents` before the oldest are dropped. Default 10,000. */
-  readonly eventBufferSize?: number | undefined
+  /**
+   * Events no waiter took, kept for later `eventsWait`/`pullEvent`/`getEvents`
+   * calls, at most this many; the oldest are dropped (one warning per overflow).
+   * Default 10,000.
+   */
+  readonly eventCacheSize?: number | undefined
+  /** The same bound in bytes (as received). Default 64 MiB. */
+  readonly eventCacheBytes?: number | undefined
+  /**
+   * Events an `events` stream subscriber may fall behind before it loses the
+   * oldest (with a warning that gives the count). Default 4,096.
+   */
+  readonly eventStreamBuffer?: number | undefined
   /**
    * Largest message accepted, in bytes; a longer line (or bytes without a
    * newline past this size) ends the connection with `QmpProtocolError`.
    * It bounds what one message, or a peer that never sends a newline, can make
    * us buffer. Default 16 MiB (QEMU's largest reply, `query-qmp-schema`, is
-   * about 200 KiB). Buffered events are bounded by count (`eventBufferSize`),
-   * not bytes.
+   * about 200 KiB).
    */
   readonly maxMessageSize?: number | undefined
   /** A label for logs and spans. */
@@ -161,6 +154,20 @@ export interface Listener {
   readonly accept: (options?: Options) => Effect.Effect<QmpClient.Service, QmpError, Scope.Scope>
   /** Stops listening and removes the unix socket file. Idempotent. */
   readonly close: Effect.Effect<void>
+}
+
+/**
+ * One entry of QEMU's `query-qmp-schema` (type names are masked as numbers on
+ * the wire).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface SchemaInfo {
+  readonly name: string
+  readonly "meta-type": "builtin" | "enum" | "array" | "object" | "alternate" | "command" | "event"
+  readonly features?: ReadonlyArray<string>
+  readonly [key: string]: unknown
 }
 
 /**
@@ -205,6 +212,22 @@ export declare namespace QmpClient {
     readonly events: Stream.Stream<QmpMessage.Event>
     /** Subscribes now, so that no event after this point is missed, and streams later. */
     readonly subscribe: Effect.Effect<Stream.Stream<QmpMessage.Event>, never, Scope.Scope>
+    /**
+     * Waits for the first event, in arrival order, matching any `[name, match]`
+     * pair that no other caller took (a cached one first). Without a timeout it
+     * waits until the connection ends.
+     */
+    readonly eventsWait: (
+      events: ReadonlyArray<readonly [string, EventMatch.Match?]>,
+      options?: { readonly timeout?: Duration.DurationInput | undefined }
+    ) => Effect.Effect<QmpMessage.Event, QmpError>
+    /**
+     * The live `query-qmp-schema` entries, fetched on first use and kept for
+     * the connection.
+     */
+    readonly introspect: Effect.Effect<ReadonlyArray<SchemaInfo>, QmpCommandError | QmpError>
+    /** Whether the live QEMU has this command (from {@link introspect}). */
+    readonly supports: (command: string) => Effect.Effect<boolean, QmpCommandError | QmpError>
     /** Takes the oldest buffered event. */
     readonly pullEvent: (options?: WaitOptions) => Effect.Effect<Option.Option<QmpMessage.Event>, QmpError>
     /** Takes every buffered event (waiting for at least one when `wait` is set). */
@@ -212,32 +235,13 @@ export declare namespace QmpClient {
     /** Drops every buffered event. */
     readonly clearEvents: Effect.Effect<void>
     /** Sends a file descriptor over the (unix) QMP socket with SCM_RIGHTS, for `getfd` / `add-fd`. */
-    readonly sendFdScm: (fd: number) => Effect.Effect<void, QmpConnectionError | MachineError>
+    readonly sendFdScm: (fd: number) => Effect.Effect<void, QmpConnectionError>
     /** Whether the connection is still open. */
     readonly isConnected: Effect.Effect<boolean>
     /** Completes, with the cause, when the connection has ended. */
     readonly closed: Effect.Effect<QmpConnectionError | QmpProtocolError>
     /** Closes the connection; pending callers fail with `QmpConnectionError`. Idempotent. */
     readonly close: Effect.Effect<void>
-  }
-}
-
-const DEFAULT_NEGOTIATION_TIMEOUT = Duration.seconds(15)
-const DEFAULT_EVENT_BUFFER = 10_000
-const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
-const STREAM_BUFFER = 4096
-const MAX_ABANDONED = 4096
-
-type CloseCause = QmpConnectionError | QmpProtocolError
-
-// An id comes from the server and may be any JSON value, nested 100k levels
-// deep: `String()` on that overflows the stack.
-const describeId = (id: unknown): string => {
-  if (typeof id === "string") return QmpMessage.truncateRaw(id)
-  try {
-    return QmpMessage.truncateRaw(JSON.stringify(id) ?? String(id))
-  } catch {
-    return "(too deeply nested to print)"
   }
 }
 
@@ -249,290 +253,10 @@ const describeId = (id: unknown): string => {
  * @since 0.1.0
  * @category constructors
  */
-export const fromSocket = (
+export const fromSocket: (
   socket: net.Socket,
-  options: Options = {}
-): Effect.Effect<QmpClient.Service, QmpError, Scope.Scope> =>
-  Effect.gen(function*() {
-    const runtime = yield* Effect.runtime<never>()
-    const maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
-    const decoder = new LineDecoder(maxMessage)
-    // A waiting command's resume callback, by id.
-    const pending = new Map<number, (reply: Effect.Effect<QmpMessage.Response, QmpError>) => void>()
-    const buffer = yield* Queue.sliding<QmpMessage.Event>(options.eventBufferSize ?? DEFAULT_EVENT_BUFFER)
-    // `null` marks the end of the connection for every stream. Made by the first subscriber:
-    // it costs more to build than the rest of the client (on the launch path), and what is
-    // published while nobody subscribes is dropped anyway.
-    let pubsub: PubSub.PubSub<QmpMessage.Event | null> | undefined
-    const greetingDeferred = Deferred.unsafeMake<QmpMessage.Greeting, CloseCause>(FiberId.none)
-    const closedDeferred = Deferred.unsafeMake<CloseCause>(FiberId.none)
-    const defaultTimeout = options.commandTimeout === undefined ? undefined : Duration.decode(options.commandTimeout)
-    const label = options.name ?? "qmp"
-    let counter = 0
-    // Ids of commands whose caller gave up (timeout, interruption): their late replies are expected.
-    const abandoned = new Set<number>()
-    let closeCause: CloseCause | undefined
-    let greeted = false
-
-    // Logs from socket callbacks need a fiber; skip forking one for a level that is filtered out.
-    const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
-    const log = (level: "Debug" | "Warning", message: string, annotations: Record<string, unknown> = {}) => {
-      if (LogLevel.lessThan(level === "Debug" ? LogLevel.Debug : LogLevel.Warning, minimumLevel)) return
-      Runtime.runFork(runtime)(
-        (level === "Debug" ? Effect.logDebug(message) : Effect.logWarning(message)).pipe(
-          Effect.annotateLogs({ qmp: label, ...annotations })
-        )
-      )
-    }
-
-    // The single disconnect path: first cause wins, everything waiting is failed. The cause is
-    // built lazily: later ones (usually end, close, ...) would each capture a stack trace for nothing.
-    const disconnect = (makeCause: () => CloseCause) => {
-      if (closeCause) return
-      const cause = makeCause()
-      closeCause = cause
-      socket.destroy()
-      const failure = Exit.fail(cause)
-      for (const resume of pending.values()) resume(failure)
-      pending.clear()
-      Deferred.unsafeDone(greetingDeferred, failure)
-      Deferred.unsafeDone(closedDeferred, Exit.succeed(cause))
-      pubsub?.unsafeOffer(null)
-      log("Debug", `QMP connection ended: ${cause.message}`)
-    }
-
-    const onMessage = (line: string) => {
-      // Lines that follow a fatal one in the same read come from a stream already declared broken.
-      if (closeCause) return
-      const decoded = QmpMessage.decode(line)
-      if (Either.isLeft(decoded)) return disconnect(() => decoded.left)
-      const message = decoded.right
-      if (!greeted) {
-        if (message._tag !== "Greeting") {
-          return disconnect(() => new QmpProtocolError({ message: "expected the QMP greeting", raw: QmpMessage.truncateRaw(line) }))
-        }
-        greeted = true
-        return Deferred.unsafeDone(greetingDeferred, Exit.succeed(message.value))
-      }
-      switch (message._tag) {
-        case "Event": {
-          buffer.unsafeOffer(message.value)
-          pubsub?.unsafeOffer(message.value)
-          return
-        }
-        case "Response": {
-          const id = message.value.id
-          if (id === undefined) {
-            // QEMU answers without an id only when it could not parse what we sent.
-            return disconnect(() =>
-              new QmpProtocolError({ message: "response without id", raw: QmpMessage.truncateRaw(line) })
-            )
-          }
-          const resume = typeof id === "number" ? pending.get(id) : undefined
-          if (!resume && typeof id === "number" && abandoned.delete(id)) {
-            log("Debug", "dropping the late reply of an abandoned QMP command", { id: String(id) })
-            return
-          }
-          if (!resume) {
-            log("Warning", "dropping QMP reply with an unknown id", { id: describeId(id) })
-            return
-          }
-          pending.delete(id as number)
-          resume(Exit.succeed(message.value))
-          return
-        }
-        case "Greeting":
-          return disconnect(() =>
-            new QmpProtocolError({ message: "unexpected second greeting", raw: QmpMessage.truncateRaw(line) })
-          )
-      }
-    }
-
-    socket.setNoDelay?.(true)
-    socket.on("data", (data: Buffer) => {
-      if (closeCause) return
-      let oversized: ReturnType<LineDecoder["push"]>
-      try {
-        oversized = decoder.push(data, onMessage)
-      } catch (e) {
-        // A throw here would be an uncaught exception in the user's process: end the connection instead.
-        return disconnect(() => new QmpProtocolError({ message: `cannot handle a QMP message: ${String(e)}`, raw: "" }))
-      }
-      if (oversized) {
-        disconnect(() =>
-          new QmpProtocolError({
-            message: `QMP message exceeds ${maxMessage} bytes (${oversized.size} so far)`,
-            raw: QmpMessage.truncateRaw(oversized.head)
-          })
-        )
-      }
-    })
-    socket.on("end", () => disconnect(() => new QmpConnectionError({ reason: "Eof", detail: "QMP server closed the connection" })))
-    socket.on("error", (err) => disconnect(() => new QmpConnectionError({ reason: "SocketError", cause: err })))
-    socket.on("close", () => disconnect(() => new QmpConnectionError({ reason: "Eof", detail: "QMP socket closed" })))
-    if (socket.destroyed) disconnect(() => new QmpConnectionError({ reason: "Eof", detail: "QMP socket already closed" }))
-
-    const close = Effect.sync(() =>
-      disconnect(() => new QmpConnectionError({ reason: "Closed", detail: "connection closed by the client" }))
-    )
-    yield* Effect.addFinalizer(() => close)
-
-    const executeRaw = (
-      command: string,
-      args?: Arguments,
-      executeOptions?: ExecuteOptions
-    ): Effect.Effect<QmpMessage.Response, QmpError> =>
-      Effect.suspend(() => {
-        if (closeCause) return Effect.fail(closeCause)
-        const id = ++counter
-        const verb = executeOptions?.oob ? "exec-oob" : "execute"
-        const wire = args === undefined
-          ? `{"${verb}":${JSON.stringify(command)},"id":${id}}\n`
-          : `{"${verb}":${JSON.stringify(command)},"arguments":${JSON.stringify(args)},"id":${id}}\n`
-        const timeout = executeOptions?.timeout === undefined ? defaultTimeout : Duration.decode(executeOptions.timeout)
-        // A plain async callback rather than a Deferred: this is the per-command hot path.
-        const awaited = Effect.async<QmpMessage.Response, QmpError>((resume) => {
-          pending.set(id, resume)
-          socket.write(wire)
-          // Runs only when the caller gives up (timeout, interruption): a reply that comes
-          // after that is expected and dropped.
-          return Effect.sync(() => {
-            if (!pending.delete(id)) return
-            // Bounded: a server that never answers must not grow this forever.
-            if (abandoned.size >= MAX_ABANDONED) abandoned.delete(abandoned.values().next().value!)
-            abandoned.add(id)
-          })
-        })
-        return timeout === undefined || !Duration.isFinite(timeout)
-          ? awaited
-          : Effect.timeoutFail(awaited, {
-            duration: timeout,
-            onTimeout: () => new QmpTimeoutError({ operation: `QMP command '${command}'`, timeout })
-          })
-      })
-
-    const execute = (
-      command: string,
-      args?: Arguments,
-      executeOptions?: ExecuteOptions
-    ): Effect.Effect<unknown, QmpCommandError | QmpError> =>
-      Effect.flatMap(executeRaw(command, args, executeOptions), (response) =>
-        QmpMessage.isErrorResponse(response)
-          ? Effect.fail(
-            new QmpCommandError({ command, errorClass: response.error.class, desc: response.error.desc })
-          )
-          : Effect.succeed(response.return))
-
-    const closedFailure = Effect.suspend(() => Effect.fail(closeCause!))
-
-    const takeEvent = Effect.raceFirst(
-      Queue.take(buffer),
-      Effect.zipRight(Deferred.await(closedDeferred), closedFailure)
-    )
-
-    const pullEvent = (waitOptions?: WaitOptions): Effect.Effect<Option.Option<QmpMessage.Event>, QmpError> =>
-      Effect.flatMap(Queue.poll(buffer), (polled) => {
-        const wait = waitOptions?.wait ?? false
-        if (Option.isSome(polled) || wait === false) return Effect.succeed(polled)
-        if (wait === true) return Effect.asSome(takeEvent)
-        const timeout = Duration.decode(wait)
-        return takeEvent.pipe(
-          Effect.timeoutFail({
-            duration: timeout,
-            onTimeout: () => new QmpTimeoutError({ operation: "waiting for a QMP event", timeout })
-          }),
-          Effect.asSome
-        )
-      })
-
-    const getEvents = (waitOptions?: WaitOptions): Effect.Effect<ReadonlyArray<QmpMessage.Event>, QmpError> =>
-      Effect.flatMap(Queue.takeAll(buffer), (taken) => {
-        if (taken.length > 0 || !waitOptions?.wait) return Effect.succeed(Array.from(taken))
-        return Effect.flatMap(pullEvent(waitOptions), (first) =>
-          Effect.map(Queue.takeAll(buffer), (rest) => [...Option.toArray(first), ...rest]))
-      })
-
-    const getPubSub = Effect.suspend(() =>
-      pubsub
-        ? Effect.succeed(pubsub)
-        : Effect.map(PubSub.sliding<QmpMessage.Event | null>(STREAM_BUFFER), (made) => (pubsub ??= made))
-    )
-
-    const subscribe = Effect.map(Effect.flatMap(getPubSub, PubSub.subscribe), (queue) =>
-      closeCause
-        ? Stream.empty
-        : Stream.fromQueue(queue).pipe(
-          Stream.takeWhile((event): event is QmpMessage.Event => event !== null)
-        ) as Stream.Stream<QmpMessage.Event>)
-
-    const sendFdScm = (fd: number): Effect.Effect<void, QmpConnectionError | MachineError> =>
-      Effect.suspend((): Effect.Effect<void, QmpConnectionError | MachineError> => {
-        if (closeCause) {
-          return Effect.fail(
-            closeCause._tag === "QmpConnectionError"
-              ? closeCause
-              : new QmpConnectionError({ reason: "ProtocolError", cause: closeCause })
-          )
-        }
-        const binding = fdpass.loadFdPass()
-        if (typeof binding === "string") {
-          return Effect.fail(new MachineError({ message: `SCM_RIGHTS fd passing is unavailable: ${binding}` }))
-        }
-        const sockFd = fdpass.socketFd(socket)
-        if (sockFd === undefined) {
-          return Effect.fail(new MachineError({ message: "the QMP socket has no file descriptor (not a unix socket?)" }))
-        }
-        // Let queued writes reach the kernel first, so the fd travels in order.
-        const flushed = socket.writableLength === 0
-          ? Effect.void
-          : Effect.async<void>((resume) => {
-            socket.write("", () => resume(Effect.void))
-          })
-        return Effect.flatMap(flushed, () => {
-          // A lone space is JSON whitespace to QEMU; the fd rides along with it.
-          const result = fdpass.sendFds(sockFd, [fd], Buffer.from(" "))
-          return result._tag === "Ok"
-            ? Effect.void
-            : Effect.fail(new QmpConnectionError({ reason: "SocketError", detail: `sendmsg: ${result.message}`, cause: result }))
-        })
-      })
-
-    const service: QmpClient.Service = {
-      [TypeId]: TypeId,
-      greeting: undefined as unknown as QmpMessage.Greeting,
-      capabilities: [],
-      execute,
-      executeRaw,
-      events: Stream.unwrapScoped(subscribe),
-      subscribe,
-      pullEvent,
-      getEvents,
-      clearEvents: Effect.asVoid(Queue.takeAll(buffer)),
-      sendFdScm,
-      isConnected: Effect.sync(() => closeCause === undefined),
-      closed: Deferred.await(closedDeferred),
-      close
-    }
-
-    // Negotiate before handing the client out.
-    const negotiationTimeout = Duration.decode(options.negotiationTimeout ?? DEFAULT_NEGOTIATION_TIMEOUT)
-    const negotiate = Effect.gen(function*() {
-      const greeting = yield* Deferred.await(greetingDeferred)
-      const enable = options.oob && greeting.QMP.capabilities.includes("oob") ? ["oob"] : []
-      yield* execute("qmp_capabilities", enable.length > 0 ? { enable } : undefined).pipe(
-        Effect.catchTag("QmpCommandError", (e) =>
-          Effect.fail(new QmpProtocolError({ message: `capabilities negotiation refused: ${e.message}`, raw: "" })))
-      )
-      return { ...service, greeting, capabilities: enable }
-    })
-    const bounded = Duration.isFinite(negotiationTimeout)
-      ? Effect.timeoutFail(negotiate, {
-        duration: negotiationTimeout,
-        onTimeout: () => new QmpTimeoutError({ operation: "QMP greeting and negotiation", timeout: negotiationTimeout })
-      })
-      : negotiate
-    return yield* Effect.tapError(bounded, () => close)
-  }).pipe(Effect.withSpan("QmpClient.negotiate"))
+  options?: Options
+) => Effect.Effect<QmpClient.Service, QmpError, Scope.Scope> = internal.fromSocket
 
 /**
  * Connects to a QEMU that listens for QMP (`-qmp unix:PATH,server=on,wait=off`
@@ -541,17 +265,8 @@ export const fromSocket = (
  * @since 0.1.0
  * @category constructors
  */
-export const connect = (options: ConnectOptions): Effect.Effect<QmpClient.Service, QmpError, Scope.Scope> => {
-  const timeout = Duration.decode(options.connectTimeout ?? DEFAULT_NEGOTIATION_TIMEOUT)
-  return Net.connect(options.address).pipe(
-    Effect.timeoutFail({
-      duration: timeout,
-      onTimeout: () =>
-        new QmpTimeoutError({ operation: `connecting to QMP at ${Net.formatAddress(options.address)}`, timeout })
-    }),
-    Effect.flatMap((socket) => fromSocket(socket, options))
-  )
-}
+export const connect: (options: ConnectOptions) => Effect.Effect<QmpClient.Service, QmpError, Scope.Scope> =
+  internal.connect
 
 /**
  * Listens on an address for QEMU to connect to (what `QemuMachine` does: the
@@ -561,12 +276,7 @@ export const connect = (options: ConnectOptions): Effect.Effect<QmpClient.Servic
  * @since 0.1.0
  * @category constructors
  */
-export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionError, Scope.Scope> =>
-  Effect.map(Net.listen(address), (listener) => ({
-    address: listener.address,
-    close: listener.close,
-    accept: (options?: Options) => Effect.flatMap(listener.accept, (socket) => fromSocket(socket, options))
-  }))
+export const listen: (address: Address) => Effect.Effect<Listener, QmpConnectionError, Scope.Scope> = internal.listen
 
 /**
  * A layer that connects to a running QEMU and provides `QmpClient`.
@@ -575,7 +285,7 @@ export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionE
  * @category layers
  */
 export const layer = (options: ConnectOptions): Layer.Layer<QmpClient, QmpError> =>
-  Layer.scoped(QmpClient, connect(options))
+  Layer.scoped(QmpClient, internal.connect(options))
 
 /**
  * @since 0.1.0

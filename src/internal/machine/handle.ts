@@ -1,0 +1,147 @@
+/**
+ * The machine handle users hold: commands and events delegate to the QMP
+ * client (one event path), the console connects on first use, and `quit`
+ * moves the run state before it is sent.
+ */
+import { Duration, Effect, Option, Scope, Stream } from "effect"
+import * as fs from "node:fs"
+import type * as ConsoleApi from "../../ConsoleSocket.js"
+import { describeCause, MachineError } from "../../Errors.js"
+import type { QmpError } from "../../Errors.js"
+import type * as Api from "../../QemuMachine.js"
+import type * as QmpApi from "../../QmpClient.js"
+import type * as QmpMessage from "../../QmpMessage.js"
+import * as Console from "../console.js"
+import * as Proc from "../process.js"
+import * as Client from "../qmp/client.js"
+import { TypeId } from "./config.js"
+import type * as Lifecycle from "./lifecycle.js"
+import type { Prepared } from "./prepare.js"
+import * as State from "./state.js"
+
+const DEFAULT_EVENT_TIMEOUT = Duration.seconds(60)
+
+export const qmpDisabled = new MachineError({ message: "QMP is disabled for this machine (setQmpMonitor(false))" })
+
+// Effect's built-in tracer records spans nowhere, and on the per-command path a span
+// costs as much as the round trip to QEMU: commands get theirs under a real tracer only.
+const builtinTracer = Effect.runSync(Effect.tracer)
+const withCommandSpan = (name: string, command: string) => <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.tracerWith((tracer) => tracer === builtinTracer ? self : Effect.withSpan(self, name, { attributes: { command } }))
+
+export interface ConsoleHolder {
+  readonly get: Effect.Effect<ConsoleApi.ConsoleSocket, MachineError>
+  readonly close: Effect.Effect<void>
+}
+
+/** The console, connected on first use (the same one after) and closed with the machine. */
+export const makeConsole = (
+  config: Api.Config,
+  prepared: Prepared,
+  scope: Scope.Scope,
+  shutDown: () => boolean
+): ConsoleHolder => {
+  let connected: ConsoleApi.ConsoleSocket | undefined
+  const lock = Effect.unsafeMakeSemaphore(1)
+  const consolePath = prepared.consolePath
+  return {
+    get: lock.withPermits(1)(Effect.suspend(() => {
+      if (connected) return Effect.succeed(connected)
+      if (!consolePath) {
+        return Effect.fail(new MachineError({ message: "no console configured for this machine (use setConsole)" }))
+      }
+      if (shutDown()) return Effect.fail(new MachineError({ message: "the machine has been shut down" }))
+      return Console.connect(consolePath, { logFile: config.consoleLog }).pipe(
+        Scope.extend(scope),
+        Effect.tap((c) => Effect.sync(() => (connected = c))),
+        Effect.mapError((e) => new MachineError({ message: `cannot connect to the console: ${e.message}`, cause: e }))
+      )
+    })),
+    close: Effect.suspend(() => (connected ? connected.close : Effect.void))
+  }
+}
+
+export interface HandleDeps {
+  readonly prepared: Prepared
+  readonly child: Proc.Child
+  readonly qmp: QmpApi.QmpClient.Service | undefined
+  readonly state: State.StateRef
+  readonly shutdown: Lifecycle.Shutdown
+  readonly console: ConsoleHolder
+  readonly log: () => Option.Option<string>
+}
+
+const sendFdScm = (client: QmpApi.QmpClient.Service, fd: number | { readonly path: string }) => {
+  if (typeof fd === "number") return client.sendFdScm(fd)
+  return Effect.acquireUseRelease(
+    Effect.try({
+      try: () => fs.openSync(fd.path, "r"),
+      catch: (e) => new MachineError({ message: `cannot open ${fd.path}: ${describeCause(e)}`, cause: e })
+    }),
+    client.sendFdScm,
+    (opened) => Effect.sync(() => fs.closeSync(opened))
+  )
+}
+
+export const make = (deps: HandleDeps): Api.Machine => {
+  const { child, prepared, qmp, state, shutdown } = deps
+  const requireQmp = qmp ? Effect.succeed(qmp) : Effect.fail(qmpDisabled)
+
+  const qmpRaw = (command: string, args?: QmpApi.Arguments) =>
+    Effect.flatMap(requireQmp, (client) => {
+      if (command !== "quit") return client.executeRaw(command, args)
+      // QEMU may close the socket before or after it answers quit: both are success.
+      return Effect.zipRight(
+        state.transition(State.MachineState.QuitIssued()),
+        client.executeRaw(command, args).pipe(
+          Effect.catchTag("QmpConnectionError", () => Effect.succeed<QmpMessage.Response>({ return: {} }))
+        )
+      )
+    }).pipe(withCommandSpan("QemuMachine.qmp", command))
+
+  const command = (name: string, args?: QmpApi.Arguments) =>
+    (name === "quit"
+      ? Effect.flatMap(qmpRaw(name, args), Client.unwrap(name))
+      : Effect.flatMap(requireQmp, (client) => client.execute(name, args))).pipe(
+        withCommandSpan("QemuMachine.command", name)
+      )
+
+  const eventsWait = (
+    pairs: ReadonlyArray<readonly [string, unknown?]>,
+    options?: { readonly timeout?: Duration.DurationInput | undefined }
+  ): Effect.Effect<QmpMessage.Event, QmpError | MachineError> =>
+    Effect.flatMap(requireQmp, (client) =>
+      client.eventsWait(pairs, {
+        timeout: options?.timeout ?? DEFAULT_EVENT_TIMEOUT
+      }))
+
+  const machine: Api.Machine = {
+    [TypeId]: TypeId,
+    name: prepared.name,
+    args: prepared.args,
+    tempDir: prepared.tempDir,
+    sockDir: prepared.sockDir,
+    logDir: prepared.logDir,
+    qmpClient: Option.fromNullable(qmp),
+    pid: Effect.sync(() => (child.exitInfo() ? Option.none() : Option.some(child.pid))),
+    isRunning: Effect.sync(() => child.exitInfo() === undefined),
+    exitCode: Effect.sync(() => Option.map(Option.fromNullable(child.exitInfo()), Proc.exitCodeOf)),
+    state: state.ref.get,
+    stateChanges: state.changes,
+    qmp: qmpRaw,
+    command,
+    events: qmp ? qmp.events : Stream.fail(qmpDisabled),
+    getQmpEvent: (options) => Effect.flatMap(requireQmp, (client) => client.pullEvent(options)),
+    getQmpEvents: (options) => Effect.flatMap(requireQmp, (client) => client.getEvents(options)),
+    eventWait: (eventName, options) => eventsWait([[eventName, options?.match]], options),
+    eventsWait,
+    shutdown: shutdown.run,
+    kill: Effect.ignore(shutdown.run({ hard: true })),
+    wait: (options) =>
+      Effect.zipRight(state.transition(State.MachineState.ExpectingExit()), shutdown.run({ timeout: options?.timeout })),
+    log: Effect.sync(deps.log),
+    console: deps.console.get,
+    sendFdScm: (fd) => Effect.flatMap(requireQmp, (client) => sendFdScm(client, fd))
+  }
+  return machine
+}

@@ -1,0 +1,154 @@
+/**
+ * The shutdown ladder: soft (`quit`, or SIGTERM without QMP; nothing when the
+ * guest is expected to exit by itself), then hard (SIGKILL), then cleanup.
+ * What the soft step does is decided by the run state it starts from, not by
+ * flags. Built from Effect combinators so that it can be driven by a fake
+ * process and `TestClock` in tests.
+ */
+import { Cause, Deferred, Duration, Effect, Exit, FiberId } from "effect"
+import { AbnormalShutdown, describeCause, MachineError, QmpTimeoutError } from "../../Errors.js"
+import type { QmpCommandError, QmpConnectionError, QmpError, QmpProtocolError, ShutdownStep } from "../../Errors.js"
+import type * as Api from "../../QemuMachine.js"
+import * as Proc from "../process.js"
+import * as State from "./state.js"
+
+/** The part of a child process the ladder uses. */
+export type Process = Pick<Proc.Child, "exited" | "exitInfo" | "signal" | "sentSignals">
+
+/** The part of a QMP connection the ladder uses. */
+export interface Monitor {
+  readonly execute: (command: string) => Effect.Effect<unknown, QmpCommandError | QmpError>
+  readonly isConnected: Effect.Effect<boolean>
+  readonly closed: Effect.Effect<QmpConnectionError | QmpProtocolError>
+  readonly close: Effect.Effect<void>
+}
+
+export interface Deps {
+  readonly process: Process
+  readonly monitor: Monitor | undefined
+  readonly state: State.StateRef
+  /** Closes the console (when one is connected). */
+  readonly closeConsole: Effect.Effect<void>
+  /** Releases everything else the machine holds (its scope, temp dir, ...). */
+  readonly cleanup: Effect.Effect<void>
+}
+
+export const DEFAULT_SHUTDOWN_TIMEOUT = Duration.seconds(30)
+const KILL_WAIT = Duration.seconds(60)
+const QMP_DRAIN_WAIT = Duration.seconds(1)
+
+export const describeExit = (exit: Proc.ExitInfo): string =>
+  exit.signal !== null ? `killed by ${exit.signal}` : `exit code ${exit.code}`
+
+/** The exit QEMU was expected to make by itself, given the state the ladder started from. */
+const expectsExit = (before: Api.MachineState): boolean =>
+  before._tag === "QuitIssued" || before._tag === "ExpectingExit" || (before._tag === "Exited" && before.expected)
+
+const soft = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) =>
+  Effect.gen(function*() {
+    const { monitor, process } = deps
+    const expecting = expectsExit(before)
+    // The console is always drained, so it cannot block QEMU; when the guest is
+    // expected to exit by itself, it keeps reading (the last words, input in flight).
+    if (!expecting) yield* deps.closeConsole
+    if (before._tag === "Exited" && !expecting) {
+      return yield* Effect.fail(
+        new MachineError({ message: `QEMU had already exited (${describeExit(process.exitInfo()!)})` })
+      )
+    }
+    const sendQuit = monitor !== undefined && !expecting
+    if (monitor) {
+      if (sendQuit) yield* monitor.execute("quit").pipe(Effect.catchTag("QmpConnectionError", () => Effect.void))
+      // Read QMP to its end, so every event QEMU sent before exiting is kept.
+      yield* process.exited
+      if (yield* monitor.isConnected) yield* monitor.closed.pipe(Effect.timeout(QMP_DRAIN_WAIT), Effect.ignore)
+      yield* monitor.close
+    } else if (!expecting) {
+      process.signal("SIGTERM")
+    }
+    const exit = yield* process.exited
+    // A dropped connection after our quit is success only if QEMU quit: a foreign
+    // signal (e.g. an external SIGKILL racing this shutdown) is not a graceful exit.
+    if (sendQuit && exit.signal !== null && !process.sentSignals.has(exit.signal)) {
+      return yield* Effect.fail(new MachineError({ message: `QEMU was ${describeExit(exit)} instead of quitting` }))
+    }
+    return expecting ? `QEMU exited by itself (${describeExit(exit)})` : `QEMU exited after ${monitor ? "quit" : "SIGTERM"}`
+  }).pipe(
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () => new QmpTimeoutError({ operation: "graceful shutdown", timeout })
+    })
+  )
+
+const hard = (deps: Deps) =>
+  Effect.gen(function*() {
+    yield* deps.closeConsole
+    deps.process.signal("SIGKILL")
+    yield* deps.process.exited.pipe(
+      Effect.timeoutFail({
+        duration: KILL_WAIT,
+        onTimeout: () => new QmpTimeoutError({ operation: "waiting for QEMU to die after SIGKILL", timeout: KILL_WAIT })
+      }),
+      Effect.orDie
+    )
+  })
+
+const hardStep: ShutdownStep = { step: "hard", outcome: "ok", detail: "SIGKILL, QEMU exited" }
+
+/** Runs the ladder from `before`; the steps taken are pushed to `steps`. */
+const ladder = (
+  deps: Deps,
+  before: Api.MachineState,
+  options: Api.ShutdownOptions | undefined,
+  restore: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+): Effect.Effect<void, AbnormalShutdown> => {
+  const steps: Array<ShutdownStep> = []
+  if (options?.hard) return Effect.tap(hard(deps), () => Effect.sync(() => steps.push(hardStep)))
+  const timeout = Duration.decode(options?.timeout ?? DEFAULT_SHUTDOWN_TIMEOUT)
+  return restore(soft(deps, before, timeout)).pipe(
+    Effect.tap((detail) => Effect.sync(() => steps.push({ step: "soft", outcome: "ok", detail }))),
+    Effect.asVoid,
+    Effect.catchAllCause((cause) =>
+      Effect.gen(function*() {
+        const error = Cause.squash(cause)
+        steps.push({ step: "soft", outcome: "failed", detail: describeCause(error) })
+        yield* hard(deps)
+        steps.push(hardStep)
+        return yield* Effect.fail(new AbnormalShutdown({ cause: error, steps: [...steps] }))
+      })
+    )
+  )
+}
+
+export interface Shutdown {
+  /** Stops QEMU and cleans up; every later call waits for the first one's outcome. */
+  readonly run: (options?: Api.ShutdownOptions) => Effect.Effect<void, AbnormalShutdown>
+  /** Whether a shutdown has started. */
+  readonly started: () => boolean
+}
+
+export const make = (deps: Deps): Shutdown => {
+  let done: Deferred.Deferred<void, AbnormalShutdown> | undefined
+  const run = (options?: Api.ShutdownOptions): Effect.Effect<void, AbnormalShutdown> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        if (done) return Effect.ignore(restore(Deferred.await(done)))
+        const result = Deferred.unsafeMake<void, AbnormalShutdown>(FiberId.none)
+        done = result
+        const before = deps.state.current()
+        return deps.state.transition(State.MachineState.ShuttingDown()).pipe(
+          Effect.zipRight(ladder(deps, before, options, restore)),
+          Effect.ensuring(
+            Effect.suspend(() => {
+              const exit = deps.process.exitInfo()
+              return exit ? deps.state.exited(Proc.exitCodeOf(exit)) : Effect.void
+            })
+          ),
+          Effect.ensuring(deps.cleanup),
+          Effect.onExit((exit) => Deferred.done(result, Exit.asVoid(exit))),
+          Effect.withSpan("QemuMachine.shutdown")
+        )
+      })
+    )
+  return { run, started: () => done !== undefined }
+}

@@ -1,0 +1,108 @@
+/**
+ * Starting QEMU: spawn it (tied to our lifetime), then race QEMU connecting
+ * to the QMP listener against its exit and one deadline for connect plus
+ * negotiation. Any failure kills QEMU first, so the `LaunchFailure` carries
+ * its complete output.
+ */
+import { Duration, Effect, Option, Scope } from "effect"
+import * as fs from "node:fs"
+import { LaunchFailure, QmpTimeoutError } from "../../Errors.js"
+import type { LaunchFailureReason } from "../../Errors.js"
+import type * as Api from "../../QemuMachine.js"
+import type * as QmpApi from "../../QmpClient.js"
+import * as Proc from "../process.js"
+import * as Redact from "../redact.js"
+import { describeExit } from "./lifecycle.js"
+import type { Prepared } from "./prepare.js"
+
+export const readText = (file: string): string => {
+  try {
+    return fs.readFileSync(file, "utf8")
+  } catch {
+    return ""
+  }
+}
+
+export interface Started {
+  readonly child: Proc.Child
+  readonly qmp: QmpApi.QmpClient.Service | undefined
+  /** Kills QEMU, waits for it, and fails with a `LaunchFailure` carrying its output. */
+  readonly killAndFail: (reason: LaunchFailureReason, cause: unknown, detail?: string) => Effect.Effect<never, LaunchFailure>
+}
+
+const EXIT_WAIT = Duration.seconds(10)
+const EXIT_REPORT_WAIT = Duration.seconds(2)
+
+export const start = (
+  config: Api.Config,
+  prepared: Prepared,
+  scope: Scope.Scope
+): Effect.Effect<Started, LaunchFailure> =>
+  Effect.gen(function*() {
+    const { args, listener, logFile, name } = prepared
+    const failure = (reason: LaunchFailureReason, exit: Proc.ExitInfo | undefined, cause: unknown, detail?: string) =>
+      new LaunchFailure({
+        reason,
+        exitCode: exit && exit.signal === null ? exit.code ?? undefined : undefined,
+        signal: exit?.signal ?? undefined,
+        // Secrets on the command line (and QEMU's echo of it) stay out of errors.
+        command: Redact.redactArgs(args),
+        output: Redact.redactText(readText(logFile), args),
+        cause,
+        ...(detail ? { detail } : {})
+      })
+
+    yield* Effect.logDebug(`launching ${Redact.redactArgs(args).join(" ")}`).pipe(Effect.annotateLogs("machine", name))
+    const child = yield* Proc.spawn(args, {
+      logFile,
+      passFds: config.fds.map(({ fd }) => ({ fd, target: fd })),
+      dieWithParent: true
+    }).pipe(
+      Scope.extend(scope),
+      Effect.mapError((e) => failure("SpawnFailed", undefined, e.cause, e.message))
+    )
+
+    const killAndFail = (reason: LaunchFailureReason, cause: unknown, detail?: string) =>
+      Effect.gen(function*() {
+        child.signal("SIGKILL")
+        const exit = yield* child.exited.pipe(Effect.timeout(EXIT_WAIT), Effect.option)
+        return yield* Effect.fail(failure(reason, Option.getOrUndefined(exit), cause, detail))
+      })
+
+    if (!listener) return { child, qmp: undefined, killAndFail }
+
+    // QEMU exiting before it is connected ends the wait at once: closing the listener fails
+    // the accept. One deadline covers connecting and negotiating.
+    const unwatch = child.onExit(() => Effect.runSync(listener.close))
+    const qmp = yield* listener.accept({
+      negotiationTimeout: Duration.infinity,
+      name,
+      eventCacheSize: config.eventCacheSize,
+      eventCacheBytes: config.eventCacheBytes,
+      eventStreamBuffer: config.eventStreamBuffer
+    }).pipe(
+      Scope.extend(scope),
+      Effect.timeoutFail({
+        duration: config.qmpTimeout,
+        onTimeout: () => new QmpTimeoutError({ operation: "QEMU connecting to the QMP monitor", timeout: config.qmpTimeout })
+      }),
+      Effect.ensuring(Effect.sync(unwatch)),
+      Effect.catchAll((e) =>
+        e._tag === "QmpTimeoutError"
+          ? killAndFail("Timeout", e, e.message)
+          // A closed listener or an EOF: QEMU is exiting, and the exit may be reported a moment later.
+          : Effect.flatMap(child.exited.pipe(Effect.timeout(EXIT_REPORT_WAIT), Effect.option), (exit) =>
+            Option.isSome(exit)
+              ? Effect.fail(failure(
+                "ExitedEarly",
+                exit.value,
+                e,
+                `QEMU exited before the QMP connection was made (${describeExit(exit.value)})`
+              ))
+              : killAndFail("QmpFailed", e, e.message))
+      )
+    )
+    // QEMU is connected: the listening socket has done its job.
+    yield* listener.close
+    return { child, qmp, killAndFail }
+  })

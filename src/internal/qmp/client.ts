@@ -1,0 +1,174 @@
+/**
+ * The QMP client service over a connection: negotiation, commands, the event
+ * path (streams, waiters, cache), fd passing, and the live schema.
+ */
+import { Duration, Effect, Option, Scope, Stream } from "effect"
+import type * as net from "node:net"
+import { QmpCommandError, QmpConnectionError, QmpProtocolError, QmpTimeoutError } from "../../Errors.js"
+import type { QmpError } from "../../Errors.js"
+import * as EventMatch from "../../EventMatch.js"
+import type * as Api from "../../QmpClient.js"
+import * as QmpMessage from "../../QmpMessage.js"
+import * as fdpass from "../fdpass.js"
+import * as Net from "../net.js"
+import * as Connection from "./connection.js"
+
+export const TypeId: Api.TypeId = Symbol.for("effect-qemu/QmpClient") as Api.TypeId
+
+const DEFAULT_NEGOTIATION_TIMEOUT = Duration.seconds(15)
+
+type Service = Api.QmpClient.Service
+
+const anyEvent = () => true
+
+/** Fails with a QMP command error when the response is `{ error }`. */
+export const unwrap = (command: string) => (response: QmpMessage.Response): Effect.Effect<unknown, QmpCommandError> =>
+  QmpMessage.isErrorResponse(response)
+    ? Effect.fail(new QmpCommandError({ command, errorClass: response.error.class, desc: response.error.desc }))
+    : Effect.succeed(response.return)
+
+const waitDeadline = (wait: boolean | Duration.DurationInput | undefined): Duration.Duration | undefined =>
+  wait === true || wait === undefined || wait === false ? undefined : Duration.decode(wait)
+
+/** Matches an event against any of `[name, match]` pairs. */
+export const matchesAny = (pairs: ReadonlyArray<readonly [string, EventMatch.Match?]>) => (event: QmpMessage.Event) =>
+  pairs.some(([name, match]) => event.event === name && EventMatch.eventMatch(event, match))
+
+const sendFd = (connection: Connection.Connection, fd: number): Effect.Effect<void, QmpConnectionError> =>
+  Effect.suspend(() => {
+    const cause = connection.session.cause()
+    if (cause) {
+      return Effect.fail(
+        cause._tag === "QmpConnectionError" ? cause : new QmpConnectionError({ reason: "ProtocolError", cause })
+      )
+    }
+    const binding = fdpass.loadFdPass()
+    if (typeof binding === "string") {
+      return Effect.fail(
+        new QmpConnectionError({ reason: "Unsupported", detail: `SCM_RIGHTS fd passing is unavailable: ${binding}` })
+      )
+    }
+    const socket = connection.session.socket
+    const sockFd = fdpass.socketFd(socket)
+    if (sockFd === undefined) {
+      return Effect.fail(
+        new QmpConnectionError({ reason: "Unsupported", detail: "the QMP socket has no file descriptor (not a unix socket?)" })
+      )
+    }
+    // Let queued writes reach the kernel first, so the fd travels in order.
+    const flushed = socket.writableLength === 0
+      ? Effect.void
+      : Effect.async<void>((resume) => {
+        socket.write("", () => resume(Effect.void))
+      })
+    return Effect.flatMap(flushed, () => {
+      // A lone space is JSON whitespace to QEMU; the fd rides along with it.
+      const result = fdpass.sendFds(sockFd, [fd], Buffer.from(" "))
+      return result._tag === "Ok"
+        ? Effect.void
+        : Effect.fail(new QmpConnectionError({ reason: "SocketError", detail: `sendmsg: ${result.message}`, cause: result }))
+    })
+  })
+
+const makeService = (connection: Connection.Connection): Service => {
+  const { events } = connection
+  const executeRaw = connection.executeRaw
+  const execute = (command: string, args?: Api.Arguments, options?: Api.ExecuteOptions) =>
+    Effect.flatMap(executeRaw(command, args, options), unwrap(command))
+
+  const pullEvent = (options?: Api.WaitOptions) =>
+    Effect.suspend(() => {
+      const polled = events.poll(anyEvent)
+      if (Option.isSome(polled) || !options?.wait) return Effect.succeed(polled)
+      return Effect.asSome(events.take(anyEvent, waitDeadline(options.wait), "waiting for a QMP event"))
+    })
+
+  // Fetched once per connection, when first asked for.
+  const introspect = Effect.runSync(Effect.cached(
+    Effect.flatMap(execute("query-qmp-schema"), (schema) =>
+      Array.isArray(schema)
+        ? Effect.succeed(schema as ReadonlyArray<Api.SchemaInfo>)
+        : Effect.fail(new QmpProtocolError({ message: "query-qmp-schema did not return an array", raw: "" })))
+  ))
+  const commandNames = Effect.runSync(Effect.cached(
+    Effect.map(introspect, (schema) =>
+      new Set(schema.filter((info) => info["meta-type"] === "command").map((info) => info.name)))
+  ))
+
+  const service: Omit<Service, "greeting" | "capabilities"> = {
+    [TypeId]: TypeId,
+    execute,
+    executeRaw,
+    events: Stream.unwrapScoped(events.subscribe),
+    subscribe: events.subscribe,
+    pullEvent,
+    getEvents: (options) =>
+      Effect.suspend(() => {
+        const taken = events.takeAll()
+        if (taken.length > 0 || !options?.wait) return Effect.succeed(taken)
+        return Effect.map(pullEvent(options), (first) => [...Option.toArray(first), ...events.takeAll()])
+      }),
+    clearEvents: Effect.sync(() => void events.takeAll()),
+    eventsWait: (pairs, options) => {
+      const timeout = options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
+      return events.take(matchesAny(pairs), timeout, `waiting for event ${pairs.map(([n]) => n).join(" | ")}`)
+    },
+    sendFdScm: (fd) => sendFd(connection, fd),
+    introspect,
+    supports: (command) => Effect.map(commandNames, (names) => names.has(command)),
+    isConnected: Effect.sync(() => connection.session.cause() === undefined),
+    closed: connection.session.closed,
+    close: Effect.sync(connection.close)
+  }
+  return service as Service
+}
+
+/** Waits for the greeting, negotiates, and marks the connection ready. */
+const negotiate = (connection: Connection.Connection, service: Service, options: Api.Options) =>
+  Effect.gen(function*() {
+    const greeting = yield* connection.greeting
+    const enable = options.oob && greeting.QMP.capabilities.includes("oob") ? ["oob"] : []
+    yield* service.execute("qmp_capabilities", enable.length > 0 ? { enable } : undefined).pipe(
+      Effect.catchTag("QmpCommandError", (e) =>
+        Effect.fail(new QmpProtocolError({ message: `capabilities negotiation refused: ${e.message}`, raw: "" })))
+    )
+    connection.ready()
+    return { ...service, greeting, capabilities: enable } satisfies Service
+  })
+
+export const fromSocket = (
+  socket: net.Socket,
+  options: Api.Options = {}
+): Effect.Effect<Service, QmpError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const connection = Connection.open(socket, options, yield* Effect.runtime<never>())
+    yield* Effect.addFinalizer(() => Effect.sync(connection.close))
+    const service = makeService(connection)
+    const timeout = Duration.decode(options.negotiationTimeout ?? DEFAULT_NEGOTIATION_TIMEOUT)
+    const negotiated = Duration.isFinite(timeout)
+      ? Effect.timeoutFail(negotiate(connection, service, options), {
+        duration: timeout,
+        onTimeout: () => new QmpTimeoutError({ operation: "QMP greeting and negotiation", timeout })
+      })
+      : negotiate(connection, service, options)
+    return yield* Effect.tapError(negotiated, () => Effect.sync(connection.close))
+  }).pipe(Effect.withSpan("QmpClient.negotiate"))
+
+export const connect = (options: Api.ConnectOptions): Effect.Effect<Service, QmpError, Scope.Scope> => {
+  const timeout = Duration.decode(options.connectTimeout ?? DEFAULT_NEGOTIATION_TIMEOUT)
+  return Net.connect(options.address).pipe(
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () =>
+        new QmpTimeoutError({ operation: `connecting to QMP at ${Net.formatAddress(options.address)}`, timeout })
+    }),
+    Effect.flatMap((socket) => fromSocket(socket, options))
+  )
+}
+
+export const listen = (address: Api.Address): Effect.Effect<Api.Listener, QmpConnectionError, Scope.Scope> =>
+  Effect.map(Net.listen(address), (listener) => ({
+    address: listener.address,
+    close: listener.close,
+    accept: (options?: Api.Options) => Effect.flatMap(listener.accept, (socket) => fromSocket(socket, options))
+  }))

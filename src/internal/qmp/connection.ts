@@ -1,0 +1,220 @@
+/**
+ * One QMP connection on the session core: line framing, message decoding,
+ * an explicit connection state (awaiting greeting → negotiating → ready →
+ * closed), the pending-command map keyed by numeric id, and events handed to
+ * the event router. Everything that ends the connection goes through the
+ * session's single close path; the first cause wins.
+ */
+import { Deferred, Duration, Effect, Either, Exit, FiberId, FiberRef, FiberRefs, LogLevel, Runtime } from "effect"
+import type * as net from "node:net"
+import { QmpConnectionError, QmpProtocolError, QmpTimeoutError } from "../../Errors.js"
+import type { QmpError } from "../../Errors.js"
+import * as QmpMessage from "../../QmpMessage.js"
+import { LineDecoder } from "../lineDecoder.js"
+import * as Session from "../session.js"
+import * as Events from "./events.js"
+
+export type CloseCause = Events.CloseCause
+
+/** The connection's run state. Only `transition` changes it. */
+export type State =
+  | { readonly _tag: "AwaitingGreeting" }
+  | { readonly _tag: "Negotiating"; readonly greeting: QmpMessage.Greeting }
+  | { readonly _tag: "Ready" }
+  | { readonly _tag: "Closed"; readonly cause: CloseCause }
+
+export interface Options {
+  readonly commandTimeout?: Duration.DurationInput | undefined
+  readonly maxMessageSize?: number | undefined
+  readonly eventCacheSize?: number | undefined
+  readonly eventCacheBytes?: number | undefined
+  readonly eventStreamBuffer?: number | undefined
+  readonly name?: string | undefined
+}
+
+export interface ExecuteOptions {
+  readonly timeout?: Duration.DurationInput | undefined
+  readonly oob?: boolean | undefined
+}
+
+export interface Connection {
+  readonly session: Session.Session<CloseCause>
+  readonly events: Events.Router
+  readonly state: () => State
+  readonly greeting: Effect.Effect<QmpMessage.Greeting, CloseCause>
+  readonly ready: () => void
+  readonly executeRaw: (
+    command: string,
+    args?: Readonly<Record<string, unknown>>,
+    options?: ExecuteOptions
+  ) => Effect.Effect<QmpMessage.Response, QmpError>
+  readonly close: () => void
+  readonly log: (level: "Debug" | "Warning", message: string, annotations?: Record<string, unknown>) => void
+}
+
+export const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+export const DEFAULT_EVENT_CACHE = 10_000
+export const DEFAULT_EVENT_CACHE_BYTES = 64 * 1024 * 1024
+export const DEFAULT_STREAM_BUFFER = 4096
+const MAX_ABANDONED = 4096
+
+// An id comes from the server and may be any JSON value, nested 100k levels
+// deep: `String()` on that overflows the stack.
+const describeId = (id: unknown): string => {
+  if (typeof id === "string") return QmpMessage.truncateRaw(id)
+  try {
+    return QmpMessage.truncateRaw(JSON.stringify(id) ?? String(id))
+  } catch {
+    return "(too deeply nested to print)"
+  }
+}
+
+const protocolError = (message: string, line: string) =>
+  new QmpProtocolError({ message, raw: QmpMessage.truncateRaw(line) })
+
+/** Logs from socket callbacks need a fiber; a level that is filtered out forks none. */
+const makeLog = (runtime: Runtime.Runtime<never>, label: string) => {
+  const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
+  return (level: "Debug" | "Warning", message: string, annotations: Record<string, unknown> = {}) => {
+    if (LogLevel.lessThan(level === "Debug" ? LogLevel.Debug : LogLevel.Warning, minimumLevel)) return
+    Runtime.runFork(runtime)(
+      (level === "Debug" ? Effect.logDebug(message) : Effect.logWarning(message)).pipe(
+        Effect.annotateLogs({ qmp: label, ...annotations })
+      )
+    )
+  }
+}
+
+/** Starts reading QMP from an open socket. The greeting is awaited with `greeting`. */
+export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runtime<never>): Connection => {
+  const maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
+  const decoder = new LineDecoder(maxMessage)
+  const log = makeLog(runtime, options.name ?? "qmp")
+  // A waiting command's resume callback, by id.
+  const pending = new Map<number, (reply: Effect.Effect<QmpMessage.Response, QmpError>) => void>()
+  // Ids of commands whose caller gave up (timeout, interruption): their late replies are expected.
+  const abandoned = new Set<number>()
+  const greeting = Deferred.unsafeMake<QmpMessage.Greeting, CloseCause>(FiberId.none)
+  const defaultTimeout = options.commandTimeout === undefined ? undefined : Duration.decode(options.commandTimeout)
+  let counter = 0
+  let state: State = { _tag: "AwaitingGreeting" }
+
+  const transition = (next: State) => {
+    if (state._tag === "Closed") return
+    state = next
+    if (next._tag === "Negotiating") Deferred.unsafeDone(greeting, Exit.succeed(next.greeting))
+  }
+
+  const events = Events.make({
+    cacheSize: options.eventCacheSize ?? DEFAULT_EVENT_CACHE,
+    cacheBytes: options.eventCacheBytes ?? DEFAULT_EVENT_CACHE_BYTES,
+    streamBuffer: options.eventStreamBuffer ?? DEFAULT_STREAM_BUFFER,
+    warn: (message) => log("Warning", message)
+  })
+
+  const onLine = (line: string) => {
+    // Lines that follow a fatal one in the same read come from a stream already declared broken.
+    if (state._tag === "Closed") return
+    const decoded = QmpMessage.decode(line)
+    if (Either.isLeft(decoded)) return session.end(() => decoded.left)
+    const message = decoded.right
+    if (state._tag === "AwaitingGreeting") {
+      if (message._tag !== "Greeting") return session.end(() => protocolError("expected the QMP greeting", line))
+      return transition({ _tag: "Negotiating", greeting: message.value })
+    }
+    switch (message._tag) {
+      case "Event":
+        return events.publish(message.value, line.length)
+      case "Response":
+        return onResponse(message.value, line)
+      case "Greeting":
+        return session.end(() => protocolError("unexpected second greeting", line))
+    }
+  }
+
+  const onResponse = (response: QmpMessage.Response, line: string) => {
+    const id = response.id
+    // QEMU answers without an id only when it could not parse what we sent.
+    if (id === undefined) return session.end(() => protocolError("response without id", line))
+    const resume = typeof id === "number" ? pending.get(id) : undefined
+    if (resume) {
+      pending.delete(id as number)
+      return resume(Exit.succeed(response))
+    }
+    if (typeof id === "number" && abandoned.delete(id)) {
+      return log("Debug", "dropping the late reply of an abandoned QMP command", { id: String(id) })
+    }
+    log("Warning", "dropping QMP reply with an unknown id", { id: describeId(id) })
+  }
+
+  const session: Session.Session<CloseCause> = Session.make<CloseCause>(socket, {
+    onData: (data) => {
+      const oversized = decoder.push(data, onLine)
+      if (oversized) {
+        session.end(() =>
+          protocolError(`QMP message exceeds ${maxMessage} bytes (${oversized.size} so far)`, oversized.head)
+        )
+      }
+    },
+    onClose: (cause) => {
+      state = { _tag: "Closed", cause }
+      const failure = Exit.fail(cause)
+      for (const resume of pending.values()) resume(failure)
+      pending.clear()
+      Deferred.unsafeDone(greeting, failure)
+      events.close(cause)
+      log("Debug", `QMP connection ended: ${cause.message}`)
+    },
+    eof: (detail) => new QmpConnectionError({ reason: "Eof", detail: `QMP: ${detail}` }),
+    error: (err) => new QmpConnectionError({ reason: "SocketError", cause: err }),
+    crashed: (e) => new QmpProtocolError({ message: `cannot handle a QMP message: ${String(e)}`, raw: "" })
+  })
+  socket.setNoDelay?.(true)
+
+  const abandon = (id: number) => {
+    if (!pending.delete(id)) return
+    // Bounded: a server that never answers must not grow this forever.
+    if (abandoned.size >= MAX_ABANDONED) abandoned.delete(abandoned.values().next().value!)
+    abandoned.add(id)
+  }
+
+  const executeRaw = (
+    command: string,
+    args?: Readonly<Record<string, unknown>>,
+    executeOptions?: ExecuteOptions
+  ): Effect.Effect<QmpMessage.Response, QmpError> =>
+    Effect.suspend(() => {
+      if (state._tag === "Closed") return Effect.fail(state.cause)
+      const id = ++counter
+      const verb = executeOptions?.oob ? "exec-oob" : "execute"
+      const wire = args === undefined
+        ? `{"${verb}":${JSON.stringify(command)},"id":${id}}\n`
+        : `{"${verb}":${JSON.stringify(command)},"arguments":${JSON.stringify(args)},"id":${id}}\n`
+      const timeout = executeOptions?.timeout === undefined ? defaultTimeout : Duration.decode(executeOptions.timeout)
+      // A plain async callback rather than a Deferred: this is the per-command hot path. Its
+      // canceler runs only when the caller gives up; a reply after that is expected and dropped.
+      const awaited = Effect.async<QmpMessage.Response, QmpError>((resume) => {
+        pending.set(id, resume)
+        session.write(wire)
+        return Effect.sync(() => abandon(id))
+      })
+      return timeout === undefined || !Duration.isFinite(timeout)
+        ? awaited
+        : Effect.timeoutFail(awaited, {
+          duration: timeout,
+          onTimeout: () => new QmpTimeoutError({ operation: `QMP command '${command}'`, timeout })
+        })
+    })
+
+  return {
+    session,
+    events,
+    state: () => state,
+    greeting: Deferred.await(greeting),
+    ready: () => transition({ _tag: "Ready" }),
+    executeRaw,
+    close: () =>
+      session.end(() => new QmpConnectionError({ reason: "Closed", detail: "connection closed by the client" })),
+    log
+  }
+}
