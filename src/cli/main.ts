@@ -1,0 +1,178 @@
+#!/usr/bin/env node
+/**
+ * `effect-qemu`: QEMU's qmp-shell rebuilt on effect-qemu, a machine runner,
+ * a schema comparison and a guest agent shell.
+ *
+ * ```sh
+ * effect-qemu shell /tmp/qmp.sock            # or QMP_SOCKET=/tmp/qmp.sock effect-qemu shell
+ * effect-qemu run --console -- -machine q35 -accel tcg -kernel vmlinuz -S
+ * effect-qemu schema --json
+ * effect-qemu ga /tmp/qga.sock
+ * ```
+ *
+ * Exit status: 0 success, 1 some command or input line failed, 2 the tool
+ * could not do its job (usage, address, connection, launch), 130 interrupted.
+ *
+ * @since 0.2.0
+ */
+import { Args, CliConfig, Command, Options, ValidationError } from "@effect/cli"
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { Cause, Effect, Either, Exit, Layer, Logger, LogLevel, Option } from "effect"
+import * as Address from "./address.js"
+import { CliFailure, describe, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, fatal } from "./errors.js"
+import * as Backends from "./backends.js"
+import * as Schema from "./schema.js"
+import * as Shell from "./shell.js"
+
+const VERSION = "0.2.0"
+
+const hmp = Options.boolean("hmp").pipe(
+  Options.withAlias("H"),
+  Options.withDescription("HMP mode: each line is a human monitor command (human-monitor-command)")
+)
+const pretty = Options.boolean("pretty").pipe(Options.withAlias("p"), Options.withDescription("indent JSON output"))
+const verbose = Options.boolean("verbose").pipe(
+  Options.withAlias("v"),
+  Options.withDescription("print each command as sent")
+)
+const noNegotiation = Options.boolean("no-negotiation").pipe(
+  Options.withAlias("N"),
+  Options.withDescription("do not negotiate capabilities: lines go out as typed, the greeting is printed")
+)
+const binary = Options.text("binary").pipe(
+  Options.withDefault("qemu-system-x86_64"),
+  Options.withDescription("the QEMU binary")
+)
+const address = Args.text({ name: "ADDRESS" }).pipe(
+  Args.withDescription("a unix socket path or host:port (default: $QMP_SOCKET)"),
+  Args.optional
+)
+
+// A missing address falls back to QMP_SOCKET; a bad one is a one-line error.
+const resolveAddress = (given: Option.Option<string>, fallback = true) =>
+  Effect.suspend(() => {
+    const text = Option.getOrElse(given, () => fallback ? process.env.QMP_SOCKET ?? "" : "")
+    return Either.match(Address.parse(text), {
+      onLeft: (message) => Effect.fail(new CliFailure({ message, exitCode: EXIT_FATAL })),
+      onRight: Effect.succeed
+    })
+  })
+
+// Handlers report their status by failing with it: @effect/cli handlers return void.
+const finish = (code: number) => code === EXIT_OK ? Effect.void : Effect.fail(new CliFailure({ message: "", exitCode: code }))
+
+const shell = Command.make(
+  "shell",
+  { address, hmp, pretty, verbose, noNegotiation },
+  (options) =>
+    Effect.gen(function*() {
+      const where = yield* resolveAddress(options.address)
+      const backend = options.noNegotiation ? yield* Backends.raw(where) : yield* Backends.qmp(where)
+      return yield* Shell.run(backend, { ...options, prompt: "(QEMU) " })
+    }).pipe(Effect.scoped, Effect.flatMap(finish))
+).pipe(Command.withDescription("QMP shell (qmp-shell's language) on a running QEMU"))
+
+const run = Command.make(
+  "run",
+  {
+    console: Options.boolean("console").pipe(Options.withDescription("mirror the serial console to stdout")),
+    binary,
+    tempDir: Options.directory("temp-dir").pipe(
+      Options.withDescription("where the machine's temp dir is created (default /var/tmp)"),
+      Options.optional
+    ),
+    hmp,
+    pretty,
+    verbose,
+    qemuArgs: Args.text({ name: "QEMU_ARGS" }).pipe(Args.repeated)
+  },
+  (options) =>
+    Backends.machine({
+      binary: options.binary,
+      args: options.qemuArgs,
+      console: options.console,
+      baseTempDir: Option.getOrUndefined(options.tempDir)
+    }, (backend) => Shell.run(backend, { ...options, prompt: "(QEMU) " })).pipe(Effect.scoped, Effect.flatMap(finish))
+).pipe(Command.withDescription("launch QEMU (after --, its arguments) and open the shell on it; EOF or Ctrl-C shuts it down"))
+
+const schema = Command.make(
+  "schema",
+  { address, json: Options.boolean("json").pipe(Options.withDescription("print the comparison as JSON")), binary },
+  (options) =>
+    Effect.gen(function*() {
+      const given = Option.orElse(options.address, () => Option.fromNullable(process.env.QMP_SOCKET || undefined))
+      const where = Option.isSome(given) ? Option.some(yield* resolveAddress(given)) : Option.none()
+      const live = yield* Option.match(where, {
+        onSome: (a) => Schema.fetchLive(a),
+        onNone: () => Schema.fetchFromBinary(options.binary)
+      })
+      const generated = yield* Schema.loadGenerated
+      const diff = Schema.compare(live, generated)
+      process.stdout.write(options.json ? `${JSON.stringify(diff)}\n` : Schema.render(diff))
+      return Schema.isSame(diff) ? EXIT_OK : 1
+    }).pipe(Effect.scoped, Effect.flatMap(finish))
+).pipe(Command.withDescription("compare what the live QEMU supports with the generated types (Qapi); exit 1 when they differ"))
+
+const ga = Command.make(
+  "ga",
+  { address: Args.text({ name: "ADDRESS" }).pipe(Args.withDescription("the guest agent's socket (path or host:port)")), pretty, verbose },
+  (options) =>
+    Effect.gen(function*() {
+      const where = yield* resolveAddress(Option.some(options.address), false)
+      const backend = yield* Backends.guestAgent(where)
+      return yield* Shell.run(backend, { ...options, hmp: false, prompt: "(QEMU-GA) " })
+    }).pipe(Effect.scoped, Effect.flatMap(finish))
+).pipe(Command.withDescription("the same shell on a QEMU guest agent socket"))
+
+const root = Command.make("effect-qemu").pipe(
+  Command.withDescription("drive QEMU over QMP from the command line"),
+  Command.withSubcommands([shell, run, schema, ga])
+)
+
+const cli = Command.run(root, { name: "effect-qemu", version: VERSION })
+
+// Warnings of the library go to stderr: stdout carries JSON only.
+const logger = Logger.replace(
+  Logger.defaultLogger,
+  Logger.make(({ logLevel, message }) => {
+    const text = Array.isArray(message) ? message.map(String).join(" ") : String(message)
+    process.stderr.write(`effect-qemu: ${logLevel.label.toLowerCase()}: ${text}\n`)
+  })
+)
+
+const program = Effect.suspend(() => cli(process.argv)).pipe(
+  Effect.as(EXIT_OK),
+  Effect.catchAll((error) => {
+    if (ValidationError.isValidationError(error)) return Effect.succeed(EXIT_FATAL)
+    const failure = fatal(error)
+    if (failure.message) process.stderr.write(`effect-qemu: ${failure.message}\n`)
+    return Effect.succeed(failure.exitCode)
+  }),
+  Effect.catchAllDefect((defect) => {
+    process.stderr.write(`effect-qemu: internal error: ${describe(defect)}\n`)
+    return Effect.succeed(EXIT_FATAL)
+  }),
+  Effect.provide(Layer.mergeAll(
+    NodeContext.layer,
+    CliConfig.layer({ isCaseSensitive: true, showBuiltIns: false }),
+    logger,
+    Logger.minimumLogLevel(LogLevel.Warning)
+  ))
+)
+
+NodeRuntime.runMain(program, {
+  disableErrorReporting: true,
+  teardown: (exit) => {
+    const code: number = Exit.isSuccess(exit) && typeof exit.value === "number"
+      ? exit.value
+      : Exit.isSuccess(exit)
+      ? EXIT_OK
+      : Cause.isInterruptedOnly(exit.cause)
+      ? EXIT_INTERRUPTED
+      : EXIT_FATAL
+    if (Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)) {
+      process.stderr.write(`effect-qemu: ${describe(Cause.squash(exit.cause))}\n`)
+    }
+    process.exit(code)
+  }
+})
