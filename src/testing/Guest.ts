@@ -18,13 +18,16 @@
  *
  * @since 0.1.0
  */
-import { Data, Duration, Effect, Scope } from "effect"
+import { Data, Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
 import * as cp from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import type * as ConsoleSocket from "../ConsoleSocket.js"
-import type { LaunchFailure, MachineError, QmpCommandError, QmpError } from "../Errors.js"
+import { MachineError } from "../Errors.js"
+import type { LaunchFailure, QmpCommandError, QmpError } from "../Errors.js"
+import * as GuestAgent from "../GuestAgent.js"
 import * as QemuMachine from "../QemuMachine.js"
 
 /**
@@ -41,6 +44,13 @@ export interface Files {
   readonly kernelVersion: string
   /** Whether the guest has a pvpanic driver (so `-device pvpanic-pci` gives GUEST_PANICKED). */
   readonly pvpanic: boolean
+  /**
+   * Whether the initramfs has the QEMU guest agent (started when the kernel
+   * command line has `effect_qemu.ga=1`).
+   *
+   * @since 0.2.0
+   */
+  readonly guestAgent: boolean
 }
 
 /**
@@ -108,7 +118,8 @@ export const build = (options: { readonly dir?: string | undefined } = {}): Effe
       initrd: path.join(dir, "initramfs.cpio.gz"),
       readyMarker: String(meta.readyMarker ?? "EFFECT-QEMU-READY"),
       kernelVersion: String(meta.kernelVersion ?? ""),
-      pvpanic: meta.pvpanic === true
+      pvpanic: meta.pvpanic === true,
+      guestAgent: meta.guestAgent === true
     }
   })
 
@@ -116,7 +127,30 @@ export const build = (options: { readonly dir?: string | undefined } = {}): Effe
  * @since 0.1.0
  * @category models
  */
-export interface ConfigOptions {
+export type ConfigOptions = BaseConfigOptions & GuestAgentOptions
+
+/**
+ * With `guestAgent: true` the guest starts its agent and the machine gets the
+ * host side (see {@link agentArgs}), its socket in `sockDir` (which the
+ * caller creates, mode 0700, and removes).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type GuestAgentOptions =
+  | { readonly guestAgent?: false | undefined; readonly sockDir?: string | undefined }
+  | {
+    readonly guestAgent: true
+    readonly sockDir: string
+    /** Agent commands to disable in the guest (qemu-ga `-b`). */
+    readonly guestAgentDisabled?: ReadonlyArray<string> | undefined
+  }
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface BaseConfigOptions {
   readonly binary?: string | undefined
   /** Add `-device pvpanic-pci` so a guest panic is reported as GUEST_PANICKED. */
   readonly pvpanic?: boolean | undefined
@@ -126,6 +160,31 @@ export interface ConfigOptions {
   readonly append?: string | undefined
   readonly args?: ReadonlyArray<string> | undefined
   readonly baseTempDir?: string | undefined
+  /** The machine's name (its socket files are named after it). */
+  readonly name?: string | undefined
+}
+
+/**
+ * Where the agent socket of a guest configured with `sockDir` is.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const agentSocketPath = (sockDir: string, name?: string | undefined): string =>
+  path.join(sockDir, `${name ?? "guest"}-qga.sock`)
+
+/**
+ * The host side of the guest agent channel on `socketPath`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const agentArgs: (socketPath: string) => Array<string> = GuestAgent.commandLineArgs
+
+const agentAppend = (options: ConfigOptions): string => {
+  if (options.guestAgent !== true) return ""
+  const disabled = options.guestAgentDisabled ?? []
+  return ` effect_qemu.ga=1${disabled.length > 0 ? ` effect_qemu.ga_block=${disabled.join(",")}` : ""}`
 }
 
 /**
@@ -141,7 +200,9 @@ export const config = (files: Files, options: ConfigOptions = {}): QemuMachine.C
   QemuMachine.make({
     binary: options.binary ?? "qemu-system-x86_64",
     consoleLog: options.consoleLog,
-    baseTempDir: options.baseTempDir
+    baseTempDir: options.baseTempDir,
+    name: options.name,
+    sockDir: options.sockDir
   }).pipe(
     QemuMachine.setMachine("q35"),
     QemuMachine.setConsole(),
@@ -157,9 +218,10 @@ export const config = (files: Files, options: ConfigOptions = {}): QemuMachine.C
       "-initrd",
       files.initrd,
       "-append",
-      `console=ttyS0 quiet panic=-1${options.append ? ` ${options.append}` : ""}`,
+      `console=ttyS0 quiet panic=-1${agentAppend(options)}${options.append ? ` ${options.append}` : ""}`,
       "-S",
       ...(options.pvpanic ? ["-device", "pvpanic-pci"] : []),
+      ...(options.guestAgent === true ? agentArgs(agentSocketPath(options.sockDir, options.name)) : []),
       ...(options.args ?? [])
     )
   )
@@ -193,6 +255,20 @@ export interface Guest {
     command: string,
     options?: { readonly timeout?: Duration.DurationInput | undefined }
   ) => Effect.Effect<RunResult, QmpError>
+  /**
+   * The agent socket, when launched with `guestAgent: true`.
+   *
+   * @since 0.2.0
+   */
+  readonly agentAddress: string | undefined
+  /**
+   * The guest agent client: connects and waits for the agent's first sync on
+   * first use (`agentTimeout`, default 60 seconds), the same one after. Fails
+   * with `MachineError` when the guest was launched without `guestAgent`.
+   *
+   * @since 0.2.0
+   */
+  readonly agent: Effect.Effect<GuestAgent.GuestAgent.Service, MachineError | QmpError>
 }
 
 // Terminal control sequences busybox's shell emits (e.g. ESC[6n after every prompt).
@@ -210,7 +286,7 @@ export const cleanOutput = (text: string): string => text.replace(ESCAPES, "").r
  * @category constructors
  */
 export const launch = (
-  options: ConfigOptions & { readonly bootTimeout?: Duration.DurationInput | undefined } = {}
+  options: LaunchOptions = {}
 ): Effect.Effect<
   Guest,
   GuestUnavailable | LaunchFailure | MachineError | QmpCommandError | QmpError,
@@ -218,7 +294,19 @@ export const launch = (
 > =>
   Effect.gen(function*() {
     const files = yield* build()
-    const vm = yield* QemuMachine.launch(config(files, options))
+    const scope = yield* Effect.scope
+    // Released after the machine (finalizers run in reverse): QEMU's socket lives in it.
+    const sockDir = options.guestAgent
+      ? options.sockDir ?? (yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "eq-qga-"))),
+        (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+      ))
+      : undefined
+    const agentAddress = sockDir === undefined ? undefined : agentSocketPath(sockDir, options.name)
+    const configOptions: ConfigOptions = sockDir === undefined
+      ? { ...options, guestAgent: false }
+      : { ...options, guestAgent: true, sockDir }
+    const vm = yield* QemuMachine.launch(config(files, configOptions))
     // QEMU drops serial output while nothing is connected: connect, then run the CPU.
     const console = yield* vm.console
     const started = Date.now()
@@ -247,5 +335,44 @@ export const launch = (
         return { output: cleanOutput(output), status: Number(match[1]) }
       }))
 
-    return { vm, console, files, bootTime, run }
+    const agent = agentAddress === undefined
+      ? Effect.fail(new MachineError({ message: "the guest was launched without guestAgent: true" }))
+      : yield* memoizedAgent(scope, { address: agentAddress, timeout: options.agentTimeout ?? Duration.seconds(60) })
+
+    return { vm, console, files, bootTime, run, agentAddress, agent }
   }).pipe(Effect.withSpan("Guest.launch"))
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type LaunchOptions = BaseConfigOptions & {
+  readonly bootTimeout?: Duration.DurationInput | undefined
+  /** Start the guest agent and add its host side; the socket goes in a private temp dir unless `sockDir` is given. */
+  readonly guestAgent?: boolean | undefined
+  readonly sockDir?: string | undefined
+  /** Agent commands to disable in the guest (qemu-ga `-b`). */
+  readonly guestAgentDisabled?: ReadonlyArray<string> | undefined
+  /** How long `agent` waits for the agent's first sync. Default 60 seconds. */
+  readonly agentTimeout?: Duration.DurationInput | undefined
+}
+
+/** Connects on first use, in the guest's scope; a failed attempt releases what it opened and is not kept. */
+const memoizedAgent = (scope: Scope.Scope, options: GuestAgent.ConnectOptions) =>
+  Effect.gen(function*() {
+    const lock = yield* Effect.makeSemaphore(1)
+    let service: GuestAgent.GuestAgent.Service | undefined
+    return lock.withPermits(1)(Effect.suspend(() => {
+      if (service) return Effect.succeed(service)
+      return Effect.flatMap(Scope.fork(scope, ExecutionStrategy.sequential), (child) =>
+        GuestAgent.connect(options).pipe(
+          Scope.extend(child),
+          Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(child, exit) : Effect.void),
+          Effect.tap((s) =>
+            Effect.sync(() => {
+              service = s
+            })
+          )
+        ))
+    }))
+  })

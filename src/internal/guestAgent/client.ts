@@ -1,0 +1,241 @@
+/**
+ * The guest agent protocol over a transport: one request in flight at a time
+ * (the agent is sequential; a semaphore keeps concurrent callers safe), ids
+ * from a random base so stale replies (an interrupted call, a previous
+ * client, requests buffered while the agent was down) are dropped by id, and
+ * `guest-sync-delimited` with the 0xFF flush whenever the channel's state is
+ * unknown: at connect, after garbage, after a timeout.
+ *
+ * There is no greeting: until the agent answers a sync, requests wait in
+ * QEMU's socket buffer and are answered when the agent opens its port.
+ */
+import { Deferred, Duration, Effect, Either, FiberId, Runtime, Schema } from "effect"
+import { GuestAgentError, QmpConnectionError, QmpProtocolError, QmpTimeoutError } from "../../Errors.js"
+import type { QmpError } from "../../Errors.js"
+import * as Net from "../net.js"
+import * as Transport from "./transport.js"
+
+export const DEFAULT_CONNECT_TIMEOUT = Duration.seconds(60)
+export const DEFAULT_COMMAND_TIMEOUT = Duration.seconds(60)
+/** Replies hold file chunks and captured output in base64 (the agent caps captured output at 16 MiB). */
+export const DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+/** The longest wait for one sync attempt before another is sent. */
+const MAX_SYNC_ATTEMPT = 2000
+
+export interface Options {
+  readonly address: Net.Address
+  readonly timeout?: Duration.DurationInput | undefined
+  readonly commandTimeout?: Duration.DurationInput | undefined
+  readonly maxMessageSize?: number | undefined
+}
+
+export interface CallOptions {
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+type Failure = GuestAgentError | QmpError
+
+interface Pending {
+  readonly id: number
+  readonly sync: boolean
+  readonly command: string
+  readonly deferred: Deferred.Deferred<unknown, Failure>
+}
+
+const Reply = Schema.Struct({
+  return: Schema.optional(Schema.Unknown),
+  error: Schema.optional(Schema.Struct({ class: Schema.String, desc: Schema.String })),
+  id: Schema.optional(Schema.Unknown)
+})
+type Reply = Schema.Schema.Type<typeof Reply>
+const decodeReply = Schema.decodeUnknownEither(Reply)
+
+const truncate = (s: string) => s.length > 256 ? `${s.slice(0, 256)}…` : s
+
+const parse = (line: string): Either.Either<Reply, QmpProtocolError> => {
+  let json: unknown
+  try {
+    json = JSON.parse(line)
+  } catch (e) {
+    return Either.left(new QmpProtocolError({ message: `guest agent sent invalid JSON: ${String(e)}`, raw: truncate(line) }))
+  }
+  const reply = decodeReply(json)
+  if (Either.isLeft(reply) || (!("return" in reply.right) && reply.right.error === undefined)) {
+    return Either.left(new QmpProtocolError({ message: "guest agent sent a message that is not a reply", raw: truncate(line) }))
+  }
+  return Either.right(reply.right)
+}
+
+export interface Channel {
+  /** Sends one command and waits for its reply (syncing first when needed), under the lock. */
+  readonly call: (command: string, args: Readonly<Record<string, unknown>> | undefined, options?: CallOptions) => Effect.Effect<unknown, Failure>
+  /** Syncs now, under the lock. */
+  readonly sync: (timeout: Duration.Duration) => Effect.Effect<void, QmpError>
+  /** Sends a command that gets no reply on success; completes when `done` does or the channel closes. */
+  readonly callNoReply: (
+    command: string,
+    args: Readonly<Record<string, unknown>> | undefined,
+    done: Effect.Effect<void>,
+    options?: CallOptions
+  ) => Effect.Effect<void, Failure>
+  readonly transport: Transport.Transport
+  readonly commandTimeout: Duration.Duration
+}
+
+/** Connects and syncs within `timeout`. */
+export const open = (options: Options) =>
+  Effect.gen(function*() {
+    const timeout = Duration.decode(options.timeout ?? DEFAULT_CONNECT_TIMEOUT)
+    if (typeof options.address === "string") {
+      const tooLong = Net.checkUnixPath(options.address)
+      if (tooLong) return yield* Effect.fail(new QmpConnectionError({ reason: "Refused", detail: tooLong }))
+    }
+    const runtime = yield* Effect.runtime<never>()
+    const warn = (message: string) => Runtime.runFork(runtime)(Effect.logWarning(message))
+    const address = Net.formatAddress(options.address)
+
+    let current: Pending | undefined
+    let synced = false
+    let nextId = 1 + Math.floor(Math.random() * 2 ** 30)
+
+    const settle = (pending: Pending, result: Either.Either<unknown, Failure>) => {
+      if (current === pending) current = undefined
+      Deferred.unsafeDone(pending.deferred, Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left))
+    }
+
+    const onProtocolError = (error: QmpProtocolError) => {
+      // The channel's state is unknown: the next call re-syncs (the flush resets the agent's parser too).
+      synced = false
+      // A sync in progress is how the channel recovers from garbage: it keeps waiting.
+      if (current && !current.sync) settle(current, Either.left(error))
+      else warn(`guest agent ${address}: ${error.message}: ${error.raw}`)
+    }
+
+    const onLine = (line: string) => {
+      const parsed = parse(line)
+      if (Either.isLeft(parsed)) return onProtocolError(parsed.left)
+      const reply = parsed.right
+      const pending = current
+      if (pending === undefined) return
+      if (pending.sync) {
+        // Everything before our latest sync reply is stale, the flush's parse error included.
+        if (reply.id === undefined && reply.return === pending.id) settle(pending, Either.right(undefined))
+        return
+      }
+      if (reply.id === pending.id) {
+        return settle(
+          pending,
+          reply.error
+            ? Either.left(new GuestAgentError({ command: pending.command, errorClass: reply.error.class, desc: reply.error.desc }))
+            : Either.right(reply.return)
+        )
+      }
+      if (reply.id === undefined && reply.error) {
+        // An id-less error after a completed sync: the agent could not parse what it read (a request
+        // cut by an agent restart), so ours is lost.
+        synced = false
+        settle(pending, Either.left(new GuestAgentError({ command: pending.command, errorClass: reply.error.class, desc: reply.error.desc })))
+      }
+      // Any other id: a stale reply to a call that was interrupted or timed out.
+    }
+
+    const socket = yield* Transport.connect(options.address).pipe(
+      Effect.timeoutFail({ duration: timeout, onTimeout: () => new QmpTimeoutError({ operation: `guest agent connect ${address}`, timeout }) })
+    )
+    const transport = Transport.fromSocket(socket, options.maxMessageSize ?? DEFAULT_MAX_MESSAGE, {
+      onLine,
+      onOversized: (size, head) =>
+        onProtocolError(new QmpProtocolError({ message: `guest agent message of ${size} bytes is over the limit`, raw: truncate(head) })),
+      onClose: (cause) => {
+        synced = false
+        if (current) settle(current, Either.left(cause))
+      }
+    })
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => transport.close(new QmpConnectionError({ reason: "Closed", detail: "guest agent client closed" })))
+    )
+
+    /** Sends one message and waits for its reply; an interrupted wait leaves the reply to be dropped by id. */
+    const roundTrip = (command: string, sync: boolean, payload: (id: number) => Uint8Array | string) =>
+      Effect.suspend(() => {
+        const id = nextId++
+        const pending: Pending = { id, sync, command, deferred: Deferred.unsafeMake<unknown, Failure>(FiberId.none) }
+        const closedBy = transport.cause()
+        if (closedBy) return Effect.fail(closedBy)
+        current = pending
+        return transport.write(payload(id)).pipe(
+          Effect.zipRight(Deferred.await(pending.deferred)),
+          Effect.ensuring(Effect.sync(() => {
+            if (current === pending) current = undefined
+          }))
+        )
+      })
+
+    const request = (command: string, args: Readonly<Record<string, unknown>> | undefined) => (id: number) =>
+      JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id }) + "\n"
+
+    const syncRequest = (id: number) =>
+      Buffer.concat([Buffer.of(Transport.DELIMITER), Buffer.from(JSON.stringify({ execute: "guest-sync-delimited", arguments: { id } }) + "\n")])
+
+    // Each attempt waits a little longer; replies to earlier attempts are dropped, the latest one counts.
+    const syncAttempts = (wait: number): Effect.Effect<void, QmpError> =>
+      roundTrip("guest-sync-delimited", true, syncRequest).pipe(
+        Effect.timeout(Duration.millis(wait)),
+        Effect.catchTag("TimeoutException", () => syncAttempts(Math.min(Math.round(wait * 1.5), MAX_SYNC_ATTEMPT))),
+        Effect.catchTag("GuestAgentError", (e) => Effect.die(e)),
+        Effect.tap(() => Effect.sync(() => {
+          synced = true
+        }))
+      )
+
+    const syncUnlocked = (timeout: Duration.Duration) =>
+      syncAttempts(200).pipe(
+        Effect.timeoutFail({ duration: timeout, onTimeout: () => new QmpTimeoutError({ operation: `guest agent sync ${address}`, timeout }) })
+      )
+
+    const lock = yield* Effect.makeSemaphore(1)
+    const commandTimeout = Duration.decode(options.commandTimeout ?? DEFAULT_COMMAND_TIMEOUT)
+
+    const withDeadline = <A, E>(command: string, callOptions: CallOptions | undefined, self: Effect.Effect<A, E>) => {
+      const limit = callOptions?.timeout === undefined ? commandTimeout : Duration.decode(callOptions.timeout)
+      return lock.withPermits(1)(self).pipe(
+        Effect.timeoutFail({ duration: limit, onTimeout: () => new QmpTimeoutError({ operation: `guest agent ${command}`, timeout: limit }) }),
+        Effect.tapErrorTag("QmpTimeoutError", () => Effect.sync(() => {
+          synced = false
+        }))
+      )
+    }
+
+    const ensureSynced = Effect.suspend(() => synced ? Effect.void : syncAttempts(200))
+
+    const call: Channel["call"] = (command, args, callOptions) =>
+      withDeadline(command, callOptions, Effect.zipRight(ensureSynced, roundTrip(command, false, request(command, args))))
+        .pipe(Effect.withSpan("GuestAgent.execute", { attributes: { command } }))
+
+    const callNoReply: Channel["callNoReply"] = (command, args, done, callOptions) =>
+      withDeadline(
+        command,
+        callOptions,
+        Effect.gen(function*() {
+          yield* ensureSynced
+          const closedBefore = transport.cause()
+          if (closedBefore) return yield* Effect.fail(closedBefore)
+          // A reply is an error (or an agent that does reply); the channel closing is the success.
+          const reply = roundTrip(command, false, request(command, args)).pipe(
+            Effect.asVoid,
+            Effect.catchTag("QmpConnectionError", (e) => transport.cause() !== undefined ? Effect.void : Effect.fail(e))
+          )
+          yield* Effect.raceFirst(reply, done)
+        })
+      ).pipe(Effect.withSpan("GuestAgent.execute", { attributes: { command } }))
+
+    yield* syncUnlocked(timeout).pipe(lock.withPermits(1))
+    const channel: Channel = {
+      call,
+      callNoReply,
+      sync: (t) => lock.withPermits(1)(syncUnlocked(t)),
+      transport,
+      commandTimeout
+    }
+    return channel
+  })

@@ -1,0 +1,161 @@
+/**
+ * The guest agent service on a synced channel: typed `execute` and the
+ * helpers built from the agent's commands (exec with output capture and
+ * status polling, chunked file transfer that always closes its handle,
+ * shutdown that succeeds when the guest goes away).
+ */
+import { Duration, Effect, Either, ParseResult, Schema } from "effect"
+import type { Scope } from "effect"
+import { GuestAgentError, QmpProtocolError, QmpTimeoutError } from "../../Errors.js"
+import type { QmpError } from "../../Errors.js"
+import type * as Api from "../../GuestAgent.js"
+import * as Client from "./client.js"
+import * as Commands from "./commands.js"
+
+export const TypeId: Api.TypeId = Symbol.for("effect-qemu/GuestAgent") as Api.TypeId
+
+/** Bytes per `guest-file-read` / `guest-file-write`. */
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024
+const MAX_POLL_DELAY = 100
+
+type Failure = GuestAgentError | QmpError
+
+const toBytes = (data: string | Uint8Array): Uint8Array => typeof data === "string" ? Buffer.from(data, "utf8") : data
+const toBase64 = (data: Uint8Array): string => Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64")
+const fromBase64 = (text: string | undefined): Uint8Array => text === undefined ? new Uint8Array(0) : new Uint8Array(Buffer.from(text, "base64"))
+
+/** Decodes a known command's result; a reply that does not fit is a protocol error naming the path. */
+const decodeResult = (command: string, value: unknown): Effect.Effect<unknown, QmpProtocolError> => {
+  if (!Commands.isName(command)) return Effect.succeed(value)
+  const decoded = Schema.decodeUnknownEither(Commands.commands[command].result as Schema.Schema<unknown>)(value)
+  if (Either.isRight(decoded)) return Effect.succeed(decoded.right)
+  let raw: string
+  try {
+    raw = JSON.stringify(value)?.slice(0, 256) ?? String(value)
+  } catch {
+    raw = "(unprintable)"
+  }
+  return Effect.fail(
+    new QmpProtocolError({
+      message: `guest agent reply to ${command} does not fit its schema: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`,
+      raw
+    })
+  )
+}
+
+export const make = (
+  channel: Client.Channel,
+  options: { readonly shutdownComplete?: Effect.Effect<unknown, unknown> | undefined } = {}
+): Api.GuestAgent.Service => {
+  const execute = ((command: string, args?: Readonly<Record<string, unknown>>, callOptions?: Client.CallOptions) =>
+    Effect.flatMap(channel.call(command, args, callOptions), (value) => decodeResult(command, value))) as Api.GuestAgent.Service["execute"]
+
+  const call = <N extends Commands.Name>(command: N, args: Commands.Args<N>, callOptions?: Client.CallOptions) =>
+    execute(command, args as never, callOptions) as Effect.Effect<Commands.Result<N>, Failure>
+
+  const exec: Api.GuestAgent.Service["exec"] = (path, execOptions = {}) => {
+    const timeout = Duration.decode(execOptions.timeout ?? channel.commandTimeout)
+    const poll = (pid: number, delay: number): Effect.Effect<Commands.Result<"guest-exec-status">, Failure> =>
+      Effect.flatMap(call("guest-exec-status", { pid }), (status) =>
+        status.exited
+          ? Effect.succeed(status)
+          : Effect.zipRight(Effect.sleep(Duration.millis(delay)), poll(pid, Math.min(delay * 2, MAX_POLL_DELAY))))
+    return Effect.gen(function*() {
+      const { pid } = yield* call("guest-exec", {
+        path,
+        ...(execOptions.args ? { arg: execOptions.args } : {}),
+        ...(execOptions.env ? { env: execOptions.env } : {}),
+        ...(execOptions.input !== undefined ? { "input-data": toBase64(toBytes(execOptions.input)) } : {}),
+        "capture-output": true
+      })
+      const status = yield* poll(pid, 2)
+      return {
+        pid,
+        exitCode: status.signal !== undefined ? -status.signal : status.exitcode ?? 0,
+        stdout: fromBase64(status["out-data"]),
+        stderr: fromBase64(status["err-data"]),
+        truncated: status["out-truncated"] === true || status["err-truncated"] === true
+      }
+    }).pipe(
+      // The process keeps running in the guest: a timeout only stops waiting for it.
+      Effect.timeoutFail({ duration: timeout, onTimeout: () => new QmpTimeoutError({ operation: `guest agent exec ${path}`, timeout }) }),
+      Effect.withSpan("GuestAgent.exec", { attributes: { path } })
+    )
+  }
+
+  /** Opens a guest file for the duration of `use`; the handle is closed on every path. */
+  const withFile = <A>(path: string, mode: string, use: (handle: number) => Effect.Effect<A, Failure>) =>
+    Effect.acquireUseRelease(
+      call("guest-file-open", { path, mode }),
+      use,
+      (handle) => Effect.ignore(call("guest-file-close", { handle }, { timeout: Duration.seconds(10) }))
+    )
+
+  const readFile: Api.GuestAgent.Service["readFile"] = (path, fileOptions = {}) => {
+    const count = fileOptions.chunkSize ?? DEFAULT_CHUNK_SIZE
+    return withFile(path, "r", (handle) =>
+      Effect.gen(function*() {
+        const chunks: Array<Buffer> = []
+        let total = 0
+        for (;;) {
+          const read = yield* call("guest-file-read", { handle, count })
+          const chunk = Buffer.from(read["buf-b64"], "base64")
+          chunks.push(chunk)
+          total += chunk.length
+          if (read.eof || read.count === 0) break
+        }
+        return new Uint8Array(Buffer.concat(chunks, total))
+      })).pipe(Effect.withSpan("GuestAgent.readFile", { attributes: { path } }))
+  }
+
+  const writeFile: Api.GuestAgent.Service["writeFile"] = (path, data, fileOptions = {}) => {
+    const bytes = toBytes(data)
+    const size = fileOptions.chunkSize ?? DEFAULT_CHUNK_SIZE
+    return withFile(path, fileOptions.append ? "a" : "w", (handle) =>
+      Effect.gen(function*() {
+        let offset = 0
+        while (offset < bytes.length) {
+          const chunk = bytes.subarray(offset, Math.min(offset + size, bytes.length))
+          const written = yield* call("guest-file-write", { handle, "buf-b64": toBase64(chunk) })
+          if (written.count <= 0) {
+            return yield* Effect.fail(
+              new GuestAgentError({ command: "guest-file-write", errorClass: "GenericError", desc: `wrote nothing at offset ${offset} of ${path}` })
+            )
+          }
+          offset += Math.min(written.count, chunk.length)
+        }
+      })).pipe(Effect.withSpan("GuestAgent.writeFile", { attributes: { path, bytes: bytes.length } }))
+  }
+
+  const shutdown: Api.GuestAgent.Service["shutdown"] = (shutdownOptions = {}) => {
+    const done = options.shutdownComplete === undefined
+      ? Effect.never
+      : options.shutdownComplete.pipe(Effect.asVoid, Effect.orElse(() => Effect.never))
+    return channel.callNoReply(
+      "guest-shutdown",
+      shutdownOptions.mode ? { mode: shutdownOptions.mode } : {},
+      done,
+      { timeout: shutdownOptions.timeout }
+    ).pipe(Effect.withSpan("GuestAgent.shutdown"))
+  }
+
+  return {
+    [TypeId]: TypeId,
+    execute,
+    ping: Effect.asVoid(call("guest-ping", {})),
+    info: call("guest-info", {}),
+    exec,
+    readFile,
+    writeFile,
+    shutdown,
+    sync: (syncOptions) => channel.sync(Duration.decode(syncOptions?.timeout ?? Client.DEFAULT_CONNECT_TIMEOUT)),
+    isConnected: Effect.sync(() => channel.transport.cause() === undefined),
+    closed: channel.transport.closed
+  }
+}
+
+/** Connects to an agent socket, syncs, and returns the service; everything ends with the scope. */
+export const connect = (options: Api.ConnectOptions): Effect.Effect<Api.GuestAgent.Service, QmpError, Scope.Scope> =>
+  Effect.map(Client.open(options), (channel) => make(channel, { shutdownComplete: options.shutdownComplete })).pipe(
+    Effect.withSpan("GuestAgent.connect")
+  )
