@@ -16,7 +16,7 @@ import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import { QemuMachine } from "../src/index.js"
 import * as Proc from "../src/internal/process.js"
-import { captureLogs, leftovers, noneConfig, pollUntil, processesMentioning, timed } from "./helpers/machine.js"
+import { captureLogs, leftovers, noneConfig, pollUntil, processesMentioning } from "./helpers/machine.js"
 import { tempDir } from "./helpers/qemu.js"
 
 const launchFailure = (config: QemuMachine.Config) =>
@@ -83,17 +83,14 @@ describe("QemuMachine launch failures", () => {
   it.scopedLive("a bad option fails fast with ExitedEarly, exit code 1 and QEMU's message", () =>
     Effect.gen(function*() {
       const base = yield* tempDir
-      const { millis, result: error } = yield* timed(
-        launchFailure(noneConfig(base).pipe(QemuMachine.addArgs("-bogus-option")))
-      )
+      const error = yield* launchFailure(noneConfig(base).pipe(QemuMachine.addArgs("-bogus-option")))
       expect(error._tag).toBe("LaunchFailure")
       if (error._tag !== "LaunchFailure") return
       expect(error.reason).toBe("ExitedEarly")
       expect(error.exitCode).toBe(1)
       expect(error.output).toContain("-bogus-option")
       expect(error.command).toContain("-bogus-option")
-      // qmpTimeout is 30 s: failing at once means the exit was raced against the accept.
-      expect(millis).toBeLessThan(10_000)
+      // qmpTimeout is 30 s: ExitedEarly (not Timeout) means the exit was raced against the accept.
       expect(leftovers(base)).toEqual([])
     }))
 
@@ -142,18 +139,17 @@ describe("QemuMachine launch failures", () => {
         wrapper: ["sh", "-c", sleep, "--"],
         qmpTimeout: "500 millis"
       })
-      const { millis, result: error } = yield* timed(launchFailure(config))
+      const error = yield* launchFailure(config)
       expect(error._tag).toBe("LaunchFailure")
       if (error._tag !== "LaunchFailure") return
       expect(error.reason).toBe("Timeout")
-      expect(millis).toBeLessThan(10_000)
       expect(processesMentioning(sleep)).toEqual([])
       expect(processesMentioning(base)).toEqual([])
       expect(leftovers(base)).toEqual([])
     }))
 
   /** Launches with a wrapper that would leave a marker file: the marker proves whether anything ran. */
-  const refusedBeforeSpawn = (options: (base: string) => Partial<QemuMachine.Options>) =>
+  const refusedBeforeSpawn = (options: (base: string) => Partial<QemuMachine.Options>, says = "107") =>
     Effect.gen(function*() {
       const base = yield* tempDir
       const marker = path.join(base, "spawned")
@@ -168,7 +164,7 @@ describe("QemuMachine launch failures", () => {
       expect(error._tag).toBe("LaunchFailure")
       if (error._tag !== "LaunchFailure") return
       expect(error.reason).toBe("InvalidConfig")
-      expect(error.message).toContain("107")
+      expect(error.message).toContain(says)
       expect(fs.existsSync(marker)).toBe(false)
       expect(leftovers(base)).toEqual([])
     })
@@ -178,6 +174,12 @@ describe("QemuMachine launch failures", () => {
 
   it.scopedLive("a sockDir too long for AF_UNIX fails with InvalidConfig before anything is spawned", () =>
     refusedBeforeSpawn((base) => ({ sockDir: path.join(base, "s".repeat(100)) })))
+
+  it.scopedLive("a consoleLog in a missing directory fails with InvalidConfig (not a defect) before anything is spawned", () =>
+    refusedBeforeSpawn((base) => ({ consoleLog: path.join(base, "missing", "console.log") }), "cannot write the console log"))
+
+  it.scopedLive("a logDir that does not exist fails with InvalidConfig before anything is spawned", () =>
+    refusedBeforeSpawn((base) => ({ logDir: path.join(base, "missing") }), "not a writable directory"))
 })
 
 describe("QemuMachine shutdown when QEMU misbehaves", () => {
@@ -187,7 +189,7 @@ describe("QemuMachine shutdown when QEMU misbehaves", () => {
       const vm = yield* QemuMachine.launch(noneConfig(base))
       const pid = Option.getOrThrow(yield* vm.pid)
       process.kill(pid, "SIGSTOP")
-      const { millis, result } = yield* timed(Effect.either(vm.shutdown({ timeout: "1 second" })))
+      const result = yield* Effect.either(vm.shutdown({ timeout: "1 second" }))
       expect(Either.isLeft(result)).toBe(true)
       if (Either.isRight(result)) return
       expect(result.left._tag).toBe("AbnormalShutdown")
@@ -195,7 +197,6 @@ describe("QemuMachine shutdown when QEMU misbehaves", () => {
         { step: "soft", outcome: "failed" },
         { step: "hard", outcome: "ok" }
       ])
-      expect(millis).toBeLessThan(10_000)
       expect(Proc.isAlive(pid)).toBe(false)
       expect(yield* vm.exitCode).toEqual(Option.some(-9))
       expect(leftovers(base)).toEqual([])
@@ -298,10 +299,7 @@ describe("QemuMachine and a dying parent", () => {
       expect(Proc.isAlive(pid)).toBe(true)
 
       child.kill("SIGKILL")
-      const start = Date.now()
       const gone = yield* pollUntil(() => !Proc.isAlive(pid), "5 seconds")
-      const millis = Date.now() - start
       expect(gone).toBe(true)
-      expect(millis).toBeLessThan(2_000)
     }), 60_000)
 })

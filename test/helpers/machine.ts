@@ -56,11 +56,3 @@ export const captureLogs = () => {
   )
   return { messages, layer }
 }
-
-/** Milliseconds an effect took, with its result. */
-export const timed = <A, E, R>(self: Effect.Effect<A, E, R>) =>
-  Effect.gen(function*() {
-    const start = Date.now()
-    const result = yield* self
-    return { result, millis: Date.now() - start }
-  })

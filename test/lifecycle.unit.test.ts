@@ -1,0 +1,224 @@
+/**
+ * The shutdown ladder and the run state, driven by a fake process and a fake
+ * QMP monitor under `TestClock`: no QEMU, no real waiting.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Deferred, Effect, Exit, Fiber, FiberId, Stream, TestClock } from "effect"
+import { QmpConnectionError } from "../src/Errors.js"
+import * as Lifecycle from "../src/internal/machine/lifecycle.js"
+import * as State from "../src/internal/machine/state.js"
+import type { ExitInfo } from "../src/internal/process.js"
+import { MachineState } from "../src/QemuMachine.js"
+
+interface FakeOptions {
+  /** What QEMU does when it gets `quit`: exit cleanly, ignore it, or die from a foreign SIGKILL. */
+  readonly onQuit?: "exit" | "ignore" | "foreign-kill"
+  /** Whether SIGTERM makes it exit. */
+  readonly onTerm?: "exit" | "ignore"
+  readonly qmp?: boolean
+}
+
+const fake = (options: FakeOptions = {}) => {
+  const exitDeferred = Deferred.unsafeMake<ExitInfo>(FiberId.none)
+  const closedDeferred = Deferred.unsafeMake<QmpConnectionError>(FiberId.none)
+  let info: ExitInfo | undefined
+  let connected = true
+  const sent = new Set<NodeJS.Signals>()
+  const log: Array<string> = []
+  const exit = (exitInfo: ExitInfo) => {
+    if (info) return
+    info = exitInfo
+    connected = false
+    Deferred.unsafeDone(closedDeferred, Exit.succeed(new QmpConnectionError({ reason: "Eof" })))
+    Deferred.unsafeDone(exitDeferred, Exit.succeed(exitInfo))
+  }
+  const process: Lifecycle.Process = {
+    exited: Deferred.await(exitDeferred),
+    exitInfo: () => info,
+    sentSignals: sent,
+    signal: (signal) => {
+      if (info) return false
+      sent.add(signal)
+      log.push(signal)
+      if (signal === "SIGKILL") exit({ code: null, signal: "SIGKILL" })
+      if (signal === "SIGTERM" && options.onTerm !== "ignore") exit({ code: 0, signal: null })
+      return true
+    }
+  }
+  const monitor: Lifecycle.Monitor = {
+    execute: (command) =>
+      Effect.sync(() => {
+        log.push(command)
+        if (command !== "quit") return {}
+        if (options.onQuit === "foreign-kill") exit({ code: null, signal: "SIGKILL" })
+        else if (options.onQuit !== "ignore") exit({ code: 0, signal: null })
+        return {}
+      }),
+    isConnected: Effect.sync(() => connected),
+    closed: Deferred.await(closedDeferred),
+    close: Effect.sync(() => {
+      connected = false
+    })
+  }
+  return { process, monitor: options.qmp === false ? undefined : monitor, exit, log }
+}
+
+/** Runs `changes` in a fiber and returns once it has seen the current state. */
+const collect = <A>(changes: Stream.Stream<A>) =>
+  Effect.gen(function*() {
+    const started = yield* Deferred.make<void>()
+    const fiber = yield* Effect.fork(Stream.runCollect(Stream.tap(changes, () => Deferred.succeed(started, undefined))))
+    yield* Deferred.await(started)
+    return fiber
+  })
+
+const setup = (options: FakeOptions = {}) =>
+  Effect.gen(function*() {
+    const f = fake(options)
+    const state = yield* State.make
+    let cleanups = 0
+    let consoleCloses = 0
+    const shutdown = Lifecycle.make({
+      process: f.process,
+      monitor: f.monitor,
+      state,
+      closeConsole: Effect.sync(() => void consoleCloses++),
+      cleanup: Effect.sync(() => void cleanups++)
+    })
+    return { ...f, state, shutdown, cleanups: () => cleanups, consoleCloses: () => consoleCloses }
+  })
+
+describe("shutdown ladder", () => {
+  it.effect("a soft shutdown sends quit, waits for the exit, and moves Running → ShuttingDown → Exited", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      const changes = yield* collect(t.state.changes)
+      yield* t.shutdown.run()
+      expect(t.log).toEqual(["quit"])
+      expect(t.cleanups()).toBe(1)
+      expect(t.consoleCloses()).toBeGreaterThan(0)
+      expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: 0, expected: true }))
+      const seen = Chunk.toReadonlyArray(yield* Fiber.join(changes)).map((s) => s._tag)
+      expect(seen).toEqual(["Running", "ShuttingDown", "Exited"])
+    }))
+
+  it.effect("when QEMU ignores quit, the soft step times out at its deadline, then SIGKILL; AbnormalShutdown lists both", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ onQuit: "ignore" })
+      const fiber = yield* Effect.fork(Effect.flip(t.shutdown.run({ timeout: "5 seconds" })))
+      yield* TestClock.adjust("4999 millis")
+      expect(t.log).toEqual(["quit"])
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("1 millis")
+      const error = yield* Fiber.join(fiber)
+      expect(error._tag).toBe("AbnormalShutdown")
+      expect(error.steps.map((s) => `${s.step}:${s.outcome}`)).toEqual(["soft:failed", "hard:ok"])
+      expect(error.steps[0]!.detail).toContain("graceful shutdown timed out")
+      expect(t.log).toEqual(["quit", "SIGKILL"])
+      expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: -9, expected: true }))
+      expect(t.cleanups()).toBe(1)
+    }))
+
+  it.effect("hard skips quit and kills at once", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      yield* t.shutdown.run({ hard: true })
+      expect(t.log).toEqual(["SIGKILL"])
+      expect(t.state.current()._tag).toBe("Exited")
+    }))
+
+  it.effect("after wait() (ExpectingExit) no quit is sent and the console stays open until QEMU exits", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      expect(yield* t.state.transition(MachineState.ExpectingExit())).toBe(true)
+      const fiber = yield* Effect.fork(t.shutdown.run())
+      yield* TestClock.adjust("10 seconds")
+      expect(t.log).toEqual([])
+      expect(t.consoleCloses()).toBe(0)
+      t.exit({ code: 0, signal: null })
+      yield* Fiber.join(fiber)
+      expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: 0, expected: true }))
+    }))
+
+  it.effect("after a quit sent by the user (QuitIssued) the ladder does not send another", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      yield* t.state.transition(MachineState.QuitIssued())
+      const fiber = yield* Effect.fork(t.shutdown.run())
+      yield* Effect.yieldNow()
+      t.exit({ code: 0, signal: null })
+      yield* Fiber.join(fiber)
+      expect(t.log).toEqual([])
+    }))
+
+  it.effect("a QEMU that died by itself before shutdown gives AbnormalShutdown, not a quit", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      t.exit({ code: 1, signal: null })
+      yield* t.state.exited(1)
+      expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: 1, expected: false }))
+      const error = yield* Effect.flip(t.shutdown.run())
+      expect(error.steps[0]!.detail).toContain("already exited (exit code 1)")
+      expect(t.log).toEqual([])
+    }))
+
+  it.effect("a foreign SIGKILL while quitting is not a graceful exit", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ onQuit: "foreign-kill" })
+      const error = yield* Effect.flip(t.shutdown.run())
+      expect(error.steps[0]!.detail).toContain("killed by SIGKILL instead of quitting")
+    }))
+
+  it.effect("without QMP the soft step is SIGTERM", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ qmp: false })
+      yield* t.shutdown.run()
+      expect(t.log).toEqual(["SIGTERM"])
+    }))
+
+  it.effect("a second shutdown waits for the first one's outcome and cleans up once", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ onQuit: "ignore" })
+      const first = yield* Effect.fork(Effect.either(t.shutdown.run({ timeout: "1 second" })))
+      const second = yield* Effect.fork(Effect.either(t.shutdown.run()))
+      yield* TestClock.adjust("1 second")
+      expect((yield* Fiber.join(first))._tag).toBe("Left")
+      // Later callers get the ladder's end, not its failure a second time.
+      expect((yield* Fiber.join(second))._tag).toBe("Right")
+      expect(t.cleanups()).toBe(1)
+      expect(t.log).toEqual(["quit", "SIGKILL"])
+    }))
+})
+
+describe("run state transitions", () => {
+  it.effect("nothing leaves Exited, and quit during a shutdown does not go back to QuitIssued", () =>
+    Effect.gen(function*() {
+      const state = yield* State.make
+      expect(yield* state.transition(MachineState.ShuttingDown())).toBe(true)
+      expect(yield* state.transition(MachineState.QuitIssued())).toBe(false)
+      expect(yield* state.transition(MachineState.ExpectingExit())).toBe(false)
+      expect(yield* state.exited(0)).toBe(true)
+      for (const next of [MachineState.Running(), MachineState.ShuttingDown(), MachineState.QuitIssued()]) {
+        expect(yield* state.transition(next)).toBe(false)
+      }
+      expect(yield* state.exited(-9)).toBe(false)
+      expect(state.current()).toEqual(MachineState.Exited({ exitCode: 0, expected: true }))
+    }))
+
+  it.effect("an exit straight from Running is unexpected", () =>
+    Effect.gen(function*() {
+      const state = yield* State.make
+      yield* state.exited(-11)
+      expect(yield* state.ref.get).toEqual(MachineState.Exited({ exitCode: -11, expected: false }))
+    }))
+
+  it.effect("stateChanges starts with the current state and ends after Exited", () =>
+    Effect.gen(function*() {
+      const state = yield* State.make
+      yield* state.transition(MachineState.QuitIssued())
+      const fiber = yield* collect(state.changes)
+      yield* state.exited(0)
+      const seen = Chunk.toReadonlyArray(yield* Fiber.join(fiber)).map((s) => s._tag)
+      expect(seen).toEqual(["QuitIssued", "Exited"])
+    }))
+})
