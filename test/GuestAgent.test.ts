@@ -1,0 +1,283 @@
+/**
+ * The guest agent protocol against a scripted fake agent (stale replies,
+ * garbage, oversized lines, a silent shutdown) and against a real QEMU whose
+ * guest never runs an agent.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Either, Fiber } from "effect"
+import * as net from "node:net"
+import * as path from "node:path"
+import * as GuestAgent from "../src/GuestAgent.js"
+import * as QemuMachine from "../src/QemuMachine.js"
+import { makeFramer } from "../src/internal/guestAgent/transport.js"
+import { QEMU, tempDir } from "./helpers/qemu.js"
+
+interface Request {
+  readonly execute: string
+  readonly arguments?: Record<string, unknown>
+  readonly id?: unknown
+}
+
+type Script = (request: Request, reply: (line: string | Buffer) => void, socket: net.Socket) => void
+
+/** A fake agent on a unix socket: answers the 0xFF flush like qemu-ga, then hands each request to `script`. */
+const fakeAgent = (script: Script, onConnect?: (socket: net.Socket) => void) =>
+  Effect.gen(function*() {
+    const dir = yield* tempDir
+    const address = path.join(dir, "qga.sock")
+    const seen: Array<Request> = []
+    yield* Effect.acquireRelease(
+      Effect.async<net.Server>((resume) => {
+        const server = net.createServer((socket) => {
+          onConnect?.(socket)
+          let pending = ""
+          socket.on("data", (chunk: Buffer) => {
+            for (const byte of chunk) {
+              if (byte === 0xff) {
+                pending = ""
+                socket.write(`{"error": {"class": "GenericError", "desc": "JSON parse error, stray '\\uFFFD'"}}\n`)
+                continue
+              }
+              if (byte !== 10) {
+                pending += String.fromCharCode(byte)
+                continue
+              }
+              const request = JSON.parse(pending) as Request
+              pending = ""
+              seen.push(request)
+              script(request, (line) => socket.write(line), socket)
+            }
+          })
+          socket.on("error", () => {})
+        })
+        server.listen(address, () => {
+          resume(Effect.succeed(server))
+        })
+      }),
+      (server) =>
+        Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+        })
+    )
+    return { address, seen }
+  })
+
+/** Answers syncs the way qemu-ga does: the 0xFF delimiter, then the id. */
+const answerSync = (request: Request, reply: (line: string | Buffer) => void): boolean => {
+  if (request.execute !== "guest-sync-delimited") return false
+  reply(Buffer.concat([Buffer.of(0xff), Buffer.from(`{"return": ${JSON.stringify(request.arguments?.id)}}\n`)]))
+  return true
+}
+
+const ok = (request: Request, value: unknown = {}) => JSON.stringify({ return: value, id: request.id }) + "\n"
+
+describe("GuestAgent protocol", () => {
+  it.scopedLive("connect syncs past stale replies and a partial line left on the channel", () =>
+    Effect.gen(function*() {
+      const { address, seen } = yield* fakeAgent(
+        (request, reply) => {
+          if (answerSync(request, reply)) return
+          reply(ok(request, request.execute === "guest-info" ? { version: "7.2.0", supported_commands: [] } : {}))
+        },
+        // What a previous client left behind: a stale reply and half a message.
+        (socket) => socket.write(`{"return": {}, "id": 1}\n{"return": {"pid": 4`)
+      )
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      yield* agent.ping
+      expect((yield* agent.info).version).toBe("7.2.0")
+      expect(seen.map((r) => r.execute)).toEqual(["guest-sync-delimited", "guest-ping", "guest-info"])
+      // Every command carries a fresh id.
+      expect(new Set(seen.slice(1).map((r) => r.id)).size).toBe(2)
+    }))
+
+  it.scopedLive("syncs sent while the agent is not answering are answered late: the latest one counts", () =>
+    Effect.gen(function*() {
+      const held: Array<Request> = []
+      const { address, seen } = yield* fakeAgent((request, reply) => {
+        if (request.execute === "guest-sync-delimited" && held.length < 3) {
+          held.push(request)
+          if (held.length === 3) for (const r of held) answerSync(r, reply)
+          return
+        }
+        if (answerSync(request, reply)) return
+        reply(ok(request))
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "20 seconds" })
+      yield* agent.ping
+      expect(seen.filter((r) => r.execute === "guest-sync-delimited").length).toBeGreaterThanOrEqual(3)
+    }))
+
+  it.scopedLive("garbage fails the call in flight with QmpProtocolError; the next call re-syncs and works", () =>
+    Effect.gen(function*() {
+      let pings = 0
+      const { address, seen } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (request.execute === "guest-ping" && pings++ === 0) return reply("this is {not json\n")
+        reply(ok(request))
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      const first = yield* Effect.flip(agent.ping)
+      expect(first).toMatchObject({ _tag: "QmpProtocolError", raw: "this is {not json" })
+      yield* agent.ping
+      expect(seen.map((r) => r.execute)).toEqual(["guest-sync-delimited", "guest-ping", "guest-sync-delimited", "guest-ping"])
+      expect(yield* agent.isConnected).toBe(true)
+    }))
+
+  it.scopedLive("an oversized message is a QmpProtocolError and the channel recovers", () =>
+    Effect.gen(function*() {
+      let big = true
+      const { address } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (request.execute === "guest-get-host-name" && big) {
+          big = false
+          return reply(ok(request, { "host-name": "x".repeat(10_000) }))
+        }
+        reply(ok(request, request.execute === "guest-get-host-name" ? { "host-name": "small" } : {}))
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds", maxMessageSize: 4096 })
+      const error = yield* Effect.flip(agent.execute("guest-get-host-name"))
+      expect(error._tag).toBe("QmpProtocolError")
+      expect(yield* agent.execute("guest-get-host-name")).toEqual({ "host-name": "small" })
+    }))
+
+  it.scopedLive("a reply that does not fit the command's schema is a QmpProtocolError naming the member", () =>
+    Effect.gen(function*() {
+      const { address } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        reply(ok(request, { version: 7, supported_commands: [] }))
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      const error = yield* Effect.flip(agent.info)
+      expect(error._tag).toBe("QmpProtocolError")
+      expect(error.message).toContain("version")
+    }))
+
+  it.scopedLive("an agent error becomes GuestAgentError with its class; untyped commands pass through", () =>
+    Effect.gen(function*() {
+      const { address } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (request.execute === "guest-custom") return reply(ok(request, { echoed: request.arguments }))
+        reply(JSON.stringify({ id: request.id, error: { class: "CommandNotFound", desc: `The command ${request.execute} has not been found` } }) + "\n")
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      expect(yield* agent.execute("guest-custom", { a: [1] })).toEqual({ echoed: { a: [1] } })
+      const error = yield* Effect.flip(agent.execute("guest-nope"))
+      expect(error).toMatchObject({ _tag: "GuestAgentError", command: "guest-nope", errorClass: "CommandNotFound" })
+    }))
+
+  it.scopedLive("concurrent callers each get their own reply", () =>
+    Effect.gen(function*() {
+      const { address } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        // Replies arrive a little later, in separate writes.
+        setTimeout(() => reply(ok(request, { "host-name": `h${String(request.id)}` })), 2)
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      const names = yield* Effect.all(
+        Array.from({ length: 20 }, () => agent.execute("guest-get-host-name")),
+        { concurrency: "unbounded" }
+      )
+      expect(new Set(names.map((n) => n["host-name"])).size).toBe(20)
+    }))
+
+  it.scopedLive("a call whose wait was interrupted leaves a stale reply that the next call ignores", () =>
+    Effect.gen(function*() {
+      const late: Array<() => void> = []
+      const { address } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (request.execute === "guest-get-host-name" && late.length === 0) {
+          late.push(() => reply(ok(request, { "host-name": "stale" })))
+          return
+        }
+        // The stale reply goes out right before this one.
+        for (const send of late.splice(0)) send()
+        reply(ok(request, { "host-name": "fresh" }))
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      const slow = yield* Effect.fork(agent.execute("guest-get-host-name"))
+      yield* Effect.sleep("50 millis")
+      yield* Fiber.interrupt(slow)
+      const fresh = yield* agent.execute("guest-get-host-name", undefined, { timeout: "5 seconds" })
+      expect(fresh).toEqual({ "host-name": "fresh" })
+    }))
+
+  it.scopedLive("shutdown completes when the agent socket closes; an agent error fails it", () =>
+    Effect.gen(function*() {
+      let refuse = true
+      const { address } = yield* fakeAgent((request, reply, socket) => {
+        if (answerSync(request, reply)) return
+        if (request.execute !== "guest-shutdown") return reply(ok(request))
+        if (refuse) {
+          refuse = false
+          return reply(JSON.stringify({ id: request.id, error: { class: "GenericError", desc: "no" } }) + "\n")
+        }
+        // Success: no reply, the guest (and QEMU) go away.
+        setTimeout(() => socket.destroy(), 20)
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      const refused = yield* Effect.flip(agent.shutdown({ mode: "halt" }))
+      expect(refused).toMatchObject({ _tag: "GuestAgentError", command: "guest-shutdown" })
+      yield* agent.shutdown({ timeout: "10 seconds" })
+      expect(yield* agent.isConnected).toBe(false)
+      const closed = yield* Effect.flip(agent.shutdown())
+      expect(closed._tag).toBe("QmpConnectionError")
+    }))
+
+  it.scopedLive("shutdown completes on the caller's completion signal", () =>
+    Effect.gen(function*() {
+      const { address } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (request.execute !== "guest-shutdown") reply(ok(request))
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds", shutdownComplete: Effect.sleep("100 millis") })
+      yield* agent.shutdown({ timeout: "10 seconds" })
+      expect(yield* agent.isConnected).toBe(true)
+    }))
+
+  it.scopedLive("no socket at the address: QmpTimeoutError at the deadline", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const error = yield* Effect.flip(GuestAgent.connect({ address: path.join(dir, "absent.sock"), timeout: "300 millis" }))
+      expect(error).toMatchObject({ _tag: "QmpTimeoutError" })
+    }))
+
+  it.scopedLive("a real QEMU whose guest runs no agent: QmpTimeoutError at the deadline, nothing left behind", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const address = path.join(dir, "qga.sock")
+      // The CPU never starts (-S): the port exists, nobody opens it in the guest.
+      const vm = yield* QemuMachine.launch(
+        QemuMachine.make({ binary: QEMU, args: ["-accel", "tcg", "-display", "none", "-nodefaults", "-S"] }).pipe(
+          QemuMachine.setMachine("q35"),
+          QemuMachine.addArgs(...GuestAgent.commandLineArgs(address))
+        )
+      )
+      const error = yield* Effect.flip(Effect.scoped(GuestAgent.connect({ address, timeout: "1500 millis" })))
+      expect(error).toMatchObject({ _tag: "QmpTimeoutError" })
+      expect(error._tag === "QmpTimeoutError" && error.operation).toContain("sync")
+      // The chardev took our connection and let it go: a second client connects and times out the same way.
+      const again = yield* Effect.either(Effect.scoped(GuestAgent.connect({ address, timeout: "500 millis" })))
+      expect(Either.isLeft(again) && again.left._tag).toBe("QmpTimeoutError")
+      expect(yield* vm.isRunning).toBe(true)
+    }))
+})
+
+describe("GuestAgent framing", () => {
+  it("a 0xFF byte drops the partial line before it; lines split across reads join", () => {
+    const lines: Array<string> = []
+    const push = makeFramer(1024, { onLine: (l) => lines.push(l), onOversized: () => lines.push("OVERSIZED") })
+    push(Buffer.from("{\"a\":1}\n{\"par"))
+    push(Buffer.concat([Buffer.from("tial"), Buffer.of(0xff), Buffer.from("{\"return\": 5}\n{\"b\"")]))
+    push(Buffer.from(":2}\r\n"))
+    expect(lines).toEqual(["{\"a\":1}", "{\"return\": 5}", "{\"b\":2}\r"])
+  })
+
+  it("a line over the limit is reported once and the framer goes on", () => {
+    const lines: Array<string> = []
+    const push = makeFramer(8, { onLine: (l) => lines.push(l), onOversized: (size) => lines.push(`OVERSIZED ${size}`) })
+    push(Buffer.from("0123456789abc\nok\n0123"))
+    push(Buffer.from("456789"))
+    push(Buffer.from("more of the same long line\nfine\n"))
+    expect(lines).toEqual(["OVERSIZED 13", "ok", "OVERSIZED 10", "fine"])
+  })
+})
