@@ -21,10 +21,12 @@ import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import * as Os from "node:os"
 import * as QemuMachine from "../QemuMachine.js"
 import * as QmpMessage from "../QmpMessage.js"
 import * as FleetErrors from "./FleetErrors.js"
 import { Registry } from "./internal/registry.js"
+import * as Sweep from "./internal/sweep.js"
 import * as MachineSpec from "./MachineSpec.js"
 
 /**
@@ -188,12 +190,16 @@ const registryFailure = (cause: unknown) =>
 const handlers = Effect.gen(function*() {
   const address = yield* Entity.CurrentAddress
   const runner = formatRunner(yield* Entity.CurrentRunnerAddress)
+  const host = Os.hostname()
   const registry = yield* Registry
   const entityScope = yield* Scope.Scope
   const id = address.entityId
   const lock = yield* Effect.makeSemaphore(1)
 
   const prior = yield* Effect.orDie(registry.get(id))
+  if (Option.isSome(prior) && prior.value.status === "running") {
+    yield* Effect.forkIn(Sweep.leftovers(prior.value), entityScope)
+  }
   const slot = yield* Ref.make<Slot>(
     Option.match(prior, {
       onNone: () => ({ _tag: "Empty" }),
@@ -214,7 +220,7 @@ const handlers = Effect.gen(function*() {
     Effect.flatMap(Ref.get(slot), (current) =>
       current._tag === "Held"
         ? Scope.close(current.scope, Exit.void).pipe(
-          Effect.zipRight(Effect.ignore(registry.put({ id, runner, status: "released" })))
+          Effect.zipRight(Effect.ignore(registry.put({ id, runner, status: "released", host })))
         )
         : Effect.void)
   )
@@ -240,7 +246,7 @@ const handlers = Effect.gen(function*() {
         return yield* new FleetErrors.VmLost({ id, runner: current.runner, detail: current.detail })
       }
       // Recorded before QEMU starts: if this runner dies in between, the id is lost, not forgotten.
-      yield* registry.put({ id, runner, status: "running" }).pipe(Effect.mapError(registryFailure))
+      yield* registry.put({ id, runner, status: "running", host }).pipe(Effect.mapError(registryFailure))
       const scope = yield* Scope.fork(entityScope, ExecutionStrategy.sequential)
       const vm = yield* QemuMachine.launch(MachineSpec.toConfig(spec)).pipe(
         Scope.extend(scope),
@@ -250,6 +256,8 @@ const handlers = Effect.gen(function*() {
         )
       )
       yield* Ref.set(slot, { _tag: "Held", vm, scope, shuttingDown: false })
+      // …and where its files are, for the runner that finds it lost
+      yield* Effect.ignore(registry.put({ id, runner, status: "running", host, tempDir: vm.tempDir }))
       const pid = yield* vm.pid
       return { runner, name: vm.name, pid: Option.getOrUndefined(pid) }
     }))

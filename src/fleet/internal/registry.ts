@@ -18,6 +18,9 @@ export interface Record {
   readonly id: string
   readonly runner: string
   readonly status: Status
+  /** The host the runner runs on, and the VM's temp dir there (once launched). */
+  readonly host?: string | undefined
+  readonly tempDir?: string | undefined
 }
 
 export interface Service {
@@ -41,27 +44,35 @@ export const make = (table: string = defaultTable): Effect.Effect<Service, SqlEr
       id VARCHAR(255) PRIMARY KEY,
       runner VARCHAR(255) NOT NULL,
       status VARCHAR(16) NOT NULL,
+      host VARCHAR(255),
+      temp_dir TEXT,
       updated_at BIGINT NOT NULL
     )`.pipe(Effect.retry(Schedule.spaced("200 millis").pipe(Schedule.intersect(Schedule.recurs(5)))))
 
     const toRecord = (row: { readonly [k: string]: unknown }): Record => ({
       id: String(row.id),
       runner: String(row.runner),
-      status: row.status === "released" ? "released" : "running"
+      status: row.status === "released" ? "released" : "running",
+      host: typeof row.host === "string" ? row.host : undefined,
+      tempDir: typeof row.temp_dir === "string" ? row.temp_dir : undefined
     })
 
     return {
       get: (id) =>
-        sql`SELECT id, runner, status FROM ${t} WHERE id = ${id}`.pipe(
+        sql`SELECT id, runner, status, host, temp_dir FROM ${t} WHERE id = ${id}`.pipe(
           Effect.map((rows) => rows.length > 0 ? Option.some(toRecord(rows[0])) : Option.none())
         ),
       put: (record) =>
-        sql`INSERT INTO ${t} (id, runner, status, updated_at)
-            VALUES (${record.id}, ${record.runner}, ${record.status}, ${Date.now()})
-            ON CONFLICT (id) DO UPDATE SET runner = ${record.runner}, status = ${record.status}, updated_at = ${Date.now()}`
+        sql`INSERT INTO ${t} (id, runner, status, host, temp_dir, updated_at)
+            VALUES (${record.id}, ${record.runner}, ${record.status}, ${record.host ?? null}, ${
+          record.tempDir ?? null
+        }, ${Date.now()})
+            ON CONFLICT (id) DO UPDATE SET runner = ${record.runner}, status = ${record.status}, host = ${
+          record.host ?? null
+        }, temp_dir = ${record.tempDir ?? null}, updated_at = ${Date.now()}`
           .pipe(Effect.asVoid),
       remove: (id, runner) => sql`DELETE FROM ${t} WHERE id = ${id} AND runner = ${runner}`.pipe(Effect.asVoid),
-      list: sql`SELECT id, runner, status FROM ${t}`.pipe(Effect.map((rows) => rows.map(toRecord)))
+      list: sql`SELECT id, runner, status, host, temp_dir FROM ${t}`.pipe(Effect.map((rows) => rows.map(toRecord)))
     }
   })
 

@@ -1,0 +1,150 @@
+/**
+ * `npx tsx bench/fleet.ts [--quick]`: the fleet's overhead.
+ *
+ * - a `query-status` round trip to a VM through the fleet versus the same
+ *   command on a local `QemuMachine` (ratio, added latency p50/p95), for the
+ *   embedded runner (same process, SQLite) and for a runner in another process
+ *   reached over TCP (SQLite file shared by both processes);
+ * - launches per second through the fleet (`-machine none`, 4 at a time).
+ *
+ * The runner process is this file: `node --import tsx bench/fleet.ts runner FILE PORT`.
+ */
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import { Effect, Layer } from "effect"
+import * as cp from "node:child_process"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import { Fleet, type MachineSpec } from "../src/fleet/index.js"
+import { QemuMachine } from "../src/index.js"
+import { fmtMs, fmtRate, now, summarize } from "./stats.js"
+
+const self = fileURLToPath(import.meta.url)
+const QEMU = process.env.QEMU_BINARY ?? "qemu-system-x86_64"
+const quick = process.argv.includes("--quick")
+const plan = quick ? { warm: 20, samples: 200, launches: 4 } : { warm: 200, samples: 3_000, launches: 24 }
+
+const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
+    })
+  })
+
+/** Sequential round trips: `warm` discarded, then `samples` timed. */
+const roundTrips = (command: Effect.Effect<unknown, unknown>) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < plan.warm; i++) yield* command
+    const samples: Array<number> = []
+    for (let i = 0; i < plan.samples; i++) {
+      const t = now()
+      yield* command
+      samples.push(now() - t)
+    }
+    return summarize(samples)
+  })
+
+const launches = (fleet: Fleet.Service, spec: MachineSpec.MachineSpec, prefix: string) =>
+  Effect.gen(function*() {
+    const t = now()
+    yield* Effect.forEach(
+      Array.from({ length: plan.launches }, (_, i) => `${prefix}-${i}`),
+      (id) => fleet.launch(id, spec),
+      { concurrency: 4 }
+    )
+    return plan.launches / ((now() - t) / 1000)
+  }).pipe(Effect.scoped)
+
+async function main(): Promise<number> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "effect-qemu-fleet-bench-"))
+  const base = path.join(dir, "vms")
+  fs.mkdirSync(base)
+  const spec: MachineSpec.MachineSpec = { binary: QEMU, machine: "none", baseTempDir: base, args: ["-nodefaults", "-display", "none"] }
+  let runner: cp.ChildProcess | undefined
+  try {
+    const local = await Effect.runPromise(
+      Effect.gen(function*() {
+        const vm = yield* QemuMachine.launch(QemuMachine.make({ ...spec, args: [...spec.args!] }).pipe(QemuMachine.setMachine("none")))
+        return yield* roundTrips(vm.command("query-status"))
+      }).pipe(Effect.scoped)
+    )
+
+    const embedded = await Effect.runPromise(
+      Effect.gen(function*() {
+        const fleet = yield* Fleet.Fleet
+        const stats = yield* Effect.scoped(Effect.flatMap(fleet.launch("bench", spec), (vm) => roundTrips(vm.command("query-status"))))
+        const rate = yield* launches(fleet, spec, "embedded")
+        return { stats, rate }
+      }).pipe(Effect.provide(Fleet.runnerLayer()))
+    )
+
+    const file = path.join(dir, "fleet.sqlite")
+    const port = await freePort()
+    runner = cp.spawn(process.execPath, ["--import", "tsx", self, "runner", file, String(port)], {
+      stdio: ["ignore", "pipe", "inherit"],
+      cwd: path.dirname(path.dirname(self))
+    })
+    await new Promise<void>((resolve, reject) => {
+      runner!.stdout!.on("data", (chunk: Buffer) => chunk.toString().includes("ready") && resolve())
+      runner!.once("exit", (code) => reject(new Error(`runner exited (${code})`)))
+    })
+    const remote = await Effect.runPromise(
+      Effect.gen(function*() {
+        const fleet = yield* Fleet.Fleet
+        yield* Effect.sleep("3 seconds") // the client sees the runner
+        const stats = yield* Effect.scoped(Effect.flatMap(fleet.launch("bench", spec), (vm) => roundTrips(vm.command("query-status"))))
+        const rate = yield* launches(fleet, spec, "remote")
+        return { stats, rate }
+      }).pipe(Effect.provide(Fleet.clientLayer({ storage: Fleet.sqlite(file) })))
+    )
+
+    console.log(`fleet bench (${quick ? "quick" : "full"}): ${plan.samples} sequential query-status round trips each`)
+    console.log("")
+    console.log("target                     p50        p95        ratio (p50)  added p50  added p95  launches")
+    const row = (name: string, s: ReturnType<typeof summarize>, rate?: number) =>
+      console.log(
+        `${name.padEnd(26)} ${fmtMs(s.median).padEnd(10)} ${fmtMs(s.p95).padEnd(10)} ${
+          (s.median / local.median).toFixed(2).padStart(6)
+        }x      ${fmtMs(s.median - local.median).padEnd(10)} ${fmtMs(s.p95 - local.p95).padEnd(10)} ${rate === undefined ? "-" : fmtRate(rate)}`
+      )
+    row("local QemuMachine", local)
+    row("fleet, embedded runner", embedded.stats, embedded.rate)
+    row("fleet, runner over TCP", remote.stats, remote.rate)
+    console.log(JSON.stringify({
+      localP50: local.median,
+      embeddedP50: embedded.stats.median,
+      embeddedP95: embedded.stats.p95,
+      remoteP50: remote.stats.median,
+      remoteP95: remote.stats.p95,
+      remoteRatio: remote.stats.median / local.median,
+      embeddedLaunchesPerSecond: embedded.rate,
+      remoteLaunchesPerSecond: remote.rate
+    }))
+    return 0
+  } finally {
+    if (runner && runner.exitCode === null) {
+      runner.kill("SIGTERM")
+      await new Promise((resolve) => runner!.once("exit", resolve))
+    }
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+if (process.argv[2] === "runner") {
+  const [file, port] = [process.argv[3]!, Number(process.argv[4])]
+  Effect.gen(function*() {
+    yield* Layer.build(Fleet.runnerLayer({ storage: Fleet.sqlite(file), address: { host: "127.0.0.1", port } }))
+    process.stdout.write("ready\n")
+    return yield* Effect.never
+  }).pipe(Effect.scoped, NodeRuntime.runMain)
+} else {
+  main().then((code) => process.exit(code), (error) => {
+    console.error("fleet bench failed:", error)
+    process.exit(1)
+  })
+}

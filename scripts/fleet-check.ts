@@ -1,0 +1,366 @@
+/**
+ * `npm run fleet:check`: the fleet across processes, on PostgreSQL.
+ *
+ * A throwaway PostgreSQL (scripts/postgres.sh), 3 runner processes on this
+ * host, and this process as a client-only member: 24 VMs (`-machine none`)
+ * launched through the fleet and spread over the runners, 100 commands each;
+ * then one runner is SIGKILLed: its VMs must answer `VmLost` within 30 s while
+ * the others keep answering, and 8 new launches must land on the survivors.
+ * At the end everything is shut down and checked gone: runner and QEMU
+ * processes, temp dirs, the database. Prints a table and, last, one JSON line.
+ *
+ * The same file is the runner: `node --import tsx scripts/fleet-check.ts runner URL PORT`.
+ */
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import { Duration, Effect, Either, Layer } from "effect"
+import * as cp from "node:child_process"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import { Fleet, type MachineSpec } from "../src/fleet/index.js"
+
+const self = fileURLToPath(import.meta.url)
+const QEMU = process.env.QEMU_BINARY ?? "qemu-system-x86_64"
+const RUNNERS = 3
+const VMS = 24
+const COMMANDS = 100
+const AFTER_KILL = 8
+const LOST_DEADLINE_MS = 30_000
+
+// ---------------------------------------------------------------------------
+// helpers
+
+interface Runner {
+  readonly index: number
+  readonly port: number
+  readonly address: string
+  readonly child: cp.ChildProcess
+  readonly log: string
+  exited: boolean
+}
+
+const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
+
+/** Live (not zombie) pids whose command line contains `text`. */
+const processesMentioning = (text: string): Array<number> =>
+  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+    if (pid === process.pid) return false
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+      if (/\) Z /.test(stat)) return false
+      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(text)
+    } catch {
+      return false
+    }
+  })
+
+const isAlive = (pid: number): boolean => {
+  try {
+    return !/\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, "utf8"))
+  } catch {
+    return false
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+const waitUntil = async (condition: () => boolean, ms: number): Promise<boolean> => {
+  const deadline = Date.now() + ms
+  while (!condition()) {
+    if (Date.now() > deadline) return false
+    await sleep(50)
+  }
+  return true
+}
+
+const percentile = (values: ReadonlyArray<number>, q: number): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!
+}
+
+const startPostgres = (): { readonly dir: string; readonly url: string } => {
+  const out = cp.execFileSync("bash", [path.join(path.dirname(self), "postgres.sh"), "start"], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"]
+  })
+  const dir = /^PGDIR=(.*)$/m.exec(out)?.[1]
+  const url = /^DATABASE_URL=(.*)$/m.exec(out)?.[1]
+  if (!dir || !url) throw new Error(`postgres.sh said: ${out}`)
+  return { dir, url }
+}
+
+const stopPostgres = (dir: string) => {
+  cp.execFileSync("bash", [path.join(path.dirname(self), "postgres.sh"), "stop", dir], { stdio: "inherit" })
+}
+
+const startRunner = async (index: number, url: string, workDir: string): Promise<Runner> => {
+  const port = await freePort()
+  const log = path.join(workDir, `runner-${index}.log`)
+  const fd = fs.openSync(log, "w")
+  const child = cp.spawn(process.execPath, ["--import", "tsx", self, "runner", url, String(port)], {
+    stdio: ["ignore", "pipe", fd],
+    cwd: path.dirname(path.dirname(self))
+  })
+  fs.closeSync(fd)
+  const runner: Runner = { index, port, address: `127.0.0.1:${port}`, child, log, exited: false }
+  child.on("exit", () => {
+    runner.exited = true
+  })
+  await new Promise<void>((resolve, reject) => {
+    let seen = ""
+    child.stdout!.on("data", (chunk: Buffer) => {
+      seen += chunk.toString()
+      if (seen.includes("ready")) resolve()
+    })
+    child.once("exit", (code) => reject(new Error(`runner ${index} exited (${code}) before it was ready; see ${log}`)))
+  })
+  return runner
+}
+
+const stopRunner = async (runner: Runner) => {
+  if (runner.exited) return
+  runner.child.kill("SIGTERM")
+  if (!(await waitUntil(() => runner.exited, 45_000))) {
+    runner.child.kill("SIGKILL")
+    await waitUntil(() => runner.exited, 5_000)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// the check
+
+interface Row {
+  readonly id: string
+  runner: string
+  launchMs: number
+  commandsOk: number
+  afterKill: string
+  lostAfterMs?: number
+}
+
+async function main(): Promise<number> {
+  const started = Date.now()
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "effect-qemu-fleet-check-"))
+  const vmBase = path.join(workDir, "vms")
+  fs.mkdirSync(vmBase)
+  const failures: Array<string> = []
+  const runners: Array<Runner> = []
+  let pg: { readonly dir: string; readonly url: string } | undefined
+  const rows = new Map<string, Row>()
+  const latencies: Array<number> = []
+  let killed: Runner | undefined
+  let lostOnKilled = 0
+  let lostElsewhere = 0
+  let launchedAfterKill = 0
+  let maxLostMs = 0
+  let killedQemus: Array<number> = []
+
+  try {
+    console.log("starting PostgreSQL…")
+    pg = startPostgres()
+    const url = pg.url
+    console.log(`starting ${RUNNERS} runners…`)
+    for (let i = 0; i < RUNNERS; i++) runners.push(await startRunner(i, url, workDir))
+
+    const spec: MachineSpec.MachineSpec = {
+      binary: QEMU,
+      machine: "none",
+      baseTempDir: vmBase,
+      args: ["-nodefaults", "-display", "none"]
+    }
+
+    const program = Effect.gen(function*() {
+      const fleet = yield* Fleet.Fleet
+      // every runner registered and seen by the others before the first launch
+      yield* Effect.sleep("6 seconds")
+
+      const launchOne = (id: string) =>
+        Effect.gen(function*() {
+          const t0 = performance.now()
+          const vm = yield* fleet.launch(id, spec)
+          const row: Row = { id, runner: vm.runner, launchMs: performance.now() - t0, commandsOk: 0, afterKill: "-" }
+          rows.set(id, row)
+          return vm
+        })
+
+      console.log(`launching ${VMS} VMs…`)
+      const t0 = performance.now()
+      const vms = yield* Effect.forEach(
+        Array.from({ length: VMS }, (_, i) => `vm-${i}`),
+        launchOne,
+        { concurrency: 8 }
+      )
+      const launchSeconds = (performance.now() - t0) / 1000
+      console.log(`  ${VMS} launched in ${launchSeconds.toFixed(1)} s`)
+
+      console.log(`${COMMANDS} commands on each…`)
+      yield* Effect.forEach(vms, (vm) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < COMMANDS; i++) {
+            const t = performance.now()
+            const status = yield* vm.command("query-status")
+            latencies.push(performance.now() - t)
+            if ((status as { running?: unknown }).running !== true) failures.push(`${vm.id}: unexpected ${JSON.stringify(status)}`)
+            else rows.get(vm.id)!.commandsOk++
+          }
+        }), { concurrency: VMS })
+
+      const perRunner = new Map<string, number>()
+      for (const row of rows.values()) perRunner.set(row.runner, (perRunner.get(row.runner) ?? 0) + 1)
+      for (const r of runners) {
+        if (!perRunner.get(r.address)) failures.push(`runner ${r.address} got no VM`)
+      }
+
+      // the runner with the most VMs dies
+      killed = [...runners].sort((a, b) => (perRunner.get(b.address) ?? 0) - (perRunner.get(a.address) ?? 0))[0]!
+      const victim = killed
+      killedQemus = fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+        try {
+          const status = fs.readFileSync(`/proc/${pid}/status`, "utf8")
+          return new RegExp(`^PPid:\\s+${victim.child.pid}$`, "m").test(status) &&
+            fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("qemu-system")
+        } catch {
+          return false
+        }
+      })
+      console.log(`SIGKILL runner ${victim.address} (pid ${victim.child.pid}, ${perRunner.get(victim.address)} VMs)…`)
+      const killedAt = performance.now()
+      victim.child.kill("SIGKILL")
+
+      yield* Effect.forEach(vms, (vm) =>
+        Effect.gen(function*() {
+          const row = rows.get(vm.id)!
+          const onKilled = row.runner === victim.address
+          const result = yield* Effect.either(vm.command("query-status").pipe(Effect.timeout(Duration.seconds(60))))
+          const ms = performance.now() - killedAt
+          if (Either.isRight(result)) {
+            row.afterKill = "answers"
+            if (onKilled) failures.push(`${vm.id} on the killed runner still answers`)
+            return
+          }
+          const error = result.left
+          row.afterKill = error._tag
+          if (error._tag === "VmLost") {
+            row.lostAfterMs = ms
+            if (onKilled) {
+              lostOnKilled++
+              maxLostMs = Math.max(maxLostMs, ms)
+              if (ms > LOST_DEADLINE_MS) failures.push(`${vm.id}: VmLost after ${(ms / 1000).toFixed(1)} s`)
+              if (error.runner !== victim.address) failures.push(`${vm.id}: VmLost names ${error.runner}`)
+            } else {
+              lostElsewhere++
+            }
+          } else {
+            failures.push(`${vm.id} (${onKilled ? "killed runner" : "survivor"}): ${error._tag}`)
+          }
+        }), { concurrency: VMS })
+
+      console.log(`${AFTER_KILL} new launches…`)
+      yield* Effect.forEach(Array.from({ length: AFTER_KILL }, (_, i) => `vm-new-${i}`), (id) =>
+        Effect.gen(function*() {
+          const vm = yield* launchOne(id)
+          yield* vm.command("query-status")
+          rows.get(id)!.afterKill = "new"
+          if (vm.runner === victim.address) failures.push(`${id} landed on the killed runner`)
+          else launchedAfterKill++
+        }), { concurrency: AFTER_KILL })
+      console.log("shutting everything down…")
+    }).pipe(Effect.scoped, Effect.provide(Fleet.clientLayer({ storage: Fleet.postgres(url) })))
+
+    const exit = await Effect.runPromiseExit(program)
+    if (exit._tag === "Failure") failures.push(`client: ${String(exit.cause)}`)
+  } catch (error) {
+    failures.push(`crashed: ${String(error)}`)
+  }
+
+  // --- teardown, then leak checks ---
+  for (const runner of runners) await stopRunner(runner)
+  const leftovers: Array<string> = []
+  if (killed && !(await waitUntil(() => killedQemus.every((pid) => !isAlive(pid)), 10_000))) {
+    leftovers.push(`QEMUs of the killed runner alive: ${killedQemus.filter(isAlive).join(", ")}`)
+  }
+  for (const runner of runners) if (!runner.exited) leftovers.push(`runner ${runner.index} still running`)
+  await waitUntil(() => processesMentioning(vmBase).length === 0, 10_000)
+  for (const pid of processesMentioning(vmBase)) leftovers.push(`QEMU pid ${pid}`)
+  const vmDirs = fs.existsSync(vmBase) ? fs.readdirSync(vmBase) : []
+  for (const dir of vmDirs) leftovers.push(`temp dir ${path.join(vmBase, dir)}`)
+  if (pg) {
+    try {
+      stopPostgres(pg.dir)
+    } catch (error) {
+      leftovers.push(`postgres stop failed: ${String(error)}`)
+    }
+    if (fs.existsSync(pg.dir)) leftovers.push(`database dir ${pg.dir}`)
+    for (const pid of processesMentioning(pg.dir)) leftovers.push(`postgres pid ${pid}`)
+  }
+  if (failures.length > 0 || leftovers.length > 0) {
+    for (const runner of runners) {
+      const tail = fs.existsSync(runner.log) ? fs.readFileSync(runner.log, "utf8").split("\n").slice(-15).join("\n") : ""
+      if (tail.trim()) console.log(`--- runner ${runner.index} log (tail) ---\n${tail}`)
+    }
+  }
+  fs.rmSync(workDir, { recursive: true, force: true })
+  if (fs.existsSync(workDir)) leftovers.push(`work dir ${workDir}`)
+
+  // --- report ---
+  const byRunner = new Map<string, Array<Row>>()
+  for (const row of rows.values()) byRunner.set(row.runner, [...(byRunner.get(row.runner) ?? []), row])
+  console.log("")
+  console.log("runner            VMs  launched after kill  commands ok  after kill")
+  for (const runner of runners) {
+    const list = byRunner.get(runner.address) ?? []
+    const original = list.filter((r) => !r.id.startsWith("vm-new-"))
+    const fresh = list.filter((r) => r.id.startsWith("vm-new-"))
+    const outcome = [...new Set(original.map((r) => r.afterKill))].join(",")
+    console.log(
+      `${(runner.address + (runner === killed ? " ✝" : "")).padEnd(18)}${String(original.length).padStart(3)}  ${
+        String(fresh.length).padStart(19)
+      }  ${String(original.reduce((n, r) => n + r.commandsOk, 0)).padStart(11)}  ${outcome}`
+    )
+  }
+  console.log("")
+  console.log(`command latency through the fleet: p50 ${percentile(latencies, 0.5).toFixed(2)} ms, p95 ${percentile(latencies, 0.95).toFixed(2)} ms (${latencies.length} commands)`)
+  console.log(`VmLost on the killed runner's VMs after at most ${(maxLostMs / 1000).toFixed(1)} s (limit 30 s)`)
+  console.log(`total ${((Date.now() - started) / 1000).toFixed(1)} s`)
+  for (const failure of failures) console.log(`FAIL ${failure}`)
+  for (const leftover of leftovers) console.log(`LEAK ${leftover}`)
+  const ok = failures.length === 0 && leftovers.length === 0 && launchedAfterKill === AFTER_KILL && lostElsewhere === 0 &&
+    lostOnKilled > 0 && rows.size === VMS + AFTER_KILL
+  console.log(JSON.stringify({
+    runners: RUNNERS,
+    vms: VMS,
+    lostOnKilled,
+    lostElsewhere,
+    launchedAfterKill,
+    leaked: leftovers.length
+  }))
+  return ok ? 0 : 1
+}
+
+// ---------------------------------------------------------------------------
+// entry
+
+if (process.argv[2] === "runner") {
+  const [url, port] = [process.argv[3]!, Number(process.argv[4])]
+  Effect.gen(function*() {
+    yield* Layer.build(Fleet.runnerLayer({ storage: Fleet.postgres(url), address: { host: "127.0.0.1", port } }))
+    process.stdout.write(`ready ${process.pid}\n`)
+    return yield* Effect.never
+  }).pipe(Effect.scoped, NodeRuntime.runMain)
+} else {
+  main().then((code) => process.exit(code), (error) => {
+    console.error("fleet:check crashed:", error)
+    process.exit(1)
+  })
+}
