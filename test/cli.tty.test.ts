@@ -1,0 +1,53 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import * as Cli from "./helpers/cli.js"
+import { qemuServer, tempDir } from "./helpers/qemu.js"
+
+// The CLI inside a pseudo-terminal: `script` gives it a TTY on stdin and stdout (node-pty is not available).
+const quote = (s: string) => `'${s.replace(/'/g, "'\\''")}'`
+const inTerminal = (command: Array<string>) => ["script", "-q", "-e", "-c", command.map(quote).join(" "), "/dev/null"]
+
+const PROMPT = "(QEMU) "
+
+const session = (sock: string, history: string) =>
+  Cli.spawn(["shell", sock], { env: { EFFECT_QEMU_HISTORY: history, TERM: "xterm" }, wrap: inTerminal })
+
+const count = (text: string, part: string) => text.split(part).length - 1
+
+describe("effect-qemu shell in a terminal", () => {
+  it.scopedLive("completes command and argument names from the live schema, and keeps history across sessions", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const sock = path.join(dir, "qmp.sock")
+      const history = path.join(dir, "history")
+      yield* qemuServer(sock)
+
+      const first = yield* session(sock, history)
+      yield* first.waitFor((out) => out.includes(PROMPT))
+      // A unique prefix completes to the whole command name.
+      first.child.stdin.write("query-statu\t")
+      yield* first.waitFor((out) => out.includes("query-status"))
+      first.child.stdin.write("\r")
+      yield* first.waitFor((out) => out.includes(`"status":"running"`))
+      // Argument names come from the command's argument type.
+      first.child.stdin.write("blockdev-add driver=null-co node-na\t")
+      yield* first.waitFor((out) => out.includes("node-name="))
+      first.child.stdin.write("n0\r")
+      yield* first.waitFor((out) => count(out, PROMPT) >= 3 && out.includes(`{"return":{}}`))
+      first.child.stdin.write("\x04")
+      expect((yield* first.exit).code).toBe(0)
+      expect(fs.readFileSync(history, "utf8")).toBe("query-status\nblockdev-add driver=null-co node-name=n0\n")
+
+      // Up arrow twice in a new session brings back the first command of the last one.
+      const second = yield* session(sock, history)
+      yield* second.waitFor((out) => out.includes(PROMPT))
+      second.child.stdin.write("\x1b[A\x1b[A\r")
+      yield* second.waitFor((out) => out.includes(`"status":"running"`))
+      second.child.stdin.write("\x04")
+      const result = yield* second.exit
+      expect(result.code).toBe(0)
+      expect(fs.readFileSync(history, "utf8").split("\n").at(-2)).toBe("query-status")
+    }), 120_000)
+})
