@@ -1,0 +1,242 @@
+/**
+ * Typed QMP: every command's arguments and result and every event's data, as
+ * TypeScript types and `effect/Schema`s generated from QEMU's own schema
+ * (`npm run qapi:gen`, from the introspection of the QEMU it was run with; see
+ * `schemaVersion`).
+ *
+ * With a known command name, `vm.command` and `QmpClient.execute` take typed
+ * arguments and return the decoded result; any other string keeps the untyped
+ * form. `vm.eventWait` types the event and its `match` the same way.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Qapi, QemuMachine } from "effect-qemu"
+ *
+ * const program = Effect.gen(function*() {
+ *   const vm = yield* QemuMachine.launch(QemuMachine.make({ args: ["-accel", "tcg"] }))
+ *   const status = yield* vm.command("query-status")            // Qapi.Result<"query-status">
+ *   console.log(status.running, status.status)
+ *   yield* vm.command("blockdev-add", { driver: "null-co", "node-name": "disk0" })
+ *   const shutdown: Qapi.Event<"SHUTDOWN"> = yield* vm.eventWait("SHUTDOWN", { match: { data: { guest: true } } })
+ * }).pipe(Effect.scoped)
+ * ```
+ *
+ * The named QAPI types are exported as types too (`Qapi.StatusInfo`,
+ * `Qapi.BlockdevOptions`, ...), with their Schemas through `schema(name)`.
+ *
+ * @since 0.2.0
+ */
+import type { Effect, Schema } from "effect"
+import type * as Generated from "./generated/qmp.js"
+import * as generated from "./generated/qmp.js"
+import type { ArgsTupleOf, CommandInfo, EventInfo } from "./internal/qapi/info.js"
+
+export type * from "./generated/qmp.js"
+
+/**
+ * The QEMU version the types were generated from, e.g. `"7.2.22"`.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const schemaVersion: string = generated.schemaVersion
+
+/**
+ * For every command: `{ args, result, allowOob, features }`, where `args` and
+ * `result` are Schemas (built on first access).
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const commands: { readonly [N in CommandName]: CommandInfo<Args<N>, Result<N>> } = generated.commands
+
+/**
+ * For every event: `{ data, features }`, `data` being the Schema of the event's `data`.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const events: { readonly [N in EventName]: EventInfo<EventData<N>> } = generated.events
+
+/**
+ * The Schema of a named QAPI type, e.g. `schema("BlockdevOptions")`.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const schema: <K extends keyof Generated.Types>(name: K) => Schema.Schema<Generated.Types[K]> =
+  generated.schema
+
+/**
+ * Is this the name of a command the generated types know?
+ *
+ * @since 0.2.0
+ * @category refinements
+ */
+export const isCommandName = (name: string): name is CommandName =>
+  Object.prototype.hasOwnProperty.call(generated.commands, name)
+
+/**
+ * Is this the name of an event the generated types know?
+ *
+ * @since 0.2.0
+ * @category refinements
+ */
+export const isEventName = (name: string): name is EventName => Object.prototype.hasOwnProperty.call(generated.events, name)
+
+/**
+ * The name of every command of the schema.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type CommandName = Generated.CommandName
+
+/**
+ * The arguments of a command; `void` when it takes none.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Args<N extends CommandName> = Generated.Args<N>
+
+/**
+ * The `return` value of a command.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Result<N extends CommandName> = Generated.Result<N>
+
+/**
+ * The arguments of a command as a parameter list: `[args?: X]` when the
+ * command takes no arguments or only optional ones, `[args: X]` otherwise.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type ArgsTuple<N extends CommandName> = ArgsTupleOf<Args<N>>
+
+/**
+ * The arguments of a command followed by an options parameter, for
+ * `execute(name, args?, options?)`-style signatures.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type ArgsWithOptions<N extends CommandName, O> = [Args<N>] extends [void]
+  ? [args?: Readonly<Record<string, never>> | undefined, options?: O]
+  : {} extends Args<N> ? [args?: Args<N> | undefined, options?: O]
+  : [args: Args<N>, options?: O]
+
+/**
+ * The name of every event of the schema.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type EventName = Generated.EventName
+
+/**
+ * The `data` of an event (`Empty | undefined` for events that carry none).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type EventData<N extends EventName> = Generated.Events[N]
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Timestamp {
+  readonly seconds: number
+  readonly microseconds: number
+}
+
+/**
+ * A typed event; `Event` alone is the union of every event.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Event<N extends EventName = EventName> = N extends EventName ? {
+    readonly event: N
+    readonly data: EventData<N>
+    readonly timestamp: Timestamp
+  }
+  : never
+
+/**
+ * A deep-partial pattern over `T`, as `EventMatch.eventMatch` reads it: any
+ * member may be left out, and `null` or `undefined` match anything.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type DeepMatch<T> = T extends ReadonlyArray<infer E> ? ReadonlyArray<DeepMatch<E>> | null | undefined
+  : T extends object ? { readonly [K in keyof T]?: DeepMatch<T[K]> } | null | undefined
+  : T | null | undefined
+
+/**
+ * A typed `match` for `eventWait(name, { match })`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type EventMatch<N extends EventName> = DeepMatch<Event<N>>
+
+/**
+ * `S` itself when it is not a known command name, `never` when it is: a known
+ * name never falls back to the untyped overload.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type UntypedCommand<S extends string> = S extends CommandName ? never : S
+
+/**
+ * `S` itself when it is not a known event name, `never` when it is.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type UntypedEvent<S extends string> = S extends EventName ? never : S
+
+/**
+ * The shape of a typed `execute` / `vm.command`: typed for known names, the
+ * untyped form for any other string.
+ *
+ * @example
+ * ```ts
+ * declare const execute: Qapi.Execute<{ timeout?: string }, QmpCommandError, never>
+ * execute("query-status")                       // Effect<StatusInfo, ...>
+ * execute("x-my-vendor-command", { a: 1 })       // Effect<unknown, ...>
+ * ```
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Execute<O, E, R> {
+  <N extends CommandName>(command: N, ...rest: ArgsWithOptions<N, O>): Effect.Effect<Result<N>, E, R>
+  <S extends string>(
+    command: S & UntypedCommand<S>,
+    args?: Readonly<Record<string, unknown>>,
+    options?: O
+  ): Effect.Effect<unknown, E, R>
+}
+
+/**
+ * The shape of a typed `vm.eventWait`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface EventWait<O, Untyped, E, R> {
+  <N extends EventName>(
+    name: N,
+    options?: O & { readonly match?: EventMatch<N> | undefined }
+  ): Effect.Effect<Event<N>, E, R>
+  <S extends string>(name: S & UntypedEvent<S>, options?: O & { readonly match?: unknown }): Effect.Effect<Untyped, E, R>
+}

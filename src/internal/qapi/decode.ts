@@ -1,0 +1,135 @@
+/**
+ * Decoding of command replies and events with the generated Schemas, ready
+ * for `QmpClient.execute` / `vm.command` / `vm.eventWait`.
+ *
+ * The generated types describe JSON as it is (no transformations), so a value
+ * that passes its Schema is returned as it came: members QEMU added after the
+ * schema was generated stay in place. The check is `Schema.is` (no copy); only
+ * a value that fails it is decoded again to say where and why.
+ *
+ * @internal
+ */
+import { Either, ParseResult, Schema } from "effect"
+import { QmpProtocolError } from "../../Errors.js"
+import * as Generated from "../../generated/qmp.js"
+
+const has = (table: object, key: string): boolean => Object.prototype.hasOwnProperty.call(table, key)
+
+interface Checker {
+  readonly is: (u: unknown) => boolean
+  readonly explain: (u: unknown) => string
+}
+
+const formatPath = (root: string, path: ReadonlyArray<PropertyKey>): string =>
+  path.reduce<string>((acc, p) => (typeof p === "number" ? `${acc}[${p}]` : `${acc}.${String(p)}`), root)
+
+const checker = (schema: Schema.Schema.AnyNoContext, root: string): Checker => {
+  const is = Schema.is(schema)
+  const decode = Schema.decodeUnknownEither(schema, { errors: "first" })
+  return {
+    is,
+    explain: (u) => {
+      const result = decode(u)
+      if (Either.isRight(result)) return `${root}: does not match its schema`
+      const issue = ParseResult.ArrayFormatter.formatErrorSync(result.left)[0]
+      return issue ? `${formatPath(root, issue.path)}: ${issue.message}` : `${root}: ${result.left.message}`
+    }
+  }
+}
+
+// Decoders are pure functions of the generated (constant) tables: built on
+// first use, then shared.
+const resultCheckers = new Map<string, Checker>()
+const eventCheckers = new Map<string, Checker>()
+
+const resultChecker = (command: string): Checker | undefined => {
+  let c = resultCheckers.get(command)
+  if (!c && has(Generated.commands, command)) {
+    c = checker(Generated.commands[command as Generated.CommandName].result as Schema.Schema.AnyNoContext, "return")
+    resultCheckers.set(command, c)
+  }
+  return c
+}
+
+const eventChecker = (event: string): Checker | undefined => {
+  let c = eventCheckers.get(event)
+  if (!c && has(Generated.events, event)) {
+    c = checker(Generated.events[event as Generated.EventName].data as Schema.Schema.AnyNoContext, "data")
+    eventCheckers.set(event, c)
+  }
+  return c
+}
+
+const raw = (value: unknown): string => {
+  try {
+    const s = JSON.stringify(value) ?? String(value)
+    return s.length > 300 ? `${s.slice(0, 300)}… (${s.length - 300} more chars)` : s
+  } catch {
+    return "(unprintable)"
+  }
+}
+
+/**
+ * Checks the `return` value of `command` against its generated Schema.
+ * Unknown command names pass through untouched.
+ *
+ * @internal
+ */
+export const decodeResult = (command: string, value: unknown): Either.Either<unknown, QmpProtocolError> => {
+  const c = resultChecker(command)
+  if (c === undefined || c.is(value)) return Either.right(value)
+  return Either.left(
+    new QmpProtocolError({
+      message: `reply to ${command} does not match QEMU ${Generated.schemaVersion}'s schema at ${c.explain(value)}`,
+      raw: raw(value)
+    })
+  )
+}
+
+/** An event as `decodeEvent` returns it. @internal */
+export interface DecodedEvent<E> {
+  /** The event, unchanged (typed when `typed` is true). */
+  readonly event: E
+  /** Whether the event's data matched its Schema. */
+  readonly typed: boolean
+  /** A message to log, once per event name, when the data did not match. */
+  readonly warning: string | undefined
+}
+
+/**
+ * Checks an event's `data` against its generated Schema. An event whose data
+ * does not match (QEMU may be newer than the generated code) is still
+ * returned, untyped, with a warning the first time its name is seen in
+ * `warned` (the caller keeps one set per connection).
+ *
+ * @internal
+ */
+export const decodeEvent = <E extends { readonly event: string; readonly data?: unknown }>(
+  event: E,
+  warned: Set<string>
+): DecodedEvent<E> => {
+  const c = eventChecker(event.event)
+  if (c === undefined) return { event, typed: false, warning: undefined }
+  if (c.is(event.data)) return { event, typed: true, warning: undefined }
+  if (warned.has(event.event)) return { event, typed: false, warning: undefined }
+  warned.add(event.event)
+  return {
+    event,
+    typed: false,
+    warning: `event ${event.event} does not match QEMU ${Generated.schemaVersion}'s schema at ${
+      c.explain(event.data)
+    }; delivered untyped (further mismatches of ${event.event} are not reported)`
+  }
+}
+
+/**
+ * A per-connection event decoder: remembers which event names were warned about.
+ *
+ * @internal
+ */
+export const makeEventDecoder = (): <E extends { readonly event: string; readonly data?: unknown }>(
+  event: E
+) => DecodedEvent<E> => {
+  const warned = new Set<string>()
+  return (event) => decodeEvent(event, warned)
+}
