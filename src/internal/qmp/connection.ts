@@ -85,15 +85,45 @@ const makeLog = (runtime: Runtime.Runtime<never>, label: string) => {
   }
 }
 
+type Resume = (reply: Effect.Effect<QmpMessage.Response, QmpError>) => void
+
+/** Waiting commands by id; the ids of those whose caller gave up, whose late replies are expected. */
+const makeReplies = (log: ReturnType<typeof makeLog>) => {
+  const pending = new Map<number, Resume>()
+  const abandoned = new Set<number>()
+  return {
+    expect: (id: number, resume: Resume) => void pending.set(id, resume),
+    abandon: (id: number) => {
+      if (!pending.delete(id)) return
+      // Bounded: a server that never answers must not grow this forever.
+      if (abandoned.size >= MAX_ABANDONED) abandoned.delete(abandoned.values().next().value!)
+      abandoned.add(id)
+    },
+    resolve: (response: QmpMessage.Response) => {
+      const id = response.id
+      const resume = typeof id === "number" ? pending.get(id) : undefined
+      if (resume) {
+        pending.delete(id as number)
+        return resume(Exit.succeed(response))
+      }
+      if (typeof id === "number" && abandoned.delete(id)) {
+        return log("Debug", "dropping the late reply of an abandoned QMP command", { id: String(id) })
+      }
+      log("Warning", "dropping QMP reply with an unknown id", { id: describeId(id) })
+    },
+    failAll: (failure: Exit.Exit<never, CloseCause>) => {
+      for (const resume of pending.values()) resume(failure)
+      pending.clear()
+    }
+  }
+}
+
 /** Starts reading QMP from an open socket. The greeting is awaited with `greeting`. */
 export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runtime<never>): Connection => {
   const maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
   const decoder = new LineDecoder(maxMessage)
   const log = makeLog(runtime, options.name ?? "qmp")
-  // A waiting command's resume callback, by id.
-  const pending = new Map<number, (reply: Effect.Effect<QmpMessage.Response, QmpError>) => void>()
-  // Ids of commands whose caller gave up (timeout, interruption): their late replies are expected.
-  const abandoned = new Set<number>()
+  const replies = makeReplies(log)
   const greeting = Deferred.unsafeMake<QmpMessage.Greeting, CloseCause>(FiberId.none)
   const defaultTimeout = options.commandTimeout === undefined ? undefined : Duration.decode(options.commandTimeout)
   let counter = 0
@@ -126,25 +156,12 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
       case "Event":
         return events.publish(message.value, line.length)
       case "Response":
-        return onResponse(message.value, line)
+        // QEMU answers without an id only when it could not parse what we sent.
+        if (message.value.id === undefined) return session.end(() => protocolError("response without id", line))
+        return replies.resolve(message.value)
       case "Greeting":
         return session.end(() => protocolError("unexpected second greeting", line))
     }
-  }
-
-  const onResponse = (response: QmpMessage.Response, line: string) => {
-    const id = response.id
-    // QEMU answers without an id only when it could not parse what we sent.
-    if (id === undefined) return session.end(() => protocolError("response without id", line))
-    const resume = typeof id === "number" ? pending.get(id) : undefined
-    if (resume) {
-      pending.delete(id as number)
-      return resume(Exit.succeed(response))
-    }
-    if (typeof id === "number" && abandoned.delete(id)) {
-      return log("Debug", "dropping the late reply of an abandoned QMP command", { id: String(id) })
-    }
-    log("Warning", "dropping QMP reply with an unknown id", { id: describeId(id) })
   }
 
   const session: Session.Session<CloseCause> = Session.make<CloseCause>(socket, {
@@ -159,8 +176,7 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
     onClose: (cause) => {
       state = { _tag: "Closed", cause }
       const failure = Exit.fail(cause)
-      for (const resume of pending.values()) resume(failure)
-      pending.clear()
+      replies.failAll(failure)
       Deferred.unsafeDone(greeting, failure)
       events.close(cause)
       log("Debug", `QMP connection ended: ${cause.message}`)
@@ -170,13 +186,6 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
     crashed: (e) => new QmpProtocolError({ message: `cannot handle a QMP message: ${String(e)}`, raw: "" })
   })
   socket.setNoDelay?.(true)
-
-  const abandon = (id: number) => {
-    if (!pending.delete(id)) return
-    // Bounded: a server that never answers must not grow this forever.
-    if (abandoned.size >= MAX_ABANDONED) abandoned.delete(abandoned.values().next().value!)
-    abandoned.add(id)
-  }
 
   const executeRaw = (
     command: string,
@@ -194,9 +203,9 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
       // A plain async callback rather than a Deferred: this is the per-command hot path. Its
       // canceler runs only when the caller gives up; a reply after that is expected and dropped.
       const awaited = Effect.async<QmpMessage.Response, QmpError>((resume) => {
-        pending.set(id, resume)
+        replies.expect(id, resume)
         session.write(wire)
-        return Effect.sync(() => abandon(id))
+        return Effect.sync(() => replies.abandon(id))
       })
       return timeout === undefined || !Duration.isFinite(timeout)
         ? awaited

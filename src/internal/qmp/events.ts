@@ -61,19 +61,56 @@ export interface Router {
   readonly cached: () => number
 }
 
-export const make = (options: Options): Router => {
-  let cache: Array<Entry> = []
-  let cacheBytes = 0
+/** Unclaimed events in arrival order, bounded by count and bytes; the oldest go first. */
+const makeCache = (options: Options) => {
+  let entries: Array<Entry> = []
+  let bytes = 0
   let overflowing = false
-  let seq = 0
-  let closeCause: CloseCause | undefined
-  // In the order they started waiting.
-  const waiters: Array<Waiter> = []
+  const drop = () => {
+    let n = 0
+    while (n < entries.length && (entries.length - n > options.cacheSize || bytes > options.cacheBytes)) {
+      bytes -= entries[n]!.bytes
+      n++
+    }
+    entries = entries.slice(n)
+    if (!overflowing) {
+      overflowing = true
+      options.warn(`unclaimed QMP events over ${options.cacheSize} events or ${options.cacheBytes} bytes: dropping the oldest`)
+    }
+  }
+  return {
+    insert: (entry: Entry) => {
+      // An entry handed back by an interrupted waiter goes back to its place.
+      let at = entries.length
+      while (at > 0 && entries[at - 1]!.seq > entry.seq) at--
+      entries.splice(at, 0, entry)
+      bytes += entry.bytes
+      if (entries.length > options.cacheSize || bytes > options.cacheBytes) drop()
+    },
+    take: (matches: (event: QmpMessage.Event) => boolean): Entry | undefined => {
+      const i = entries.findIndex((entry) => matches(entry.event))
+      if (i < 0) return undefined
+      const [entry] = entries.splice(i, 1)
+      bytes -= entry!.bytes
+      overflowing = false
+      return entry
+    },
+    takeAll: (): Array<QmpMessage.Event> => {
+      const all = entries.map((entry) => entry.event)
+      entries = []
+      bytes = 0
+      overflowing = false
+      return all
+    },
+    size: () => entries.length
+  }
+}
 
+/** A fan-out whose drops are counted per burst and reported once the burst is over. */
+const makeStreams = (options: Options) => {
   let dropped = 0
-  const fanOut = Session.makeFanOut<QmpMessage.Event>({
+  return Session.makeFanOut<QmpMessage.Event>({
     capacity: options.streamBuffer,
-    // Counted per burst and reported once the burst is over: a warning per dropped event would flood.
     onDrop: (n) => {
       if (dropped === 0) {
         setImmediate(() => {
@@ -84,106 +121,78 @@ export const make = (options: Options): Router => {
       dropped += n
     }
   })
+}
 
-  const removeWaiter = (waiter: Waiter) => {
+/**
+ * Waits for a waiter's event. The deadline settles the waiter in the same
+ * synchronous step that checks it, so an event and the deadline never both win;
+ * an event handed to a caller interrupted before it could take it is re-routed.
+ */
+const awaitWaiter = (
+  waiter: Waiter,
+  timeout: Duration.Duration | undefined,
+  operation: string,
+  cancel: (waiter: Waiter) => void,
+  reroute: (entry: Entry) => void,
+  closeCause: () => CloseCause | undefined
+): Effect.Effect<QmpMessage.Event, QmpTimeoutError | CloseCause> => {
+  const delivered = Effect.async<Entry, CloseCause>((resume) => {
+    if (waiter.settled) return resume(waiter.delivered ? Effect.succeed(waiter.delivered) : Effect.fail(closeCause()!))
+    waiter.resume = (outcome) => resume("event" in outcome ? Effect.succeed(outcome) : Effect.fail(outcome))
+    return Effect.sync(() => {
+      waiter.resume = undefined
+      cancel(waiter)
+    })
+  })
+  const deadline = timeout === undefined || !Duration.isFinite(timeout)
+    ? Effect.never
+    : Effect.flatMap(Effect.sleep(timeout), () => {
+      if (waiter.settled) return Effect.never
+      cancel(waiter)
+      return Effect.fail(new QmpTimeoutError({ operation, timeout }))
+    })
+  return Effect.uninterruptibleMask((restore) =>
+    restore(Effect.raceFirst(delivered, deadline)).pipe(
+      Effect.onInterrupt(() =>
+        Effect.sync(() => {
+          const entry = waiter.delivered
+          waiter.delivered = undefined
+          if (entry) reroute(entry)
+        })
+      ),
+      Effect.map((entry) => entry.event)
+    )
+  )
+}
+
+export const make = (options: Options): Router => {
+  const cache = makeCache(options)
+  const streams = makeStreams(options)
+  // In the order they started waiting.
+  const waiters: Array<Waiter> = []
+  let seq = 0
+  let closeCause: CloseCause | undefined
+
+  const cancel = (waiter: Waiter) => {
+    if (waiter.settled) return
+    waiter.settled = true
     const i = waiters.indexOf(waiter)
     if (i >= 0) waiters.splice(i, 1)
   }
 
-  // To the first waiter that wants it, else into the cache (kept in arrival order).
+  // To the first waiter that wants it, else into the cache.
   const route = (entry: Entry) => {
-    for (let i = 0; i < waiters.length; i++) {
-      const waiter = waiters[i]!
-      if (!waiter.matches(entry.event)) continue
-      waiters.splice(i, 1)
-      waiter.settled = true
-      waiter.delivered = entry
-      waiter.resume?.(entry)
-      return
-    }
-    let at = cache.length
-    while (at > 0 && cache[at - 1]!.seq > entry.seq) at--
-    cache.splice(at, 0, entry)
-    cacheBytes += entry.bytes
-    if (cache.length <= options.cacheSize && cacheBytes <= options.cacheBytes) return
-    let drop = 0
-    let bytes = cacheBytes
-    while (drop < cache.length && (cache.length - drop > options.cacheSize || bytes > options.cacheBytes)) {
-      bytes -= cache[drop]!.bytes
-      drop++
-    }
-    cache = cache.slice(drop)
-    cacheBytes = bytes
-    if (!overflowing) {
-      overflowing = true
-      options.warn(
-        `unclaimed QMP events over ${options.cacheSize} events or ${options.cacheBytes} bytes: dropping the oldest`
-      )
-    }
+    const i = waiters.findIndex((waiter) => waiter.matches(entry.event))
+    if (i < 0) return cache.insert(entry)
+    const [waiter] = waiters.splice(i, 1)
+    waiter!.settled = true
+    waiter!.delivered = entry
+    waiter!.resume?.(entry)
   }
-
-  const takeCached = (matches: (event: QmpMessage.Event) => boolean): Entry | undefined => {
-    const i = cache.findIndex((entry) => matches(entry.event))
-    if (i < 0) return undefined
-    const [entry] = cache.splice(i, 1)
-    cacheBytes -= entry!.bytes
-    overflowing = false
-    return entry
-  }
-
-  const take = (
-    matches: (event: QmpMessage.Event) => boolean,
-    timeout: Duration.Duration | undefined,
-    operation: string
-  ): Effect.Effect<QmpMessage.Event, QmpTimeoutError | CloseCause> =>
-    Effect.suspend(() => {
-      const cached = takeCached(matches)
-      if (cached) return Effect.succeed(cached.event)
-      if (closeCause) return Effect.fail(closeCause)
-      const waiter: Waiter = { matches, settled: false, delivered: undefined, resume: undefined }
-      waiters.push(waiter)
-      const delivered = Effect.async<Entry, CloseCause>((resume) => {
-        if (waiter.settled) {
-          return resume(waiter.delivered ? Effect.succeed(waiter.delivered) : Effect.fail(closeCause!))
-        }
-        waiter.resume = (outcome) => resume("event" in outcome ? Effect.succeed(outcome) : Effect.fail(outcome))
-        return Effect.sync(() => {
-          waiter.resume = undefined
-          if (!waiter.settled) {
-            waiter.settled = true
-            removeWaiter(waiter)
-          }
-        })
-      })
-      // The deadline settles the waiter in the same synchronous step that checks it, so an
-      // event and the deadline can never both win.
-      const deadline = timeout === undefined || !Duration.isFinite(timeout)
-        ? Effect.never
-        : Effect.flatMap(Effect.sleep(timeout), () => {
-          if (waiter.settled) return Effect.never
-          waiter.settled = true
-          removeWaiter(waiter)
-          return Effect.fail(new QmpTimeoutError({ operation, timeout }))
-        })
-      return Effect.uninterruptibleMask((restore) =>
-        restore(Effect.raceFirst(delivered, deadline)).pipe(
-          // Delivered, but the caller was interrupted before it could take it: the event goes
-          // back where it was, for the next waiter or the cache.
-          Effect.onInterrupt(() =>
-            Effect.sync(() => {
-              const entry = waiter.delivered
-              waiter.delivered = undefined
-              if (entry) route(entry)
-            })
-          ),
-          Effect.map((entry) => entry.event)
-        )
-      )
-    })
 
   return {
     publish: (event, bytes) => {
-      fanOut.publish(event)
+      streams.publish(event)
       route({ event, bytes, seq: ++seq })
     },
     close: (cause) => {
@@ -193,18 +202,20 @@ export const make = (options: Options): Router => {
         waiter.settled = true
         waiter.resume?.(cause)
       }
-      fanOut.end()
+      streams.end()
     },
-    subscribe: fanOut.subscribe,
-    poll: (matches) => Option.map(Option.fromNullable(takeCached(matches)), (entry) => entry.event),
-    take,
-    takeAll: () => {
-      const all = cache.map((entry) => entry.event)
-      cache = []
-      cacheBytes = 0
-      overflowing = false
-      return all
-    },
-    cached: () => cache.length
+    subscribe: streams.subscribe,
+    poll: (matches) => Option.map(Option.fromNullable(cache.take(matches)), (entry) => entry.event),
+    take: (matches, timeout, operation) =>
+      Effect.suspend(() => {
+        const cached = cache.take(matches)
+        if (cached) return Effect.succeed(cached.event)
+        if (closeCause) return Effect.fail(closeCause)
+        const waiter: Waiter = { matches, settled: false, delivered: undefined, resume: undefined }
+        waiters.push(waiter)
+        return awaitWaiter(waiter, timeout, operation, cancel, route, () => closeCause)
+      }),
+    takeAll: cache.takeAll,
+    cached: cache.size
   }
 }
