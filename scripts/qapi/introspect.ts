@@ -21,6 +21,15 @@ export const fetchIntrospection = (binary: string): Promise<Introspection> =>
     const child = cp.spawn(binary, ["-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"], {
       stdio: ["pipe", "pipe", "pipe"]
     })
+    // QEMU must not outlive us, however we end (a test may kill us)
+    const killChild = () => child.kill("SIGKILL")
+    process.once("exit", killChild)
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      process.once(signal, () => {
+        killChild()
+        process.exit(1)
+      })
+    }
     let buffer = ""
     let stderr = ""
     const replies = new Map<string, unknown>()

@@ -137,6 +137,7 @@ export const make = (entries: ReadonlyArray<SchemaInfo>, options: Options = {}):
     const known = new Set(members.map((m) => m.name))
     const branchChecks = new Map<string, Check>()
     const branchMembers = new Map<string, ReadonlySet<string>>()
+    const allowedWith = new Map<string, ReadonlySet<string>>()
     const branch = (typeName: string): { check: Check; names: ReadonlySet<string> } => {
       let check = branchChecks.get(typeName)
       let names = branchMembers.get(typeName)
@@ -177,7 +178,8 @@ export const make = (entries: ReadonlyArray<SchemaInfo>, options: Options = {}):
         const b = branch(branchType)
         const p = b.check(value, path)
         if (p) return p
-        allowed = new Set([...known, ...b.names])
+        allowed = allowedWith.get(branchType) ?? new Set([...known, ...b.names])
+        allowedWith.set(branchType, allowed)
       }
       if (!allowExtra) {
         for (const k of Object.keys(value)) {
