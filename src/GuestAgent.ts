@@ -36,7 +36,7 @@ import { Context, Layer } from "effect"
 import type { GuestAgentError, QmpConnectionError, QmpError } from "./Errors.js"
 import type * as Net from "./internal/net.js"
 import * as args from "./internal/guestAgent/args.js"
-import type * as Commands from "./internal/guestAgent/commands.js"
+import * as Commands from "./internal/guestAgent/commands.js"
 import * as internal from "./internal/guestAgent/service.js"
 
 /**
@@ -52,7 +52,15 @@ export const TypeId: unique symbol = internal.TypeId
 export type TypeId = typeof TypeId
 
 /**
- * Commands whose arguments and result are typed (the others are untyped).
+ * The QEMU version of the agent schema the commands are typed from.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const schemaVersion: string = Commands.schemaVersion
+
+/**
+ * Every command of the agent's schema (any other name is untyped).
  *
  * @since 0.2.0
  * @category models
@@ -171,8 +179,12 @@ export declare namespace GuestAgent {
      * agent lacks or disables).
      */
     readonly execute: {
-      <N extends CommandName>(command: N, args?: Args<N>, options?: ExecuteOptions): Effect.Effect<Result<N>, GuestAgentError | QmpError>
-      (command: string, args?: Readonly<Record<string, unknown>>, options?: ExecuteOptions): Effect.Effect<unknown, GuestAgentError | QmpError>
+      <N extends CommandName>(command: N, ...rest: Commands.ArgsWithOptions<N, ExecuteOptions>): Effect.Effect<Result<N>, GuestAgentError | QmpError>
+      <S extends string>(
+        command: S & Commands.Untyped<S>,
+        args?: Readonly<Record<string, unknown>>,
+        options?: ExecuteOptions
+      ): Effect.Effect<unknown, GuestAgentError | QmpError>
     }
     /** `guest-ping`. */
     readonly ping: Effect.Effect<void, GuestAgentError | QmpError>

@@ -161,6 +161,12 @@ describe("GuestAgent protocol", () => {
       })
       const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
       expect(yield* agent.execute("guest-custom", { a: [1] })).toEqual({ echoed: { a: [1] } })
+      // Known names are typed from the generated agent schema: wrong arguments do not compile.
+      // @ts-expect-error guest-exec needs a path
+      const wrongArgs = () => agent.execute("guest-exec", {})
+      // @ts-expect-error guest-ping takes no arguments
+      const extraArgs = () => agent.execute("guest-ping", { x: 1 })
+      expect([typeof wrongArgs, typeof extraArgs]).toEqual(["function", "function"])
       const error = yield* Effect.flip(agent.execute("guest-nope"))
       expect(error).toMatchObject({ _tag: "GuestAgentError", command: "guest-nope", errorClass: "CommandNotFound" })
     }))

@@ -1,126 +1,66 @@
 /**
- * Schemas of the guest agent commands this library uses itself (argument and
- * result shapes of QEMU 7.2's qga schema, written from its wire format).
- * `execute` decodes the result of a command listed here; any other command is
- * untyped. When the generated `src/generated/qga.ts` lands, this table is
- * replaced by it.
+ * The agent's typed commands, from the generated `src/generated/qga.ts`
+ * (Debian's qemu-guest-agent schema), and the check of a reply against its
+ * result Schema: `Schema.is` first (no copy, the reply returned as it came),
+ * a decode only to say where a failing reply is wrong.
  */
-import { Schema } from "effect"
+import { Either, ParseResult, Schema } from "effect"
+import { QmpProtocolError } from "../../Errors.js"
+import * as Generated from "../../generated/qga.js"
 
-const Empty = Schema.Struct({})
+export type Name = Generated.CommandName
+export type Args<N extends Name> = Generated.Args<N>
+export type Result<N extends Name> = Generated.Result<N>
 
-const SupportedCommand = Schema.Struct({
-  name: Schema.String,
-  enabled: Schema.Boolean,
-  "success-response": Schema.Boolean
-})
+/** The parameters after the command name: arguments (optional when none are required), then call options. */
+export type ArgsWithOptions<N extends Name, O> = [Args<N>] extends [void]
+  ? [args?: Readonly<Record<string, never>> | undefined, options?: O]
+  : {} extends Args<N> ? [args?: Args<N> | undefined, options?: O]
+  : [args: Args<N>, options?: O]
 
-/** `guest-info`. */
-export const Info = Schema.Struct({
-  version: Schema.String,
-  supported_commands: Schema.Array(SupportedCommand)
-})
+/** `S` when it is not a known command name, `never` when it is. */
+export type Untyped<S extends string> = S extends Name ? never : S
 
-/** `guest-exec-status`. */
-export const ExecStatus = Schema.Struct({
-  exited: Schema.Boolean,
-  exitcode: Schema.optional(Schema.Number),
-  signal: Schema.optional(Schema.Number),
-  "out-data": Schema.optional(Schema.String),
-  "err-data": Schema.optional(Schema.String),
-  "out-truncated": Schema.optional(Schema.Boolean),
-  "err-truncated": Schema.optional(Schema.Boolean)
-})
+export const schemaVersion = Generated.schemaVersion
 
-/** `guest-file-read`. */
-export const FileRead = Schema.Struct({
-  count: Schema.Number,
-  "buf-b64": Schema.String,
-  eof: Schema.Boolean
-})
+export const isName = (command: string): command is Name => Object.prototype.hasOwnProperty.call(Generated.commands, command)
 
-/** `guest-file-write`. */
-export const FileWrite = Schema.Struct({
-  count: Schema.Number,
-  eof: Schema.Boolean
-})
+const checkers = new Map<string, { readonly is: (u: unknown) => boolean; readonly schema: Schema.Schema.AnyNoContext }>()
 
-/** `guest-get-osinfo`. */
-export const OsInfo = Schema.Struct({
-  "kernel-release": Schema.optional(Schema.String),
-  "kernel-version": Schema.optional(Schema.String),
-  machine: Schema.optional(Schema.String),
-  id: Schema.optional(Schema.String),
-  name: Schema.optional(Schema.String),
-  "pretty-name": Schema.optional(Schema.String),
-  version: Schema.optional(Schema.String),
-  "version-id": Schema.optional(Schema.String),
-  variant: Schema.optional(Schema.String),
-  "variant-id": Schema.optional(Schema.String)
-})
-
-const IpAddress = Schema.Struct({
-  "ip-address-type": Schema.Literal("ipv4", "ipv6"),
-  "ip-address": Schema.String,
-  prefix: Schema.Number
-})
-
-/** `guest-network-get-interfaces`. */
-export const NetworkInterfaces = Schema.Array(Schema.Struct({
-  name: Schema.String,
-  "hardware-address": Schema.optional(Schema.String),
-  "ip-addresses": Schema.optional(Schema.Array(IpAddress)),
-  statistics: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.Number }))
-}))
-
-/** Argument and result Schemas of each known command. */
-export const commands = {
-  "guest-ping": { args: Empty, result: Empty },
-  "guest-info": { args: Empty, result: Info },
-  "guest-sync-delimited": { args: Schema.Struct({ id: Schema.Number }), result: Schema.Number },
-  "guest-sync": { args: Schema.Struct({ id: Schema.Number }), result: Schema.Number },
-  "guest-get-osinfo": { args: Empty, result: OsInfo },
-  "guest-network-get-interfaces": { args: Empty, result: NetworkInterfaces },
-  "guest-get-time": { args: Empty, result: Schema.Number },
-  "guest-get-host-name": { args: Empty, result: Schema.Struct({ "host-name": Schema.String }) },
-  "guest-exec": {
-    args: Schema.Struct({
-      path: Schema.String,
-      arg: Schema.optional(Schema.Array(Schema.String)),
-      env: Schema.optional(Schema.Array(Schema.String)),
-      "input-data": Schema.optional(Schema.String),
-      "capture-output": Schema.optional(Schema.Boolean)
-    }),
-    result: Schema.Struct({ pid: Schema.Number })
-  },
-  "guest-exec-status": { args: Schema.Struct({ pid: Schema.Number }), result: ExecStatus },
-  "guest-file-open": {
-    args: Schema.Struct({ path: Schema.String, mode: Schema.optional(Schema.String) }),
-    result: Schema.Number
-  },
-  "guest-file-read": {
-    args: Schema.Struct({ handle: Schema.Number, count: Schema.optional(Schema.Number) }),
-    result: FileRead
-  },
-  "guest-file-write": {
-    args: Schema.Struct({ handle: Schema.Number, "buf-b64": Schema.String, count: Schema.optional(Schema.Number) }),
-    result: FileWrite
-  },
-  "guest-file-close": { args: Schema.Struct({ handle: Schema.Number }), result: Empty },
-  "guest-file-flush": { args: Schema.Struct({ handle: Schema.Number }), result: Empty },
-  "guest-shutdown": {
-    args: Schema.Struct({ mode: Schema.optional(Schema.Literal("powerdown", "halt", "reboot")) }),
-    result: Empty
+const checker = (command: Name) => {
+  let c = checkers.get(command)
+  if (!c) {
+    const schema = Generated.commands[command].result as Schema.Schema.AnyNoContext
+    c = { is: Schema.is(schema), schema }
+    checkers.set(command, c)
   }
-} as const
+  return c
+}
 
-/** A command with known Schemas. */
-export type Name = keyof typeof commands
+const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
+  path.reduce<string>((acc, p) => (typeof p === "number" ? `${acc}[${p}]` : `${acc}.${String(p)}`), "return")
 
-/** The arguments of a known command. */
-export type Args<N extends Name> = Schema.Schema.Type<(typeof commands)[N]["args"]>
+const raw = (value: unknown): string => {
+  try {
+    const s = JSON.stringify(value) ?? String(value)
+    return s.length > 300 ? `${s.slice(0, 300)}… (${s.length - 300} more chars)` : s
+  } catch {
+    return "(unprintable)"
+  }
+}
 
-/** The decoded result of a known command. */
-export type Result<N extends Name> = Schema.Schema.Type<(typeof commands)[N]["result"]>
-
-export const isName = (command: string): command is Name => Object.prototype.hasOwnProperty.call(commands, command)
+/** Checks a known command's `return` value; any other command's passes untouched. */
+export const decodeResult = (command: string, value: unknown): Either.Either<unknown, QmpProtocolError> => {
+  if (!isName(command)) return Either.right(value)
+  const c = checker(command)
+  if (c.is(value)) return Either.right(value)
+  const decoded = Schema.decodeUnknownEither(c.schema, { errors: "first" })(value)
+  const issue = Either.isLeft(decoded) ? ParseResult.ArrayFormatter.formatErrorSync(decoded.left)[0] : undefined
+  const where = issue ? `${formatPath(issue.path)}: ${issue.message}` : "return: does not match its schema"
+  return Either.left(
+    new QmpProtocolError({
+      message: `guest agent reply to ${command} does not match the qga ${schemaVersion} schema at ${where}`,
+      raw: raw(value)
+    })
+  )
+}

@@ -4,9 +4,10 @@
  * status polling, chunked file transfer that always closes its handle,
  * shutdown that succeeds when the guest goes away).
  */
-import { Duration, Effect, Either, ParseResult, Schema } from "effect"
+import { Duration, Effect, Either } from "effect"
 import type { Scope } from "effect"
-import { GuestAgentError, QmpProtocolError, QmpTimeoutError } from "../../Errors.js"
+import { GuestAgentError, QmpTimeoutError } from "../../Errors.js"
+import type { QmpProtocolError } from "../../Errors.js"
 import type { QmpError } from "../../Errors.js"
 import type * as Api from "../../GuestAgent.js"
 import * as Client from "./client.js"
@@ -24,34 +25,22 @@ const toBytes = (data: string | Uint8Array): Uint8Array => typeof data === "stri
 const toBase64 = (data: Uint8Array): string => Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64")
 const fromBase64 = (text: string | undefined): Uint8Array => text === undefined ? new Uint8Array(0) : new Uint8Array(Buffer.from(text, "base64"))
 
-/** Decodes a known command's result; a reply that does not fit is a protocol error naming the path. */
-const decodeResult = (command: string, value: unknown): Effect.Effect<unknown, QmpProtocolError> => {
-  if (!Commands.isName(command)) return Effect.succeed(value)
-  const decoded = Schema.decodeUnknownEither(Commands.commands[command].result as Schema.Schema<unknown>)(value)
-  if (Either.isRight(decoded)) return Effect.succeed(decoded.right)
-  let raw: string
-  try {
-    raw = JSON.stringify(value)?.slice(0, 256) ?? String(value)
-  } catch {
-    raw = "(unprintable)"
-  }
-  return Effect.fail(
-    new QmpProtocolError({
-      message: `guest agent reply to ${command} does not fit its schema: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`,
-      raw
-    })
-  )
-}
-
 export const make = (
   channel: Client.Channel,
   options: { readonly shutdownComplete?: Effect.Effect<unknown, unknown> | undefined } = {}
 ): Api.GuestAgent.Service => {
   const execute = ((command: string, args?: Readonly<Record<string, unknown>>, callOptions?: Client.CallOptions) =>
-    Effect.flatMap(channel.call(command, args, callOptions), (value) => decodeResult(command, value))) as Api.GuestAgent.Service["execute"]
+    Effect.flatMap(channel.call(command, args, callOptions), (value) => Commands.decodeResult(command, value))) as Api.GuestAgent.Service["execute"]
 
-  const call = <N extends Commands.Name>(command: N, args: Commands.Args<N>, callOptions?: Client.CallOptions) =>
-    execute(command, args as never, callOptions) as Effect.Effect<Commands.Result<N>, Failure>
+  const call = <N extends Commands.Name>(
+    command: N,
+    args: Exclude<Commands.Args<N>, void> | undefined,
+    callOptions?: Client.CallOptions
+  ): Effect.Effect<Commands.Result<N>, Failure> =>
+    Effect.flatMap(
+      channel.call(command, args as Readonly<Record<string, unknown>> | undefined, callOptions),
+      (value) => Commands.decodeResult(command, value) as Either.Either<Commands.Result<N>, QmpProtocolError>
+    )
 
   const exec: Api.GuestAgent.Service["exec"] = (path, execOptions = {}) => {
     const timeout = Duration.decode(execOptions.timeout ?? channel.commandTimeout)
@@ -142,8 +131,8 @@ export const make = (
   return {
     [TypeId]: TypeId,
     execute,
-    ping: Effect.asVoid(call("guest-ping", {})),
-    info: call("guest-info", {}),
+    ping: Effect.asVoid(call("guest-ping", undefined)),
+    info: call("guest-info", undefined),
     exec,
     readFile,
     writeFile,
