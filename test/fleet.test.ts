@@ -4,11 +4,12 @@
  * wire, no re-creation of a lost VM, release of a VM whose client went quiet.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Schedule, Schema } from "effect"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Fleet, FleetErrors, MachineSpec } from "../src/fleet/index.js"
+import { QemuMachine } from "../src/index.js"
 import * as Proc from "../src/internal/process.js"
 import { noneConfig, pollUntil } from "./helpers/machine.js"
 import { QEMU, tempDir } from "./helpers/qemu.js"
@@ -35,6 +36,27 @@ const pidOf = (vm: Fleet.RemoteMachine) =>
     }))
   )
 
+describe("MachineSpec", () => {
+  it.effect("a config crosses the wire as a spec and comes back as the same command line", () =>
+    Effect.gen(function*() {
+      const config = QemuMachine.make({ binary: "qemu-system-x86_64", name: "m1", qmpTimeout: "5 seconds", args: ["-m", "64"] })
+        .pipe(QemuMachine.setMachine("q35"), QemuMachine.setConsole({ index: 1 }), QemuMachine.addMonitorNull)
+      const spec = yield* MachineSpec.fromConfig(config)
+      const wire = yield* Schema.encode(Schema.parseJson(MachineSpec.MachineSpec))(spec)
+      const back = MachineSpec.toConfig(yield* Schema.decode(Schema.parseJson(MachineSpec.MachineSpec))(wire))
+      const resolved = { monitorAddress: "/run/m.sock", consolePath: "/run/c.sock" }
+      expect(QemuMachine.commandLine(back, resolved)).toEqual(QemuMachine.commandLine(config, resolved))
+      expect(back.qmpTimeout).toEqual(config.qmpTimeout)
+    }))
+
+  it.effect("a config with passed file descriptors cannot travel", () =>
+    Effect.gen(function*() {
+      const config = QemuMachine.make({ binary: "qemu-system-x86_64" }).pipe(QemuMachine.addFd({ fd: 3, fdset: 1, opaque: "x" }))
+      const error = yield* Effect.flip(MachineSpec.fromConfig(config))
+      expect(error._tag).toBe("InvalidSpec")
+    }))
+})
+
 describe("Fleet (embedded default)", () => {
   it.scopedLive("launches a VM through the cluster and answers QMP commands", () =>
     Effect.gen(function*() {
@@ -47,6 +69,14 @@ describe("Fleet (embedded default)", () => {
         expect(raw).toHaveProperty("return")
         expect(yield* vm.state).toEqual({ _tag: "Running" })
         const pid = yield* pidOf(vm)
+        // QEMU ends by itself: the remote state says so
+        const other = yield* fleet.launch("vm-a2", spec(base))
+        yield* Effect.ignore(other.command("quit"))
+        const exited = yield* other.state.pipe(
+          Effect.filterOrFail((s) => s._tag === "Exited"),
+          Effect.retry({ schedule: Schedule.spaced("20 millis"), times: 500 })
+        )
+        expect(exited).toEqual({ _tag: "Exited", exitCode: 0, expected: true })
         expect(pid).toBeGreaterThan(0)
         return { pid, runner: vm.runner }
       }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer()))

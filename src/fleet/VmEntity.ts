@@ -40,7 +40,7 @@ export const MachineState = Schema.Union(
   Schema.TaggedStruct("QuitIssued", {}),
   Schema.TaggedStruct("ExpectingExit", {}),
   Schema.TaggedStruct("ShuttingDown", {}),
-  Schema.TaggedStruct("Exited", { exitCode: Schema.Number })
+  Schema.TaggedStruct("Exited", { exitCode: Schema.Number, expected: Schema.Boolean })
 )
 
 /**
@@ -263,13 +263,12 @@ const handlers = Effect.gen(function*() {
     }))
 
   const state = Effect.flatMap(held, (current) =>
-    Effect.map(
-      Effect.all([current.vm.isRunning, current.vm.exitCode]),
-      ([running, exitCode]): MachineState =>
-        running
-          ? (current.shuttingDown ? { _tag: "ShuttingDown" } : { _tag: "Running" })
-          : { _tag: "Exited", exitCode: Option.getOrElse(exitCode, () => 0) }
-    ))
+    Effect.map(current.vm.state, (local): MachineState =>
+      local._tag === "Exited"
+        ? { _tag: "Exited", exitCode: local.exitCode, expected: local.expected }
+        : current.shuttingDown && local._tag === "Running"
+        ? { _tag: "ShuttingDown" }
+        : { _tag: local._tag }))
 
   const shutdown = (options: { readonly hard?: boolean | undefined; readonly timeout?: Duration.Duration | undefined }) =>
     lock.withPermits(1)(Effect.gen(function*() {
