@@ -115,8 +115,13 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
         return []
     }
   }
+  // implicit argument types (`'data': {...}` of a command or event) are merged
+  // only with each other: `query-rocker`'s `{ name }` is not a ChardevBackendInfo
+  const implicitArgs = new Set(
+    [...commands, ...events].map((c) => c["arg-type"]).filter((t) => !input.realNames.has(t))
+  )
   const local = (e: SchemaInfo): string => {
-    const f = JSON.stringify(e.features ?? [])
+    const f = JSON.stringify([e.features ?? [], implicitArgs.has(e.name) && !isEmptyObject(e)])
     switch (e["meta-type"]) {
       case "object":
         return JSON.stringify([

@@ -87,5 +87,34 @@ export const recoverNames = (entries: ReadonlyArray<SchemaInfo>, facts: DocFacts
       if (d) walkMembers(e["arg-type"], d)
     }
   }
+  const argTypes = new Set(
+    entries.flatMap((e) => (e["meta-type"] === "command" || e["meta-type"] === "event" ? [e["arg-type"]] : []))
+  )
+  // What the walk could not reach (prose "Returns", renamed arguments): a
+  // type whose members (or values) match exactly one unused documented type.
+  for (let changed = true; changed;) {
+    changed = false
+    const usedNames = new Set(names.values())
+    const signature = (keys: ReadonlyArray<string>): string => JSON.stringify([...keys].sort())
+    const candidates = new Map<string, Array<DocEntry>>()
+    for (const d of docTypes.values()) {
+      if (usedNames.has(d.name)) continue
+      const sig = d.kind === "Enum" ? `E${signature(d.values)}` : d.kind === "Object" ? `O${signature(flat(d).map((m) => m.name))}` : ""
+      if (sig === "" || sig === "O[]" || sig === "E[]") continue
+      candidates.set(sig, [...(candidates.get(sig) ?? []), d])
+    }
+    for (const e of entries) {
+      // an argument type that the walk did not name is implicit (`'data': {...}`): it has no name
+      if (names.has(e.name) || argTypes.has(e.name)) continue
+      const sig = e["meta-type"] === "enum"
+        ? `E${signature(e.values)}`
+        : e["meta-type"] === "object" ? `O${signature(e.members.map((m) => m.name))}` : ""
+      const found = candidates.get(sig)
+      if (found?.length === 1 && !new Set(names.values()).has(found[0]!.name)) {
+        walk(e.name, found[0]!.name)
+        changed = changed || names.has(e.name)
+      }
+    }
+  }
   return names
 }

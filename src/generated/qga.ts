@@ -293,8 +293,8 @@ export interface GuestMemoryBlockInfo {
   readonly size: number
 }
 
-/** QAPI object (unnamed in the schema: named `GuestExec` here). */
-export interface GuestExec {
+/** QAPI object (unnamed in the schema: named `GuestExecStatusArgs` here). */
+export interface GuestExecStatusArgs {
   readonly pid: number
 }
 
@@ -316,6 +316,11 @@ export interface GuestExecArgs {
   readonly env?: ReadonlyArray<string> | undefined
   readonly "input-data"?: string | undefined
   readonly "capture-output"?: boolean | undefined
+}
+
+/** QAPI object `GuestExec`. */
+export interface GuestExec {
+  readonly pid: number
 }
 
 /** QAPI object `GuestHostName`. */
@@ -496,9 +501,10 @@ export interface Types {
   readonly GuestMemoryBlockResponse: GuestMemoryBlockResponse
   readonly GuestMemoryBlockResponseType: GuestMemoryBlockResponseType
   readonly GuestMemoryBlockInfo: GuestMemoryBlockInfo
-  readonly GuestExec: GuestExec
+  readonly GuestExecStatusArgs: GuestExecStatusArgs
   readonly GuestExecStatus: GuestExecStatus
   readonly GuestExecArgs: GuestExecArgs
+  readonly GuestExec: GuestExec
   readonly GuestHostName: GuestHostName
   readonly GuestUser: GuestUser
   readonly GuestTimezone: GuestTimezone
@@ -561,9 +567,10 @@ const registry = B.registry([
   "[\"GuestMemoryBlockResponse\",\"o\",[[\"phys-index\",\"int\"],[\"response\",\"GuestMemoryBlockResponseType\"],[\"error-code\",\"int\",1]]]",
   "[\"GuestMemoryBlockResponseType\",\"e\",[\"success\",\"not-found\",\"operation-not-supported\",\"operation-failed\"]]",
   "[\"GuestMemoryBlockInfo\",\"o\",[[\"size\",\"int\"]]]",
-  "[\"GuestExec\",\"o\",[[\"pid\",\"int\"]]]",
+  "[\"GuestExecStatusArgs\",\"o\",[[\"pid\",\"int\"]]]",
   "[\"GuestExecStatus\",\"o\",[[\"exited\",\"bool\"],[\"exitcode\",\"int\",1],[\"signal\",\"int\",1],[\"out-data\",\"str\",1],[\"err-data\",\"str\",1],[\"out-truncated\",\"bool\",1],[\"err-truncated\",\"bool\",1]]]",
   "[\"GuestExecArgs\",\"o\",[[\"path\",\"str\"],[\"arg\",\"[str]\",1],[\"env\",\"[str]\",1],[\"input-data\",\"str\",1],[\"capture-output\",\"bool\",1]]]",
+  "[\"GuestExec\",\"o\",[[\"pid\",\"int\"]]]",
   "[\"GuestHostName\",\"o\",[[\"host-name\",\"str\"]]]",
   "[\"GuestUser\",\"o\",[[\"user\",\"str\"],[\"login-time\",\"number\"],[\"domain\",\"str\",1]]]",
   "[\"GuestTimezone\",\"o\",[[\"zone\",\"str\",1],[\"offset\",\"int\"]]]",
@@ -649,7 +656,7 @@ export interface Commands {
   /** Command `guest-get-memory-block-info`. */
   readonly "guest-get-memory-block-info": { readonly args: void; readonly result: GuestMemoryBlockInfo }
   /** Command `guest-exec-status`. */
-  readonly "guest-exec-status": { readonly args: GuestExec; readonly result: GuestExecStatus }
+  readonly "guest-exec-status": { readonly args: GuestExecStatusArgs; readonly result: GuestExecStatus }
   /** Command `guest-exec`. */
   readonly "guest-exec": { readonly args: GuestExecArgs; readonly result: GuestExec }
   /** Command `guest-get-host-name`. */
@@ -715,7 +722,7 @@ export const commands: { readonly [N in CommandName]: GuestCommandInfo<Args<N>, 
   "[\"guest-get-memory-blocks\",null,\"[GuestMemoryBlock]\",0,[],1]",
   "[\"guest-set-memory-blocks\",\"GuestSetMemoryBlocksArgs\",\"[GuestMemoryBlockResponse]\",0,[],1]",
   "[\"guest-get-memory-block-info\",null,\"GuestMemoryBlockInfo\",0,[],1]",
-  "[\"guest-exec-status\",\"GuestExec\",\"GuestExecStatus\",0,[],1]",
+  "[\"guest-exec-status\",\"GuestExecStatusArgs\",\"GuestExecStatus\",0,[],1]",
   "[\"guest-exec\",\"GuestExecArgs\",\"GuestExec\",0,[],1]",
   "[\"guest-get-host-name\",null,\"GuestHostName\",0,[],1]",
   "[\"guest-get-users\",null,\"[GuestUser]\",0,[],1]",

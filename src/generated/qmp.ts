@@ -75,8 +75,8 @@ export interface BlockdevCloseTrayArgs {
   readonly id?: string | undefined
 }
 
-/** QAPI object (unnamed in the schema: named `YankInstanceChardev` here). */
-export interface YankInstanceChardev {
+/** QAPI object (unnamed in the schema: named `BlockdevRemoveMediumArgs` here). */
+export interface BlockdevRemoveMediumArgs {
   readonly id: string
 }
 
@@ -591,24 +591,24 @@ export interface QueryNamedBlockNodesArgs {
   readonly flat?: boolean | undefined
 }
 
-/** QAPI object (unnamed in the schema: named `XDebugQueryBlockGraphResult` here). */
-export interface XDebugQueryBlockGraphResult {
-  readonly nodes: ReadonlyArray<XDebugQueryBlockGraphResultNodesItem>
-  readonly edges: ReadonlyArray<XDebugQueryBlockGraphResultEdgesItem>
+/** QAPI object `XDbgBlockGraph`. */
+export interface XDbgBlockGraph {
+  readonly nodes: ReadonlyArray<XDbgBlockGraphNode>
+  readonly edges: ReadonlyArray<XDbgBlockGraphEdge>
 }
 
-/** QAPI object (unnamed in the schema: named `XDebugQueryBlockGraphResultNodesItem` here). */
-export interface XDebugQueryBlockGraphResultNodesItem {
+/** QAPI object `XDbgBlockGraphNode`. */
+export interface XDbgBlockGraphNode {
   readonly id: number
-  readonly type: XDebugQueryBlockGraphResultNodesItemType
+  readonly type: XDbgBlockGraphNodeType
   readonly name: string
 }
 
-/** QAPI enum (unnamed in the schema: named `XDebugQueryBlockGraphResultNodesItemType` here). */
-export type XDebugQueryBlockGraphResultNodesItemType = "block-backend" | "block-job" | "block-driver"
+/** QAPI enum `XDbgBlockGraphNodeType`. */
+export type XDbgBlockGraphNodeType = "block-backend" | "block-job" | "block-driver"
 
-/** QAPI object (unnamed in the schema: named `XDebugQueryBlockGraphResultEdgesItem` here). */
-export interface XDebugQueryBlockGraphResultEdgesItem {
+/** QAPI object `XDbgBlockGraphEdge`. */
+export interface XDbgBlockGraphEdge {
   readonly parent: number
   readonly child: number
   readonly name: string
@@ -1252,8 +1252,8 @@ export interface BlockdevReopenArgs {
   readonly options: ReadonlyArray<BlockdevOptions>
 }
 
-/** QAPI object (unnamed in the schema: named `YankInstanceBlockNode` here). */
-export interface YankInstanceBlockNode {
+/** QAPI object (unnamed in the schema: named `BlockdevDelArgs` here). */
+export interface BlockdevDelArgs {
   readonly "node-name": string
 }
 
@@ -2114,8 +2114,8 @@ export interface NetdevVhostVDPAOptions {
   readonly "x-svq"?: boolean | undefined
 }
 
-/** QAPI object (unnamed in the schema: named `NameInfo` here). */
-export interface NameInfo {
+/** QAPI object (unnamed in the schema: named `QueryRxFilterArgs` here). */
+export interface QueryRxFilterArgs {
   readonly name?: string | undefined
 }
 
@@ -2148,8 +2148,13 @@ export interface AnnounceParameters {
   readonly id?: string | undefined
 }
 
-/** QAPI object (unnamed in the schema: named `QueryRockerResult` here). */
-export interface QueryRockerResult {
+/** QAPI object (unnamed in the schema: named `QueryRockerArgs` here). */
+export interface QueryRockerArgs {
+  readonly name: string
+}
+
+/** QAPI object `RockerSwitch`. */
+export interface RockerSwitch {
   readonly name: string
   readonly id: number
   readonly ports: number
@@ -2177,17 +2182,17 @@ export interface QueryRockerOfDpaFlowsArgs {
   readonly "tbl-id"?: number | undefined
 }
 
-/** QAPI object (unnamed in the schema: named `QueryRockerOfDpaFlowsResultItem` here). */
-export interface QueryRockerOfDpaFlowsResultItem {
+/** QAPI object `RockerOfDpaFlow`. */
+export interface RockerOfDpaFlow {
   readonly cookie: number
   readonly hits: number
-  readonly key: QueryRockerOfDpaFlowsResultItemKey
-  readonly mask: QueryRockerOfDpaFlowsResultItemMask
-  readonly action: QueryRockerOfDpaFlowsResultItemAction
+  readonly key: RockerOfDpaFlowKey
+  readonly mask: RockerOfDpaFlowMask
+  readonly action: RockerOfDpaFlowAction
 }
 
-/** QAPI object (unnamed in the schema: named `QueryRockerOfDpaFlowsResultItemKey` here). */
-export interface QueryRockerOfDpaFlowsResultItemKey {
+/** QAPI object `RockerOfDpaFlowKey`. */
+export interface RockerOfDpaFlowKey {
   readonly priority: number
   readonly "tbl-id": number
   readonly "in-pport"?: number | undefined
@@ -2201,8 +2206,8 @@ export interface QueryRockerOfDpaFlowsResultItemKey {
   readonly "ip-dst"?: string | undefined
 }
 
-/** QAPI object (unnamed in the schema: named `QueryRockerOfDpaFlowsResultItemMask` here). */
-export interface QueryRockerOfDpaFlowsResultItemMask {
+/** QAPI object `RockerOfDpaFlowMask`. */
+export interface RockerOfDpaFlowMask {
   readonly "in-pport"?: number | undefined
   readonly "tunnel-id"?: number | undefined
   readonly "vlan-id"?: number | undefined
@@ -2212,8 +2217,8 @@ export interface QueryRockerOfDpaFlowsResultItemMask {
   readonly "ip-tos"?: number | undefined
 }
 
-/** QAPI object (unnamed in the schema: named `QueryRockerOfDpaFlowsResultItemAction` here). */
-export interface QueryRockerOfDpaFlowsResultItemAction {
+/** QAPI object `RockerOfDpaFlowAction`. */
+export interface RockerOfDpaFlowAction {
   readonly "goto-tbl"?: number | undefined
   readonly "group-id"?: number | undefined
   readonly "tunnel-lport"?: number | undefined
@@ -2228,8 +2233,8 @@ export interface QueryRockerOfDpaGroupsArgs {
   readonly type?: number | undefined
 }
 
-/** QAPI object (unnamed in the schema: named `QueryRockerOfDpaGroupsResultItem` here). */
-export interface QueryRockerOfDpaGroupsResultItem {
+/** QAPI object `RockerOfDpaGroup`. */
+export interface RockerOfDpaGroup {
   readonly id: number
   readonly type: number
   readonly "vlan-id"?: number | undefined
@@ -2846,22 +2851,22 @@ export interface CalcDirtyRateArgs {
 /** QAPI enum `DirtyRateMeasureMode`. */
 export type DirtyRateMeasureMode = "page-sampling" | "dirty-ring" | "dirty-bitmap"
 
-/** QAPI object (unnamed in the schema: named `QueryDirtyRateResult` here). */
-export interface QueryDirtyRateResult {
+/** QAPI object `DirtyRateInfo`. */
+export interface DirtyRateInfo {
   readonly "dirty-rate"?: number | undefined
-  readonly status: QueryDirtyRateResultStatus
+  readonly status: DirtyRateStatus
   readonly "start-time": number
   readonly "calc-time": number
   readonly "sample-pages": number
   readonly mode: DirtyRateMeasureMode
-  readonly "vcpu-dirty-rate"?: ReadonlyArray<QueryDirtyRateResultVcpuDirtyRateItem> | undefined
+  readonly "vcpu-dirty-rate"?: ReadonlyArray<DirtyRateVcpu> | undefined
 }
 
-/** QAPI enum (unnamed in the schema: named `QueryDirtyRateResultStatus` here). */
-export type QueryDirtyRateResultStatus = "unstarted" | "measuring" | "measured"
+/** QAPI enum `DirtyRateStatus`. */
+export type DirtyRateStatus = "unstarted" | "measuring" | "measured"
 
-/** QAPI object (unnamed in the schema: named `QueryDirtyRateResultVcpuDirtyRateItem` here). */
-export interface QueryDirtyRateResultVcpuDirtyRateItem {
+/** QAPI object `DirtyRateVcpu`. */
+export interface DirtyRateVcpu {
   readonly id: number
   readonly "dirty-rate": number
 }
@@ -2877,8 +2882,8 @@ export interface CancelVcpuDirtyLimitArgs {
   readonly "cpu-index"?: number | undefined
 }
 
-/** QAPI object (unnamed in the schema: named `QueryVcpuDirtyLimitResultItem` here). */
-export interface QueryVcpuDirtyLimitResultItem {
+/** QAPI object `DirtyLimitInfo`. */
+export interface DirtyLimitInfo {
   readonly "cpu-index": number
   readonly "limit-rate": number
   readonly "current-rate": number
@@ -3112,8 +3117,8 @@ export interface SchemaInfoEvent {
   readonly "arg-type": string
 }
 
-/** QAPI object (unnamed in the schema: named `PrManagerHelperProperties` here). */
-export interface PrManagerHelperProperties {
+/** QAPI object (unnamed in the schema: named `QomListArgs` here). */
+export interface QomListArgs {
   readonly path: string
 }
 
@@ -3443,6 +3448,11 @@ export interface MemoryBackendMemfdProperties {
   readonly seal?: boolean | undefined
 }
 
+/** QAPI object `PrManagerHelperProperties`. */
+export interface PrManagerHelperProperties {
+  readonly path: string
+}
+
 /** QAPI object `QtestProperties`. */
 export interface QtestProperties {
   readonly chardev: string
@@ -3702,8 +3712,8 @@ export interface UuidInfo {
   readonly UUID: string
 }
 
-/** QAPI object (unnamed in the schema: named `QueryVmGenerationIdResult` here). */
-export interface QueryVmGenerationIdResult {
+/** QAPI object `GuidInfo`. */
+export interface GuidInfo {
   readonly guid: string
 }
 
@@ -3822,33 +3832,33 @@ export interface BalloonInfo {
   readonly actual: number
 }
 
-/** QAPI object (unnamed in the schema: named `QueryMemorySizeSummaryResult` here). */
-export interface QueryMemorySizeSummaryResult {
+/** QAPI object `MemoryInfo`. */
+export interface MemoryInfo {
   readonly "base-memory": number
   readonly "plugged-memory"?: number | undefined
 }
 
-/** The members every branch of `QueryMemoryDevicesResultItem` has. */
-export interface QueryMemoryDevicesResultItemBase {
+/** The members every branch of `MemoryDeviceInfo` has. */
+export interface MemoryDeviceInfoBase {
 
 }
-/** QAPI object (unnamed in the schema: named `QueryMemoryDevicesResultItem` here). */
-export type QueryMemoryDevicesResultItem =
-  | (QueryMemoryDevicesResultItemBase & { readonly type: "dimm" | "nvdimm" } & QueryMemoryDevicesResultItemDimm)
-  | (QueryMemoryDevicesResultItemBase & { readonly type: "virtio-pmem" } & QueryMemoryDevicesResultItemVirtioPmem)
-  | (QueryMemoryDevicesResultItemBase & { readonly type: "virtio-mem" } & QueryMemoryDevicesResultItemVirtioMem)
-  | (QueryMemoryDevicesResultItemBase & { readonly type: "sgx-epc" } & QueryMemoryDevicesResultItemSgxEpc)
+/** QAPI object `MemoryDeviceInfo`. */
+export type MemoryDeviceInfo =
+  | (MemoryDeviceInfoBase & { readonly type: "dimm" | "nvdimm" } & PCDIMMDeviceInfoWrapper)
+  | (MemoryDeviceInfoBase & { readonly type: "virtio-pmem" } & VirtioPMEMDeviceInfoWrapper)
+  | (MemoryDeviceInfoBase & { readonly type: "virtio-mem" } & VirtioMEMDeviceInfoWrapper)
+  | (MemoryDeviceInfoBase & { readonly type: "sgx-epc" } & SgxEPCDeviceInfoWrapper)
 
-/** QAPI enum (unnamed in the schema: named `QueryMemoryDevicesResultItemType` here). */
-export type QueryMemoryDevicesResultItemType = "dimm" | "nvdimm" | "virtio-pmem" | "virtio-mem" | "sgx-epc"
+/** QAPI enum `MemoryDeviceInfoKind`. */
+export type MemoryDeviceInfoKind = "dimm" | "nvdimm" | "virtio-pmem" | "virtio-mem" | "sgx-epc"
 
-/** QAPI object (unnamed in the schema: named `QueryMemoryDevicesResultItemDimm` here). */
-export interface QueryMemoryDevicesResultItemDimm {
-  readonly data: QueryMemoryDevicesResultItemDimmData
+/** QAPI object `PCDIMMDeviceInfoWrapper`. */
+export interface PCDIMMDeviceInfoWrapper {
+  readonly data: PCDIMMDeviceInfo
 }
 
-/** QAPI object (unnamed in the schema: named `QueryMemoryDevicesResultItemDimmData` here). */
-export interface QueryMemoryDevicesResultItemDimmData {
+/** QAPI object `PCDIMMDeviceInfo`. */
+export interface PCDIMMDeviceInfo {
   readonly id?: string | undefined
   readonly addr: number
   readonly size: number
@@ -3859,26 +3869,26 @@ export interface QueryMemoryDevicesResultItemDimmData {
   readonly hotpluggable: boolean
 }
 
-/** QAPI object (unnamed in the schema: named `QueryMemoryDevicesResultItemVirtioPmem` here). */
-export interface QueryMemoryDevicesResultItemVirtioPmem {
-  readonly data: QueryMemoryDevicesResultItemVirtioPmemData
+/** QAPI object `VirtioPMEMDeviceInfoWrapper`. */
+export interface VirtioPMEMDeviceInfoWrapper {
+  readonly data: VirtioPMEMDeviceInfo
 }
 
-/** QAPI object (unnamed in the schema: named `QueryMemoryDevicesResultItemVirtioPmemData` here). */
-export interface QueryMemoryDevicesResultItemVirtioPmemData {
+/** QAPI object `VirtioPMEMDeviceInfo`. */
+export interface VirtioPMEMDeviceInfo {
   readonly id?: string | undefined
   readonly memaddr: number
   readonly size: number
   readonly memdev: string
 }
 
-/** QAPI object (unnamed in the schema: named `QueryMemoryDevicesResultItemVirtioMem` here). */
-export interface QueryMemoryDevicesResultItemVirtioMem {
-  readonly data: QueryMemoryDevicesResultItemVirtioMemData
+/** QAPI object `VirtioMEMDeviceInfoWrapper`. */
+export interface VirtioMEMDeviceInfoWrapper {
+  readonly data: VirtioMEMDeviceInfo
 }
 
-/** QAPI object (unnamed in the schema: named `QueryMemoryDevicesResultItemVirtioMemData` here). */
-export interface QueryMemoryDevicesResultItemVirtioMemData {
+/** QAPI object `VirtioMEMDeviceInfo`. */
+export interface VirtioMEMDeviceInfo {
   readonly id?: string | undefined
   readonly memaddr: number
   readonly "requested-size": number
@@ -3889,13 +3899,13 @@ export interface QueryMemoryDevicesResultItemVirtioMemData {
   readonly memdev: string
 }
 
-/** QAPI object (unnamed in the schema: named `QueryMemoryDevicesResultItemSgxEpc` here). */
-export interface QueryMemoryDevicesResultItemSgxEpc {
-  readonly data: QueryMemoryDevicesResultItemSgxEpcData
+/** QAPI object `SgxEPCDeviceInfoWrapper`. */
+export interface SgxEPCDeviceInfoWrapper {
+  readonly data: SgxEPCDeviceInfo
 }
 
-/** QAPI object (unnamed in the schema: named `QueryMemoryDevicesResultItemSgxEpcData` here). */
-export interface QueryMemoryDevicesResultItemSgxEpcData {
+/** QAPI object `SgxEPCDeviceInfo`. */
+export interface SgxEPCDeviceInfo {
   readonly id?: string | undefined
   readonly memaddr: number
   readonly size: number
@@ -3903,8 +3913,8 @@ export interface QueryMemoryDevicesResultItemSgxEpcData {
   readonly memdev: string
 }
 
-/** QAPI object (unnamed in the schema: named `XQueryIrqResult` here). */
-export interface XQueryIrqResult {
+/** QAPI object `HumanReadableText`. */
+export interface HumanReadableText {
   readonly "human-readable-text": string
 }
 
@@ -3928,8 +3938,8 @@ export interface CpuModelExpansionInfo {
   readonly model: CpuModelInfo
 }
 
-/** QAPI object (unnamed in the schema: named `QueryCpuDefinitionsResultItem` here). */
-export interface QueryCpuDefinitionsResultItem {
+/** QAPI object `CpuDefinitionInfo`. */
+export interface CpuDefinitionInfo {
   readonly name: string
   readonly "migration-safe"?: boolean | undefined
   readonly static: boolean
@@ -3939,15 +3949,15 @@ export interface QueryCpuDefinitionsResultItem {
   readonly deprecated: boolean
 }
 
-/** QAPI object (unnamed in the schema: named `QueryReplayResult` here). */
-export interface QueryReplayResult {
-  readonly mode: QueryReplayResultMode
+/** QAPI object `ReplayInfo`. */
+export interface ReplayInfo {
+  readonly mode: ReplayMode
   readonly filename?: string | undefined
   readonly icount: number
 }
 
-/** QAPI enum (unnamed in the schema: named `QueryReplayResultMode` here). */
-export type QueryReplayResultMode = "none" | "record" | "play"
+/** QAPI enum `ReplayMode`. */
+export type ReplayMode = "none" | "record" | "play"
 
 /** QAPI object (unnamed in the schema: named `ReplayBreakArgs` here). */
 export interface ReplayBreakArgs {
@@ -3972,12 +3982,27 @@ export type YankInstance =
 /** QAPI enum `YankInstanceType`. */
 export type YankInstanceType = "block-node" | "chardev" | "migration"
 
+/** QAPI object `YankInstanceBlockNode`. */
+export interface YankInstanceBlockNode {
+  readonly "node-name": string
+}
+
+/** QAPI object `YankInstanceChardev`. */
+export interface YankInstanceChardev {
+  readonly id: string
+}
+
 /** QAPI object (unnamed in the schema: named `AddClientArgs` here). */
 export interface AddClientArgs {
   readonly protocol: string
   readonly fdname: string
   readonly skipauth?: boolean | undefined
   readonly tls?: boolean | undefined
+}
+
+/** QAPI object `NameInfo`. */
+export interface NameInfo {
+  readonly name?: string | undefined
 }
 
 /** QAPI object `IOThreadInfo`. */
@@ -4235,31 +4260,31 @@ export interface QueryStatsSchemasArgs {
   readonly provider?: StatsProvider | undefined
 }
 
-/** QAPI object (unnamed in the schema: named `QueryStatsSchemasResultItem` here). */
-export interface QueryStatsSchemasResultItem {
+/** QAPI object `StatsSchema`. */
+export interface StatsSchema {
   readonly provider: StatsProvider
   readonly target: StatsTarget
-  readonly stats: ReadonlyArray<QueryStatsSchemasResultItemStatsItem>
+  readonly stats: ReadonlyArray<StatsSchemaValue>
 }
 
-/** QAPI object (unnamed in the schema: named `QueryStatsSchemasResultItemStatsItem` here). */
-export interface QueryStatsSchemasResultItemStatsItem {
+/** QAPI object `StatsSchemaValue`. */
+export interface StatsSchemaValue {
   readonly name: string
-  readonly type: QueryStatsSchemasResultItemStatsItemType
-  readonly unit?: QueryStatsSchemasResultItemStatsItemUnit | undefined
+  readonly type: StatsType
+  readonly unit?: StatsUnit | undefined
   readonly base?: number | undefined
   readonly exponent: number
   readonly "bucket-size"?: number | undefined
 }
 
-/** QAPI enum (unnamed in the schema: named `QueryStatsSchemasResultItemStatsItemType` here). */
-export type QueryStatsSchemasResultItemStatsItemType = "cumulative" | "instant" | "peak" | "linear-histogram" | "log2-histogram"
+/** QAPI enum `StatsType`. */
+export type StatsType = "cumulative" | "instant" | "peak" | "linear-histogram" | "log2-histogram"
 
-/** QAPI enum (unnamed in the schema: named `QueryStatsSchemasResultItemStatsItemUnit` here). */
-export type QueryStatsSchemasResultItemStatsItemUnit = "bytes" | "seconds" | "cycles" | "boolean"
+/** QAPI enum `StatsUnit`. */
+export type StatsUnit = "bytes" | "seconds" | "cycles" | "boolean"
 
-/** QAPI object (unnamed in the schema: named `XQueryVirtioResultItem` here). */
-export interface XQueryVirtioResultItem {
+/** QAPI object `VirtioInfo`. */
+export interface VirtioInfo {
   readonly path: string
   readonly name: string
 }
@@ -4477,6 +4502,12 @@ export interface DeviceTrayMovedData {
   readonly "tray-open": boolean
 }
 
+/** QAPI object (unnamed in the schema: named `PrManagerStatusChangedData` here). */
+export interface PrManagerStatusChangedData {
+  readonly id: string
+  readonly connected: boolean
+}
+
 /** QAPI object (unnamed in the schema: named `BlockImageCorruptedData` here). */
 export interface BlockImageCorruptedData {
   readonly device: string
@@ -4687,6 +4718,11 @@ export interface DeviceDeletedData {
   readonly path: string
 }
 
+/** QAPI object (unnamed in the schema: named `BalloonChangeData` here). */
+export interface BalloonChangeData {
+  readonly actual: number
+}
+
 /** QAPI object (unnamed in the schema: named `MemoryDeviceSizeChangeData` here). */
 export interface MemoryDeviceSizeChangeData {
   readonly id?: string | undefined
@@ -4733,7 +4769,7 @@ export interface Types {
   readonly PRManagerInfo: PRManagerInfo
   readonly EjectArgs: EjectArgs
   readonly BlockdevCloseTrayArgs: BlockdevCloseTrayArgs
-  readonly YankInstanceChardev: YankInstanceChardev
+  readonly BlockdevRemoveMediumArgs: BlockdevRemoveMediumArgs
   readonly BlockdevInsertMediumArgs: BlockdevInsertMediumArgs
   readonly BlockdevChangeMediumArgs: BlockdevChangeMediumArgs
   readonly BlockdevChangeReadOnlyMode: BlockdevChangeReadOnlyMode
@@ -4792,10 +4828,10 @@ export interface Types {
   readonly BackupPerf: BackupPerf
   readonly BlockdevBackup: BlockdevBackup
   readonly QueryNamedBlockNodesArgs: QueryNamedBlockNodesArgs
-  readonly XDebugQueryBlockGraphResult: XDebugQueryBlockGraphResult
-  readonly XDebugQueryBlockGraphResultNodesItem: XDebugQueryBlockGraphResultNodesItem
-  readonly XDebugQueryBlockGraphResultNodesItemType: XDebugQueryBlockGraphResultNodesItemType
-  readonly XDebugQueryBlockGraphResultEdgesItem: XDebugQueryBlockGraphResultEdgesItem
+  readonly XDbgBlockGraph: XDbgBlockGraph
+  readonly XDbgBlockGraphNode: XDbgBlockGraphNode
+  readonly XDbgBlockGraphNodeType: XDbgBlockGraphNodeType
+  readonly XDbgBlockGraphEdge: XDbgBlockGraphEdge
   readonly BlockPermission: BlockPermission
   readonly DriveMirror: DriveMirror
   readonly MirrorCopyMode: MirrorCopyMode
@@ -4879,7 +4915,7 @@ export interface Types {
   readonly BlockdevOptionsThrottle: BlockdevOptionsThrottle
   readonly BlockdevOptionsVVFAT: BlockdevOptionsVVFAT
   readonly BlockdevReopenArgs: BlockdevReopenArgs
-  readonly YankInstanceBlockNode: YankInstanceBlockNode
+  readonly BlockdevDelArgs: BlockdevDelArgs
   readonly BlockdevCreateArgs: BlockdevCreateArgs
   readonly BlockdevCreateOptions: BlockdevCreateOptions
   readonly BlockdevCreateOptionsFile: BlockdevCreateOptionsFile
@@ -4994,21 +5030,22 @@ export interface Types {
   readonly NetdevNetmapOptions: NetdevNetmapOptions
   readonly NetdevVhostUserOptions: NetdevVhostUserOptions
   readonly NetdevVhostVDPAOptions: NetdevVhostVDPAOptions
-  readonly NameInfo: NameInfo
+  readonly QueryRxFilterArgs: QueryRxFilterArgs
   readonly RxFilterInfo: RxFilterInfo
   readonly RxState: RxState
   readonly AnnounceParameters: AnnounceParameters
-  readonly QueryRockerResult: QueryRockerResult
+  readonly QueryRockerArgs: QueryRockerArgs
+  readonly RockerSwitch: RockerSwitch
   readonly RockerPort: RockerPort
   readonly RockerPortDuplex: RockerPortDuplex
   readonly RockerPortAutoneg: RockerPortAutoneg
   readonly QueryRockerOfDpaFlowsArgs: QueryRockerOfDpaFlowsArgs
-  readonly QueryRockerOfDpaFlowsResultItem: QueryRockerOfDpaFlowsResultItem
-  readonly QueryRockerOfDpaFlowsResultItemKey: QueryRockerOfDpaFlowsResultItemKey
-  readonly QueryRockerOfDpaFlowsResultItemMask: QueryRockerOfDpaFlowsResultItemMask
-  readonly QueryRockerOfDpaFlowsResultItemAction: QueryRockerOfDpaFlowsResultItemAction
+  readonly RockerOfDpaFlow: RockerOfDpaFlow
+  readonly RockerOfDpaFlowKey: RockerOfDpaFlowKey
+  readonly RockerOfDpaFlowMask: RockerOfDpaFlowMask
+  readonly RockerOfDpaFlowAction: RockerOfDpaFlowAction
   readonly QueryRockerOfDpaGroupsArgs: QueryRockerOfDpaGroupsArgs
-  readonly QueryRockerOfDpaGroupsResultItem: QueryRockerOfDpaGroupsResultItem
+  readonly RockerOfDpaGroup: RockerOfDpaGroup
   readonly TpmModel: TpmModel
   readonly TpmType: TpmType
   readonly TPMInfo: TPMInfo
@@ -5096,12 +5133,12 @@ export interface Types {
   readonly COLOExitReason: COLOExitReason
   readonly CalcDirtyRateArgs: CalcDirtyRateArgs
   readonly DirtyRateMeasureMode: DirtyRateMeasureMode
-  readonly QueryDirtyRateResult: QueryDirtyRateResult
-  readonly QueryDirtyRateResultStatus: QueryDirtyRateResultStatus
-  readonly QueryDirtyRateResultVcpuDirtyRateItem: QueryDirtyRateResultVcpuDirtyRateItem
+  readonly DirtyRateInfo: DirtyRateInfo
+  readonly DirtyRateStatus: DirtyRateStatus
+  readonly DirtyRateVcpu: DirtyRateVcpu
   readonly SetVcpuDirtyLimitArgs: SetVcpuDirtyLimitArgs
   readonly CancelVcpuDirtyLimitArgs: CancelVcpuDirtyLimitArgs
-  readonly QueryVcpuDirtyLimitResultItem: QueryVcpuDirtyLimitResultItem
+  readonly DirtyLimitInfo: DirtyLimitInfo
   readonly SnapshotSaveArgs: SnapshotSaveArgs
   readonly SnapshotDeleteArgs: SnapshotDeleteArgs
   readonly TransactionArgs: TransactionArgs
@@ -5140,7 +5177,7 @@ export interface Types {
   readonly SchemaInfoAlternateMember: SchemaInfoAlternateMember
   readonly SchemaInfoCommand: SchemaInfoCommand
   readonly SchemaInfoEvent: SchemaInfoEvent
-  readonly PrManagerHelperProperties: PrManagerHelperProperties
+  readonly QomListArgs: QomListArgs
   readonly ObjectPropertyInfo: ObjectPropertyInfo
   readonly QomGetArgs: QomGetArgs
   readonly QomSetArgs: QomSetArgs
@@ -5178,6 +5215,7 @@ export interface Types {
   readonly HostMemPolicy: HostMemPolicy
   readonly MemoryBackendFileProperties: MemoryBackendFileProperties
   readonly MemoryBackendMemfdProperties: MemoryBackendMemfdProperties
+  readonly PrManagerHelperProperties: PrManagerHelperProperties
   readonly QtestProperties: QtestProperties
   readonly RngProperties: RngProperties
   readonly RngEgdProperties: RngEgdProperties
@@ -5206,7 +5244,7 @@ export interface Types {
   readonly CurrentMachineParams: CurrentMachineParams
   readonly TargetInfo: TargetInfo
   readonly UuidInfo: UuidInfo
-  readonly QueryVmGenerationIdResult: QueryVmGenerationIdResult
+  readonly GuidInfo: GuidInfo
   readonly KvmInfo: KvmInfo
   readonly MemsaveArgs: MemsaveArgs
   readonly PmemsaveArgs: PmemsaveArgs
@@ -5224,30 +5262,33 @@ export interface Types {
   readonly HmatCacheWritePolicy: HmatCacheWritePolicy
   readonly BalloonArgs: BalloonArgs
   readonly BalloonInfo: BalloonInfo
-  readonly QueryMemorySizeSummaryResult: QueryMemorySizeSummaryResult
-  readonly QueryMemoryDevicesResultItem: QueryMemoryDevicesResultItem
-  readonly QueryMemoryDevicesResultItemType: QueryMemoryDevicesResultItemType
-  readonly QueryMemoryDevicesResultItemDimm: QueryMemoryDevicesResultItemDimm
-  readonly QueryMemoryDevicesResultItemDimmData: QueryMemoryDevicesResultItemDimmData
-  readonly QueryMemoryDevicesResultItemVirtioPmem: QueryMemoryDevicesResultItemVirtioPmem
-  readonly QueryMemoryDevicesResultItemVirtioPmemData: QueryMemoryDevicesResultItemVirtioPmemData
-  readonly QueryMemoryDevicesResultItemVirtioMem: QueryMemoryDevicesResultItemVirtioMem
-  readonly QueryMemoryDevicesResultItemVirtioMemData: QueryMemoryDevicesResultItemVirtioMemData
-  readonly QueryMemoryDevicesResultItemSgxEpc: QueryMemoryDevicesResultItemSgxEpc
-  readonly QueryMemoryDevicesResultItemSgxEpcData: QueryMemoryDevicesResultItemSgxEpcData
-  readonly XQueryIrqResult: XQueryIrqResult
+  readonly MemoryInfo: MemoryInfo
+  readonly MemoryDeviceInfo: MemoryDeviceInfo
+  readonly MemoryDeviceInfoKind: MemoryDeviceInfoKind
+  readonly PCDIMMDeviceInfoWrapper: PCDIMMDeviceInfoWrapper
+  readonly PCDIMMDeviceInfo: PCDIMMDeviceInfo
+  readonly VirtioPMEMDeviceInfoWrapper: VirtioPMEMDeviceInfoWrapper
+  readonly VirtioPMEMDeviceInfo: VirtioPMEMDeviceInfo
+  readonly VirtioMEMDeviceInfoWrapper: VirtioMEMDeviceInfoWrapper
+  readonly VirtioMEMDeviceInfo: VirtioMEMDeviceInfo
+  readonly SgxEPCDeviceInfoWrapper: SgxEPCDeviceInfoWrapper
+  readonly SgxEPCDeviceInfo: SgxEPCDeviceInfo
+  readonly HumanReadableText: HumanReadableText
   readonly QueryCpuModelExpansionArgs: QueryCpuModelExpansionArgs
   readonly CpuModelExpansionType: CpuModelExpansionType
   readonly CpuModelInfo: CpuModelInfo
   readonly CpuModelExpansionInfo: CpuModelExpansionInfo
-  readonly QueryCpuDefinitionsResultItem: QueryCpuDefinitionsResultItem
-  readonly QueryReplayResult: QueryReplayResult
-  readonly QueryReplayResultMode: QueryReplayResultMode
+  readonly CpuDefinitionInfo: CpuDefinitionInfo
+  readonly ReplayInfo: ReplayInfo
+  readonly ReplayMode: ReplayMode
   readonly ReplayBreakArgs: ReplayBreakArgs
   readonly YankArgs: YankArgs
   readonly YankInstance: YankInstance
   readonly YankInstanceType: YankInstanceType
+  readonly YankInstanceBlockNode: YankInstanceBlockNode
+  readonly YankInstanceChardev: YankInstanceChardev
   readonly AddClientArgs: AddClientArgs
+  readonly NameInfo: NameInfo
   readonly IOThreadInfo: IOThreadInfo
   readonly HumanMonitorCommandArgs: HumanMonitorCommandArgs
   readonly GetfdArgs: GetfdArgs
@@ -5287,11 +5328,11 @@ export interface Types {
   readonly Stats: Stats
   readonly StatsValue: StatsValue
   readonly QueryStatsSchemasArgs: QueryStatsSchemasArgs
-  readonly QueryStatsSchemasResultItem: QueryStatsSchemasResultItem
-  readonly QueryStatsSchemasResultItemStatsItem: QueryStatsSchemasResultItemStatsItem
-  readonly QueryStatsSchemasResultItemStatsItemType: QueryStatsSchemasResultItemStatsItemType
-  readonly QueryStatsSchemasResultItemStatsItemUnit: QueryStatsSchemasResultItemStatsItemUnit
-  readonly XQueryVirtioResultItem: XQueryVirtioResultItem
+  readonly StatsSchema: StatsSchema
+  readonly StatsSchemaValue: StatsSchemaValue
+  readonly StatsType: StatsType
+  readonly StatsUnit: StatsUnit
+  readonly VirtioInfo: VirtioInfo
   readonly VirtioStatus: VirtioStatus
   readonly VirtioDeviceFeatures: VirtioDeviceFeatures
   readonly VirtioDeviceStatus: VirtioDeviceStatus
@@ -5319,6 +5360,7 @@ export interface Types {
   readonly MemoryFailureAction: MemoryFailureAction
   readonly MemoryFailureFlags: MemoryFailureFlags
   readonly DeviceTrayMovedData: DeviceTrayMovedData
+  readonly PrManagerStatusChangedData: PrManagerStatusChangedData
   readonly BlockImageCorruptedData: BlockImageCorruptedData
   readonly BlockIoErrorData: BlockIoErrorData
   readonly IoOperationType: IoOperationType
@@ -5351,6 +5393,7 @@ export interface Types {
   readonly MigrationPassData: MigrationPassData
   readonly ColoExitData: ColoExitData
   readonly DeviceDeletedData: DeviceDeletedData
+  readonly BalloonChangeData: BalloonChangeData
   readonly MemoryDeviceSizeChangeData: MemoryDeviceSizeChangeData
   readonly MemUnplugErrorData: MemUnplugErrorData
   readonly RtcChangeData: RtcChangeData
@@ -5372,7 +5415,7 @@ const registry = B.registry([
   "[\"PRManagerInfo\",\"o\",[[\"id\",\"str\"],[\"connected\",\"bool\"]]]",
   "[\"EjectArgs\",\"o\",[[\"device\",\"str\",1],[\"id\",\"str\",1],[\"force\",\"bool\",1]]]",
   "[\"BlockdevCloseTrayArgs\",\"o\",[[\"device\",\"str\",1],[\"id\",\"str\",1]]]",
-  "[\"YankInstanceChardev\",\"o\",[[\"id\",\"str\"]]]",
+  "[\"BlockdevRemoveMediumArgs\",\"o\",[[\"id\",\"str\"]]]",
   "[\"BlockdevInsertMediumArgs\",\"o\",[[\"id\",\"str\"],[\"node-name\",\"str\"]]]",
   "[\"BlockdevChangeMediumArgs\",\"o\",[[\"device\",\"str\",1],[\"id\",\"str\",1],[\"filename\",\"str\"],[\"format\",\"str\",1],[\"force\",\"bool\",1],[\"read-only-mode\",\"BlockdevChangeReadOnlyMode\",1]]]",
   "[\"BlockdevChangeReadOnlyMode\",\"e\",[\"retain\",\"read-only\",\"read-write\"]]",
@@ -5431,10 +5474,10 @@ const registry = B.registry([
   "[\"BackupPerf\",\"o\",[[\"use-copy-range\",\"bool\",1],[\"max-workers\",\"int\",1],[\"max-chunk\",\"int\",1]]]",
   "[\"BlockdevBackup\",\"o\",[[\"job-id\",\"str\",1],[\"device\",\"str\"],[\"sync\",\"MirrorSyncMode\"],[\"speed\",\"int\",1],[\"bitmap\",\"str\",1],[\"bitmap-mode\",\"BitmapSyncMode\",1],[\"compress\",\"bool\",1],[\"on-source-error\",\"BlockdevOnError\",1],[\"on-target-error\",\"BlockdevOnError\",1],[\"auto-finalize\",\"bool\",1],[\"auto-dismiss\",\"bool\",1],[\"filter-node-name\",\"str\",1],[\"x-perf\",\"BackupPerf\",1],[\"target\",\"str\"]]]",
   "[\"QueryNamedBlockNodesArgs\",\"o\",[[\"flat\",\"bool\",1]]]",
-  "[\"XDebugQueryBlockGraphResult\",\"o\",[[\"nodes\",\"[XDebugQueryBlockGraphResultNodesItem]\"],[\"edges\",\"[XDebugQueryBlockGraphResultEdgesItem]\"]]]",
-  "[\"XDebugQueryBlockGraphResultNodesItem\",\"o\",[[\"id\",\"int\"],[\"type\",\"XDebugQueryBlockGraphResultNodesItemType\"],[\"name\",\"str\"]]]",
-  "[\"XDebugQueryBlockGraphResultNodesItemType\",\"e\",[\"block-backend\",\"block-job\",\"block-driver\"]]",
-  "[\"XDebugQueryBlockGraphResultEdgesItem\",\"o\",[[\"parent\",\"int\"],[\"child\",\"int\"],[\"name\",\"str\"],[\"perm\",\"[BlockPermission]\"],[\"shared-perm\",\"[BlockPermission]\"]]]",
+  "[\"XDbgBlockGraph\",\"o\",[[\"nodes\",\"[XDbgBlockGraphNode]\"],[\"edges\",\"[XDbgBlockGraphEdge]\"]]]",
+  "[\"XDbgBlockGraphNode\",\"o\",[[\"id\",\"int\"],[\"type\",\"XDbgBlockGraphNodeType\"],[\"name\",\"str\"]]]",
+  "[\"XDbgBlockGraphNodeType\",\"e\",[\"block-backend\",\"block-job\",\"block-driver\"]]",
+  "[\"XDbgBlockGraphEdge\",\"o\",[[\"parent\",\"int\"],[\"child\",\"int\"],[\"name\",\"str\"],[\"perm\",\"[BlockPermission]\"],[\"shared-perm\",\"[BlockPermission]\"]]]",
   "[\"BlockPermission\",\"e\",[\"consistent-read\",\"write\",\"write-unchanged\",\"resize\"]]",
   "[\"DriveMirror\",\"o\",[[\"job-id\",\"str\",1],[\"device\",\"str\"],[\"target\",\"str\"],[\"format\",\"str\",1],[\"node-name\",\"str\",1],[\"replaces\",\"str\",1],[\"sync\",\"MirrorSyncMode\"],[\"mode\",\"NewImageMode\",1],[\"speed\",\"int\",1],[\"granularity\",\"int\",1],[\"buf-size\",\"int\",1],[\"on-source-error\",\"BlockdevOnError\",1],[\"on-target-error\",\"BlockdevOnError\",1],[\"unmap\",\"bool\",1],[\"copy-mode\",\"MirrorCopyMode\",1],[\"auto-finalize\",\"bool\",1],[\"auto-dismiss\",\"bool\",1]]]",
   "[\"MirrorCopyMode\",\"e\",[\"background\",\"write-blocking\"]]",
@@ -5518,7 +5561,7 @@ const registry = B.registry([
   "[\"BlockdevOptionsThrottle\",\"o\",[[\"throttle-group\",\"str\"],[\"file\",\"BlockdevRef\"]]]",
   "[\"BlockdevOptionsVVFAT\",\"o\",[[\"dir\",\"str\"],[\"fat-type\",\"int\",1],[\"floppy\",\"bool\",1],[\"label\",\"str\",1],[\"rw\",\"bool\",1]]]",
   "[\"BlockdevReopenArgs\",\"o\",[[\"options\",\"[BlockdevOptions]\"]]]",
-  "[\"YankInstanceBlockNode\",\"o\",[[\"node-name\",\"str\"]]]",
+  "[\"BlockdevDelArgs\",\"o\",[[\"node-name\",\"str\"]]]",
   "[\"BlockdevCreateArgs\",\"o\",[[\"job-id\",\"str\"],[\"options\",\"BlockdevCreateOptions\"]]]",
   "[\"BlockdevCreateOptions\",\"u\",[],\"driver\",[[[\"blkdebug\",\"blklogwrites\",\"blkreplay\",\"blkverify\",\"bochs\",\"cloop\",\"compress\",\"copy-before-write\",\"copy-on-read\",\"dmg\",\"snapshot-access\",\"ftp\",\"ftps\",\"host_cdrom\",\"host_device\",\"http\",\"https\",\"iscsi\",\"nbd\",\"null-aio\",\"null-co\",\"nvme\",\"preallocate\",\"quorum\",\"raw\",\"replication\",\"throttle\",\"vvfat\"],null],[[\"file\"],\"BlockdevCreateOptionsFile\"],[[\"gluster\"],\"BlockdevCreateOptionsGluster\"],[[\"luks\"],\"BlockdevCreateOptionsLUKS\"],[[\"nfs\"],\"BlockdevCreateOptionsNfs\"],[[\"parallels\"],\"BlockdevCreateOptionsParallels\"],[[\"qcow\"],\"BlockdevCreateOptionsQcow\"],[[\"qcow2\"],\"BlockdevCreateOptionsQcow2\"],[[\"qed\"],\"BlockdevCreateOptionsQed\"],[[\"rbd\"],\"BlockdevCreateOptionsRbd\"],[[\"ssh\"],\"BlockdevCreateOptionsSsh\"],[[\"vdi\"],\"BlockdevCreateOptionsVdi\"],[[\"vhdx\"],\"BlockdevCreateOptionsVhdx\"],[[\"vmdk\"],\"BlockdevCreateOptionsVmdk\"],[[\"vpc\"],\"BlockdevCreateOptionsVpc\"]]]",
   "[\"BlockdevCreateOptionsFile\",\"o\",[[\"filename\",\"str\"],[\"size\",\"int\"],[\"preallocation\",\"PreallocMode\",1],[\"nocow\",\"bool\",1],[\"extent-size-hint\",\"int\",1]]]",
@@ -5633,21 +5676,22 @@ const registry = B.registry([
   "[\"NetdevNetmapOptions\",\"o\",[[\"ifname\",\"str\"],[\"devname\",\"str\",1]]]",
   "[\"NetdevVhostUserOptions\",\"o\",[[\"chardev\",\"str\"],[\"vhostforce\",\"bool\",1],[\"queues\",\"int\",1]]]",
   "[\"NetdevVhostVDPAOptions\",\"o\",[[\"vhostdev\",\"str\",1],[\"vhostfd\",\"str\",1],[\"queues\",\"int\",1],[\"x-svq\",\"bool\",1]]]",
-  "[\"NameInfo\",\"o\",[[\"name\",\"str\",1]]]",
+  "[\"QueryRxFilterArgs\",\"o\",[[\"name\",\"str\",1]]]",
   "[\"RxFilterInfo\",\"o\",[[\"name\",\"str\"],[\"promiscuous\",\"bool\"],[\"multicast\",\"RxState\"],[\"unicast\",\"RxState\"],[\"vlan\",\"RxState\"],[\"broadcast-allowed\",\"bool\"],[\"multicast-overflow\",\"bool\"],[\"unicast-overflow\",\"bool\"],[\"main-mac\",\"str\"],[\"vlan-table\",\"[int]\"],[\"unicast-table\",\"[str]\"],[\"multicast-table\",\"[str]\"]]]",
   "[\"RxState\",\"e\",[\"normal\",\"none\",\"all\"]]",
   "[\"AnnounceParameters\",\"o\",[[\"initial\",\"int\"],[\"max\",\"int\"],[\"rounds\",\"int\"],[\"step\",\"int\"],[\"interfaces\",\"[str]\",1],[\"id\",\"str\",1]]]",
-  "[\"QueryRockerResult\",\"o\",[[\"name\",\"str\"],[\"id\",\"int\"],[\"ports\",\"int\"]]]",
+  "[\"QueryRockerArgs\",\"o\",[[\"name\",\"str\"]]]",
+  "[\"RockerSwitch\",\"o\",[[\"name\",\"str\"],[\"id\",\"int\"],[\"ports\",\"int\"]]]",
   "[\"RockerPort\",\"o\",[[\"name\",\"str\"],[\"enabled\",\"bool\"],[\"link-up\",\"bool\"],[\"speed\",\"int\"],[\"duplex\",\"RockerPortDuplex\"],[\"autoneg\",\"RockerPortAutoneg\"]]]",
   "[\"RockerPortDuplex\",\"e\",[\"half\",\"full\"]]",
   "[\"RockerPortAutoneg\",\"e\",[\"off\",\"on\"]]",
   "[\"QueryRockerOfDpaFlowsArgs\",\"o\",[[\"name\",\"str\"],[\"tbl-id\",\"int\",1]]]",
-  "[\"QueryRockerOfDpaFlowsResultItem\",\"o\",[[\"cookie\",\"int\"],[\"hits\",\"int\"],[\"key\",\"QueryRockerOfDpaFlowsResultItemKey\"],[\"mask\",\"QueryRockerOfDpaFlowsResultItemMask\"],[\"action\",\"QueryRockerOfDpaFlowsResultItemAction\"]]]",
-  "[\"QueryRockerOfDpaFlowsResultItemKey\",\"o\",[[\"priority\",\"int\"],[\"tbl-id\",\"int\"],[\"in-pport\",\"int\",1],[\"tunnel-id\",\"int\",1],[\"vlan-id\",\"int\",1],[\"eth-type\",\"int\",1],[\"eth-src\",\"str\",1],[\"eth-dst\",\"str\",1],[\"ip-proto\",\"int\",1],[\"ip-tos\",\"int\",1],[\"ip-dst\",\"str\",1]]]",
-  "[\"QueryRockerOfDpaFlowsResultItemMask\",\"o\",[[\"in-pport\",\"int\",1],[\"tunnel-id\",\"int\",1],[\"vlan-id\",\"int\",1],[\"eth-src\",\"str\",1],[\"eth-dst\",\"str\",1],[\"ip-proto\",\"int\",1],[\"ip-tos\",\"int\",1]]]",
-  "[\"QueryRockerOfDpaFlowsResultItemAction\",\"o\",[[\"goto-tbl\",\"int\",1],[\"group-id\",\"int\",1],[\"tunnel-lport\",\"int\",1],[\"vlan-id\",\"int\",1],[\"new-vlan-id\",\"int\",1],[\"out-pport\",\"int\",1]]]",
+  "[\"RockerOfDpaFlow\",\"o\",[[\"cookie\",\"int\"],[\"hits\",\"int\"],[\"key\",\"RockerOfDpaFlowKey\"],[\"mask\",\"RockerOfDpaFlowMask\"],[\"action\",\"RockerOfDpaFlowAction\"]]]",
+  "[\"RockerOfDpaFlowKey\",\"o\",[[\"priority\",\"int\"],[\"tbl-id\",\"int\"],[\"in-pport\",\"int\",1],[\"tunnel-id\",\"int\",1],[\"vlan-id\",\"int\",1],[\"eth-type\",\"int\",1],[\"eth-src\",\"str\",1],[\"eth-dst\",\"str\",1],[\"ip-proto\",\"int\",1],[\"ip-tos\",\"int\",1],[\"ip-dst\",\"str\",1]]]",
+  "[\"RockerOfDpaFlowMask\",\"o\",[[\"in-pport\",\"int\",1],[\"tunnel-id\",\"int\",1],[\"vlan-id\",\"int\",1],[\"eth-src\",\"str\",1],[\"eth-dst\",\"str\",1],[\"ip-proto\",\"int\",1],[\"ip-tos\",\"int\",1]]]",
+  "[\"RockerOfDpaFlowAction\",\"o\",[[\"goto-tbl\",\"int\",1],[\"group-id\",\"int\",1],[\"tunnel-lport\",\"int\",1],[\"vlan-id\",\"int\",1],[\"new-vlan-id\",\"int\",1],[\"out-pport\",\"int\",1]]]",
   "[\"QueryRockerOfDpaGroupsArgs\",\"o\",[[\"name\",\"str\"],[\"type\",\"int\",1]]]",
-  "[\"QueryRockerOfDpaGroupsResultItem\",\"o\",[[\"id\",\"int\"],[\"type\",\"int\"],[\"vlan-id\",\"int\",1],[\"pport\",\"int\",1],[\"index\",\"int\",1],[\"out-pport\",\"int\",1],[\"group-id\",\"int\",1],[\"set-vlan-id\",\"int\",1],[\"pop-vlan\",\"int\",1],[\"group-ids\",\"[int]\",1],[\"set-eth-src\",\"str\",1],[\"set-eth-dst\",\"str\",1],[\"ttl-check\",\"int\",1]]]",
+  "[\"RockerOfDpaGroup\",\"o\",[[\"id\",\"int\"],[\"type\",\"int\"],[\"vlan-id\",\"int\",1],[\"pport\",\"int\",1],[\"index\",\"int\",1],[\"out-pport\",\"int\",1],[\"group-id\",\"int\",1],[\"set-vlan-id\",\"int\",1],[\"pop-vlan\",\"int\",1],[\"group-ids\",\"[int]\",1],[\"set-eth-src\",\"str\",1],[\"set-eth-dst\",\"str\",1],[\"ttl-check\",\"int\",1]]]",
   "[\"TpmModel\",\"e\",[\"tpm-tis\",\"tpm-crb\",\"tpm-spapr\"]]",
   "[\"TpmType\",\"e\",[\"passthrough\",\"emulator\"]]",
   "[\"TPMInfo\",\"o\",[[\"id\",\"str\"],[\"model\",\"TpmModel\"],[\"options\",\"TpmTypeOptions\"]]]",
@@ -5735,12 +5779,12 @@ const registry = B.registry([
   "[\"COLOExitReason\",\"e\",[\"none\",\"request\",\"error\",\"processing\"]]",
   "[\"CalcDirtyRateArgs\",\"o\",[[\"calc-time\",\"int\"],[\"sample-pages\",\"int\",1],[\"mode\",\"DirtyRateMeasureMode\",1]]]",
   "[\"DirtyRateMeasureMode\",\"e\",[\"page-sampling\",\"dirty-ring\",\"dirty-bitmap\"]]",
-  "[\"QueryDirtyRateResult\",\"o\",[[\"dirty-rate\",\"int\",1],[\"status\",\"QueryDirtyRateResultStatus\"],[\"start-time\",\"int\"],[\"calc-time\",\"int\"],[\"sample-pages\",\"int\"],[\"mode\",\"DirtyRateMeasureMode\"],[\"vcpu-dirty-rate\",\"[QueryDirtyRateResultVcpuDirtyRateItem]\",1]]]",
-  "[\"QueryDirtyRateResultStatus\",\"e\",[\"unstarted\",\"measuring\",\"measured\"]]",
-  "[\"QueryDirtyRateResultVcpuDirtyRateItem\",\"o\",[[\"id\",\"int\"],[\"dirty-rate\",\"int\"]]]",
+  "[\"DirtyRateInfo\",\"o\",[[\"dirty-rate\",\"int\",1],[\"status\",\"DirtyRateStatus\"],[\"start-time\",\"int\"],[\"calc-time\",\"int\"],[\"sample-pages\",\"int\"],[\"mode\",\"DirtyRateMeasureMode\"],[\"vcpu-dirty-rate\",\"[DirtyRateVcpu]\",1]]]",
+  "[\"DirtyRateStatus\",\"e\",[\"unstarted\",\"measuring\",\"measured\"]]",
+  "[\"DirtyRateVcpu\",\"o\",[[\"id\",\"int\"],[\"dirty-rate\",\"int\"]]]",
   "[\"SetVcpuDirtyLimitArgs\",\"o\",[[\"cpu-index\",\"int\",1],[\"dirty-rate\",\"int\"]]]",
   "[\"CancelVcpuDirtyLimitArgs\",\"o\",[[\"cpu-index\",\"int\",1]]]",
-  "[\"QueryVcpuDirtyLimitResultItem\",\"o\",[[\"cpu-index\",\"int\"],[\"limit-rate\",\"int\"],[\"current-rate\",\"int\"]]]",
+  "[\"DirtyLimitInfo\",\"o\",[[\"cpu-index\",\"int\"],[\"limit-rate\",\"int\"],[\"current-rate\",\"int\"]]]",
   "[\"SnapshotSaveArgs\",\"o\",[[\"job-id\",\"str\"],[\"tag\",\"str\"],[\"vmstate\",\"str\"],[\"devices\",\"[str]\"]]]",
   "[\"SnapshotDeleteArgs\",\"o\",[[\"job-id\",\"str\"],[\"tag\",\"str\"],[\"devices\",\"[str]\"]]]",
   "[\"TransactionArgs\",\"o\",[[\"actions\",\"[TransactionAction]\"],[\"properties\",\"TransactionProperties\",1]]]",
@@ -5779,7 +5823,7 @@ const registry = B.registry([
   "[\"SchemaInfoAlternateMember\",\"o\",[[\"type\",\"str\"]]]",
   "[\"SchemaInfoCommand\",\"o\",[[\"arg-type\",\"str\"],[\"ret-type\",\"str\"],[\"allow-oob\",\"bool\",1]]]",
   "[\"SchemaInfoEvent\",\"o\",[[\"arg-type\",\"str\"]]]",
-  "[\"PrManagerHelperProperties\",\"o\",[[\"path\",\"str\"]]]",
+  "[\"QomListArgs\",\"o\",[[\"path\",\"str\"]]]",
   "[\"ObjectPropertyInfo\",\"o\",[[\"name\",\"str\"],[\"type\",\"str\"],[\"description\",\"str\",1],[\"default-value\",\"any\",1]]]",
   "[\"QomGetArgs\",\"o\",[[\"path\",\"str\"],[\"property\",\"str\"]]]",
   "[\"QomSetArgs\",\"o\",[[\"path\",\"str\"],[\"property\",\"str\"],[\"value\",\"any\"]]]",
@@ -5817,6 +5861,7 @@ const registry = B.registry([
   "[\"HostMemPolicy\",\"e\",[\"default\",\"preferred\",\"bind\",\"interleave\"]]",
   "[\"MemoryBackendFileProperties\",\"o\",[[\"dump\",\"bool\",1],[\"host-nodes\",\"[int]\",1],[\"merge\",\"bool\",1],[\"policy\",\"HostMemPolicy\",1],[\"prealloc\",\"bool\",1],[\"prealloc-threads\",\"int\",1],[\"prealloc-context\",\"str\",1],[\"share\",\"bool\",1],[\"reserve\",\"bool\",1],[\"size\",\"int\"],[\"x-use-canonical-path-for-ramblock-id\",\"bool\",1],[\"align\",\"int\",1],[\"discard-data\",\"bool\",1],[\"mem-path\",\"str\"],[\"pmem\",\"bool\",1],[\"readonly\",\"bool\",1]]]",
   "[\"MemoryBackendMemfdProperties\",\"o\",[[\"dump\",\"bool\",1],[\"host-nodes\",\"[int]\",1],[\"merge\",\"bool\",1],[\"policy\",\"HostMemPolicy\",1],[\"prealloc\",\"bool\",1],[\"prealloc-threads\",\"int\",1],[\"prealloc-context\",\"str\",1],[\"share\",\"bool\",1],[\"reserve\",\"bool\",1],[\"size\",\"int\"],[\"x-use-canonical-path-for-ramblock-id\",\"bool\",1],[\"hugetlb\",\"bool\",1],[\"hugetlbsize\",\"int\",1],[\"seal\",\"bool\",1]]]",
+  "[\"PrManagerHelperProperties\",\"o\",[[\"path\",\"str\"]]]",
   "[\"QtestProperties\",\"o\",[[\"chardev\",\"str\"],[\"log\",\"str\",1]]]",
   "[\"RngProperties\",\"o\",[[\"opened\",\"bool\",1]]]",
   "[\"RngEgdProperties\",\"o\",[[\"opened\",\"bool\",1],[\"chardev\",\"str\"]]]",
@@ -5845,7 +5890,7 @@ const registry = B.registry([
   "[\"CurrentMachineParams\",\"o\",[[\"wakeup-suspend-support\",\"bool\"]]]",
   "[\"TargetInfo\",\"o\",[[\"arch\",\"SysEmuTarget\"]]]",
   "[\"UuidInfo\",\"o\",[[\"UUID\",\"str\"]]]",
-  "[\"QueryVmGenerationIdResult\",\"o\",[[\"guid\",\"str\"]]]",
+  "[\"GuidInfo\",\"o\",[[\"guid\",\"str\"]]]",
   "[\"KvmInfo\",\"o\",[[\"enabled\",\"bool\"],[\"present\",\"bool\"]]]",
   "[\"MemsaveArgs\",\"o\",[[\"val\",\"int\"],[\"size\",\"int\"],[\"filename\",\"str\"],[\"cpu-index\",\"int\",1]]]",
   "[\"PmemsaveArgs\",\"o\",[[\"val\",\"int\"],[\"size\",\"int\"],[\"filename\",\"str\"]]]",
@@ -5863,30 +5908,33 @@ const registry = B.registry([
   "[\"HmatCacheWritePolicy\",\"e\",[\"none\",\"write-back\",\"write-through\"]]",
   "[\"BalloonArgs\",\"o\",[[\"value\",\"int\"]]]",
   "[\"BalloonInfo\",\"o\",[[\"actual\",\"int\"]]]",
-  "[\"QueryMemorySizeSummaryResult\",\"o\",[[\"base-memory\",\"int\"],[\"plugged-memory\",\"int\",1]]]",
-  "[\"QueryMemoryDevicesResultItem\",\"u\",[],\"type\",[[[\"dimm\",\"nvdimm\"],\"QueryMemoryDevicesResultItemDimm\"],[[\"virtio-pmem\"],\"QueryMemoryDevicesResultItemVirtioPmem\"],[[\"virtio-mem\"],\"QueryMemoryDevicesResultItemVirtioMem\"],[[\"sgx-epc\"],\"QueryMemoryDevicesResultItemSgxEpc\"]]]",
-  "[\"QueryMemoryDevicesResultItemType\",\"e\",[\"dimm\",\"nvdimm\",\"virtio-pmem\",\"virtio-mem\",\"sgx-epc\"]]",
-  "[\"QueryMemoryDevicesResultItemDimm\",\"o\",[[\"data\",\"QueryMemoryDevicesResultItemDimmData\"]]]",
-  "[\"QueryMemoryDevicesResultItemDimmData\",\"o\",[[\"id\",\"str\",1],[\"addr\",\"int\"],[\"size\",\"int\"],[\"slot\",\"int\"],[\"node\",\"int\"],[\"memdev\",\"str\"],[\"hotplugged\",\"bool\"],[\"hotpluggable\",\"bool\"]]]",
-  "[\"QueryMemoryDevicesResultItemVirtioPmem\",\"o\",[[\"data\",\"QueryMemoryDevicesResultItemVirtioPmemData\"]]]",
-  "[\"QueryMemoryDevicesResultItemVirtioPmemData\",\"o\",[[\"id\",\"str\",1],[\"memaddr\",\"int\"],[\"size\",\"int\"],[\"memdev\",\"str\"]]]",
-  "[\"QueryMemoryDevicesResultItemVirtioMem\",\"o\",[[\"data\",\"QueryMemoryDevicesResultItemVirtioMemData\"]]]",
-  "[\"QueryMemoryDevicesResultItemVirtioMemData\",\"o\",[[\"id\",\"str\",1],[\"memaddr\",\"int\"],[\"requested-size\",\"int\"],[\"size\",\"int\"],[\"max-size\",\"int\"],[\"block-size\",\"int\"],[\"node\",\"int\"],[\"memdev\",\"str\"]]]",
-  "[\"QueryMemoryDevicesResultItemSgxEpc\",\"o\",[[\"data\",\"QueryMemoryDevicesResultItemSgxEpcData\"]]]",
-  "[\"QueryMemoryDevicesResultItemSgxEpcData\",\"o\",[[\"id\",\"str\",1],[\"memaddr\",\"int\"],[\"size\",\"int\"],[\"node\",\"int\"],[\"memdev\",\"str\"]]]",
-  "[\"XQueryIrqResult\",\"o\",[[\"human-readable-text\",\"str\"]]]",
+  "[\"MemoryInfo\",\"o\",[[\"base-memory\",\"int\"],[\"plugged-memory\",\"int\",1]]]",
+  "[\"MemoryDeviceInfo\",\"u\",[],\"type\",[[[\"dimm\",\"nvdimm\"],\"PCDIMMDeviceInfoWrapper\"],[[\"virtio-pmem\"],\"VirtioPMEMDeviceInfoWrapper\"],[[\"virtio-mem\"],\"VirtioMEMDeviceInfoWrapper\"],[[\"sgx-epc\"],\"SgxEPCDeviceInfoWrapper\"]]]",
+  "[\"MemoryDeviceInfoKind\",\"e\",[\"dimm\",\"nvdimm\",\"virtio-pmem\",\"virtio-mem\",\"sgx-epc\"]]",
+  "[\"PCDIMMDeviceInfoWrapper\",\"o\",[[\"data\",\"PCDIMMDeviceInfo\"]]]",
+  "[\"PCDIMMDeviceInfo\",\"o\",[[\"id\",\"str\",1],[\"addr\",\"int\"],[\"size\",\"int\"],[\"slot\",\"int\"],[\"node\",\"int\"],[\"memdev\",\"str\"],[\"hotplugged\",\"bool\"],[\"hotpluggable\",\"bool\"]]]",
+  "[\"VirtioPMEMDeviceInfoWrapper\",\"o\",[[\"data\",\"VirtioPMEMDeviceInfo\"]]]",
+  "[\"VirtioPMEMDeviceInfo\",\"o\",[[\"id\",\"str\",1],[\"memaddr\",\"int\"],[\"size\",\"int\"],[\"memdev\",\"str\"]]]",
+  "[\"VirtioMEMDeviceInfoWrapper\",\"o\",[[\"data\",\"VirtioMEMDeviceInfo\"]]]",
+  "[\"VirtioMEMDeviceInfo\",\"o\",[[\"id\",\"str\",1],[\"memaddr\",\"int\"],[\"requested-size\",\"int\"],[\"size\",\"int\"],[\"max-size\",\"int\"],[\"block-size\",\"int\"],[\"node\",\"int\"],[\"memdev\",\"str\"]]]",
+  "[\"SgxEPCDeviceInfoWrapper\",\"o\",[[\"data\",\"SgxEPCDeviceInfo\"]]]",
+  "[\"SgxEPCDeviceInfo\",\"o\",[[\"id\",\"str\",1],[\"memaddr\",\"int\"],[\"size\",\"int\"],[\"node\",\"int\"],[\"memdev\",\"str\"]]]",
+  "[\"HumanReadableText\",\"o\",[[\"human-readable-text\",\"str\"]]]",
   "[\"QueryCpuModelExpansionArgs\",\"o\",[[\"type\",\"CpuModelExpansionType\"],[\"model\",\"CpuModelInfo\"]]]",
   "[\"CpuModelExpansionType\",\"e\",[\"static\",\"full\"]]",
   "[\"CpuModelInfo\",\"o\",[[\"name\",\"str\"],[\"props\",\"any\",1]]]",
   "[\"CpuModelExpansionInfo\",\"o\",[[\"model\",\"CpuModelInfo\"]]]",
-  "[\"QueryCpuDefinitionsResultItem\",\"o\",[[\"name\",\"str\"],[\"migration-safe\",\"bool\",1],[\"static\",\"bool\"],[\"unavailable-features\",\"[str]\",1],[\"typename\",\"str\"],[\"alias-of\",\"str\",1],[\"deprecated\",\"bool\"]]]",
-  "[\"QueryReplayResult\",\"o\",[[\"mode\",\"QueryReplayResultMode\"],[\"filename\",\"str\",1],[\"icount\",\"int\"]]]",
-  "[\"QueryReplayResultMode\",\"e\",[\"none\",\"record\",\"play\"]]",
+  "[\"CpuDefinitionInfo\",\"o\",[[\"name\",\"str\"],[\"migration-safe\",\"bool\",1],[\"static\",\"bool\"],[\"unavailable-features\",\"[str]\",1],[\"typename\",\"str\"],[\"alias-of\",\"str\",1],[\"deprecated\",\"bool\"]]]",
+  "[\"ReplayInfo\",\"o\",[[\"mode\",\"ReplayMode\"],[\"filename\",\"str\",1],[\"icount\",\"int\"]]]",
+  "[\"ReplayMode\",\"e\",[\"none\",\"record\",\"play\"]]",
   "[\"ReplayBreakArgs\",\"o\",[[\"icount\",\"int\"]]]",
   "[\"YankArgs\",\"o\",[[\"instances\",\"[YankInstance]\"]]]",
   "[\"YankInstance\",\"u\",[],\"type\",[[[\"block-node\"],\"YankInstanceBlockNode\"],[[\"chardev\"],\"YankInstanceChardev\"],[[\"migration\"],null]]]",
   "[\"YankInstanceType\",\"e\",[\"block-node\",\"chardev\",\"migration\"]]",
+  "[\"YankInstanceBlockNode\",\"o\",[[\"node-name\",\"str\"]]]",
+  "[\"YankInstanceChardev\",\"o\",[[\"id\",\"str\"]]]",
   "[\"AddClientArgs\",\"o\",[[\"protocol\",\"str\"],[\"fdname\",\"str\"],[\"skipauth\",\"bool\",1],[\"tls\",\"bool\",1]]]",
+  "[\"NameInfo\",\"o\",[[\"name\",\"str\",1]]]",
   "[\"IOThreadInfo\",\"o\",[[\"id\",\"str\"],[\"thread-id\",\"int\"],[\"poll-max-ns\",\"int\"],[\"poll-grow\",\"int\"],[\"poll-shrink\",\"int\"],[\"aio-max-batch\",\"int\"]]]",
   "[\"HumanMonitorCommandArgs\",\"o\",[[\"command-line\",\"str\"],[\"cpu-index\",\"int\",1]]]",
   "[\"GetfdArgs\",\"o\",[[\"fdname\",\"str\"]]]",
@@ -5926,11 +5974,11 @@ const registry = B.registry([
   "[\"Stats\",\"o\",[[\"name\",\"str\"],[\"value\",\"StatsValue\"]]]",
   "[\"StatsValue\",\"a\",[\"int\",\"bool\",\"[int]\"]]",
   "[\"QueryStatsSchemasArgs\",\"o\",[[\"provider\",\"StatsProvider\",1]]]",
-  "[\"QueryStatsSchemasResultItem\",\"o\",[[\"provider\",\"StatsProvider\"],[\"target\",\"StatsTarget\"],[\"stats\",\"[QueryStatsSchemasResultItemStatsItem]\"]]]",
-  "[\"QueryStatsSchemasResultItemStatsItem\",\"o\",[[\"name\",\"str\"],[\"type\",\"QueryStatsSchemasResultItemStatsItemType\"],[\"unit\",\"QueryStatsSchemasResultItemStatsItemUnit\",1],[\"base\",\"int\",1],[\"exponent\",\"int\"],[\"bucket-size\",\"int\",1]]]",
-  "[\"QueryStatsSchemasResultItemStatsItemType\",\"e\",[\"cumulative\",\"instant\",\"peak\",\"linear-histogram\",\"log2-histogram\"]]",
-  "[\"QueryStatsSchemasResultItemStatsItemUnit\",\"e\",[\"bytes\",\"seconds\",\"cycles\",\"boolean\"]]",
-  "[\"XQueryVirtioResultItem\",\"o\",[[\"path\",\"str\"],[\"name\",\"str\"]]]",
+  "[\"StatsSchema\",\"o\",[[\"provider\",\"StatsProvider\"],[\"target\",\"StatsTarget\"],[\"stats\",\"[StatsSchemaValue]\"]]]",
+  "[\"StatsSchemaValue\",\"o\",[[\"name\",\"str\"],[\"type\",\"StatsType\"],[\"unit\",\"StatsUnit\",1],[\"base\",\"int\",1],[\"exponent\",\"int\"],[\"bucket-size\",\"int\",1]]]",
+  "[\"StatsType\",\"e\",[\"cumulative\",\"instant\",\"peak\",\"linear-histogram\",\"log2-histogram\"]]",
+  "[\"StatsUnit\",\"e\",[\"bytes\",\"seconds\",\"cycles\",\"boolean\"]]",
+  "[\"VirtioInfo\",\"o\",[[\"path\",\"str\"],[\"name\",\"str\"]]]",
   "[\"VirtioStatus\",\"o\",[[\"name\",\"str\"],[\"device-id\",\"int\"],[\"vhost-started\",\"bool\"],[\"device-endian\",\"str\"],[\"guest-features\",\"VirtioDeviceFeatures\"],[\"host-features\",\"VirtioDeviceFeatures\"],[\"backend-features\",\"VirtioDeviceFeatures\"],[\"num-vqs\",\"int\"],[\"status\",\"VirtioDeviceStatus\"],[\"isr\",\"int\"],[\"queue-sel\",\"int\"],[\"vm-running\",\"bool\"],[\"broken\",\"bool\"],[\"disabled\",\"bool\"],[\"use-started\",\"bool\"],[\"started\",\"bool\"],[\"start-on-kick\",\"bool\"],[\"disable-legacy-check\",\"bool\"],[\"bus-name\",\"str\"],[\"use-guest-notifier-mask\",\"bool\"],[\"vhost-dev\",\"VhostStatus\",1]]]",
   "[\"VirtioDeviceFeatures\",\"o\",[[\"transports\",\"[str]\"],[\"dev-features\",\"[str]\",1],[\"unknown-dev-features\",\"int\",1]]]",
   "[\"VirtioDeviceStatus\",\"o\",[[\"statuses\",\"[str]\"],[\"unknown-statuses\",\"int\",1]]]",
@@ -5958,6 +6006,7 @@ const registry = B.registry([
   "[\"MemoryFailureAction\",\"e\",[\"ignore\",\"inject\",\"fatal\",\"reset\"]]",
   "[\"MemoryFailureFlags\",\"o\",[[\"action-required\",\"bool\"],[\"recursive\",\"bool\"]]]",
   "[\"DeviceTrayMovedData\",\"o\",[[\"device\",\"str\"],[\"id\",\"str\"],[\"tray-open\",\"bool\"]]]",
+  "[\"PrManagerStatusChangedData\",\"o\",[[\"id\",\"str\"],[\"connected\",\"bool\"]]]",
   "[\"BlockImageCorruptedData\",\"o\",[[\"device\",\"str\"],[\"node-name\",\"str\",1],[\"msg\",\"str\"],[\"offset\",\"int\",1],[\"size\",\"int\",1],[\"fatal\",\"bool\"]]]",
   "[\"BlockIoErrorData\",\"o\",[[\"device\",\"str\"],[\"node-name\",\"str\",1],[\"operation\",\"IoOperationType\"],[\"action\",\"BlockErrorAction\"],[\"nospace\",\"bool\",1],[\"reason\",\"str\"]]]",
   "[\"IoOperationType\",\"e\",[\"read\",\"write\"]]",
@@ -5990,6 +6039,7 @@ const registry = B.registry([
   "[\"MigrationPassData\",\"o\",[[\"pass\",\"int\"]]]",
   "[\"ColoExitData\",\"o\",[[\"mode\",\"COLOMode\"],[\"reason\",\"COLOExitReason\"]]]",
   "[\"DeviceDeletedData\",\"o\",[[\"device\",\"str\",1],[\"path\",\"str\"]]]",
+  "[\"BalloonChangeData\",\"o\",[[\"actual\",\"int\"]]]",
   "[\"MemoryDeviceSizeChangeData\",\"o\",[[\"id\",\"str\",1],[\"size\",\"int\"],[\"qom-path\",\"str\"]]]",
   "[\"MemUnplugErrorData\",\"o\",[[\"device\",\"str\"],[\"msg\",\"str\"]]]",
   "[\"RtcChangeData\",\"o\",[[\"offset\",\"int\"],[\"qom-path\",\"str\"]]]",
@@ -6017,7 +6067,7 @@ export interface Commands {
   /** Command `blockdev-close-tray`. */
   readonly "blockdev-close-tray": { readonly args: BlockdevCloseTrayArgs; readonly result: Empty }
   /** Command `blockdev-remove-medium`. */
-  readonly "blockdev-remove-medium": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "blockdev-remove-medium": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `blockdev-insert-medium`. */
   readonly "blockdev-insert-medium": { readonly args: BlockdevInsertMediumArgs; readonly result: Empty }
   /** Command `blockdev-change-medium`. */
@@ -6058,7 +6108,7 @@ export interface Commands {
    * Command `x-debug-query-block-graph`.
    * @experimental
    */
-  readonly "x-debug-query-block-graph": { readonly args: void; readonly result: XDebugQueryBlockGraphResult }
+  readonly "x-debug-query-block-graph": { readonly args: void; readonly result: XDbgBlockGraph }
   /** Command `drive-mirror`. */
   readonly "drive-mirror": { readonly args: DriveMirror; readonly result: Empty }
   /** Command `block-dirty-bitmap-add`. */
@@ -6093,15 +6143,15 @@ export interface Commands {
   /** Command `block-job-complete`. */
   readonly "block-job-complete": { readonly args: BlockJobPauseArgs; readonly result: Empty }
   /** Command `block-job-dismiss`. */
-  readonly "block-job-dismiss": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "block-job-dismiss": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `block-job-finalize`. */
-  readonly "block-job-finalize": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "block-job-finalize": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `blockdev-add`. */
   readonly "blockdev-add": { readonly args: BlockdevOptions; readonly result: Empty }
   /** Command `blockdev-reopen`. */
   readonly "blockdev-reopen": { readonly args: BlockdevReopenArgs; readonly result: Empty }
   /** Command `blockdev-del`. */
-  readonly "blockdev-del": { readonly args: YankInstanceBlockNode; readonly result: Empty }
+  readonly "blockdev-del": { readonly args: BlockdevDelArgs; readonly result: Empty }
   /** Command `blockdev-create`. */
   readonly "blockdev-create": { readonly args: BlockdevCreateArgs; readonly result: Empty }
   /**
@@ -6126,17 +6176,17 @@ export interface Commands {
   /** Command `blockdev-snapshot-delete-internal-sync`. */
   readonly "blockdev-snapshot-delete-internal-sync": { readonly args: BlockdevSnapshotDeleteInternalSyncArgs; readonly result: SnapshotInfo }
   /** Command `job-pause`. */
-  readonly "job-pause": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "job-pause": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `job-resume`. */
-  readonly "job-resume": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "job-resume": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `job-cancel`. */
-  readonly "job-cancel": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "job-cancel": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `job-complete`. */
-  readonly "job-complete": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "job-complete": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `job-dismiss`. */
-  readonly "job-dismiss": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "job-dismiss": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `job-finalize`. */
-  readonly "job-finalize": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "job-finalize": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `query-jobs`. */
   readonly "query-jobs": { readonly args: void; readonly result: ReadonlyArray<JobInfo> }
   /** Command `nbd-server-start`. */
@@ -6172,9 +6222,9 @@ export interface Commands {
   /** Command `chardev-change`. */
   readonly "chardev-change": { readonly args: ChardevAddArgs; readonly result: ChardevReturn }
   /** Command `chardev-remove`. */
-  readonly "chardev-remove": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "chardev-remove": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `chardev-send-break`. */
-  readonly "chardev-send-break": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "chardev-send-break": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `dump-guest-memory`. */
   readonly "dump-guest-memory": { readonly args: DumpGuestMemoryArgs; readonly result: Empty }
   /** Command `query-dump`. */
@@ -6186,19 +6236,19 @@ export interface Commands {
   /** Command `netdev_add`. */
   readonly netdev_add: { readonly args: Netdev; readonly result: Empty }
   /** Command `netdev_del`. */
-  readonly netdev_del: { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly netdev_del: { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `query-rx-filter`. */
-  readonly "query-rx-filter": { readonly args: NameInfo; readonly result: ReadonlyArray<RxFilterInfo> }
+  readonly "query-rx-filter": { readonly args: QueryRxFilterArgs; readonly result: ReadonlyArray<RxFilterInfo> }
   /** Command `announce-self`. */
   readonly "announce-self": { readonly args: AnnounceParameters; readonly result: Empty }
   /** Command `query-rocker`. */
-  readonly "query-rocker": { readonly args: ChardevBackendInfo; readonly result: QueryRockerResult }
+  readonly "query-rocker": { readonly args: QueryRockerArgs; readonly result: RockerSwitch }
   /** Command `query-rocker-ports`. */
-  readonly "query-rocker-ports": { readonly args: ChardevBackendInfo; readonly result: ReadonlyArray<RockerPort> }
+  readonly "query-rocker-ports": { readonly args: QueryRockerArgs; readonly result: ReadonlyArray<RockerPort> }
   /** Command `query-rocker-of-dpa-flows`. */
-  readonly "query-rocker-of-dpa-flows": { readonly args: QueryRockerOfDpaFlowsArgs; readonly result: ReadonlyArray<QueryRockerOfDpaFlowsResultItem> }
+  readonly "query-rocker-of-dpa-flows": { readonly args: QueryRockerOfDpaFlowsArgs; readonly result: ReadonlyArray<RockerOfDpaFlow> }
   /** Command `query-rocker-of-dpa-groups`. */
-  readonly "query-rocker-of-dpa-groups": { readonly args: QueryRockerOfDpaGroupsArgs; readonly result: ReadonlyArray<QueryRockerOfDpaGroupsResultItem> }
+  readonly "query-rocker-of-dpa-groups": { readonly args: QueryRockerOfDpaGroupsArgs; readonly result: ReadonlyArray<RockerOfDpaGroup> }
   /** Command `query-tpm-models`. */
   readonly "query-tpm-models": { readonly args: void; readonly result: ReadonlyArray<TpmModel> }
   /** Command `query-tpm-types`. */
@@ -6279,13 +6329,13 @@ export interface Commands {
   /** Command `calc-dirty-rate`. */
   readonly "calc-dirty-rate": { readonly args: CalcDirtyRateArgs; readonly result: Empty }
   /** Command `query-dirty-rate`. */
-  readonly "query-dirty-rate": { readonly args: void; readonly result: QueryDirtyRateResult }
+  readonly "query-dirty-rate": { readonly args: void; readonly result: DirtyRateInfo }
   /** Command `set-vcpu-dirty-limit`. */
   readonly "set-vcpu-dirty-limit": { readonly args: SetVcpuDirtyLimitArgs; readonly result: Empty }
   /** Command `cancel-vcpu-dirty-limit`. */
   readonly "cancel-vcpu-dirty-limit": { readonly args: CancelVcpuDirtyLimitArgs; readonly result: Empty }
   /** Command `query-vcpu-dirty-limit`. */
-  readonly "query-vcpu-dirty-limit": { readonly args: void; readonly result: ReadonlyArray<QueryVcpuDirtyLimitResultItem> }
+  readonly "query-vcpu-dirty-limit": { readonly args: void; readonly result: ReadonlyArray<DirtyLimitInfo> }
   /** Command `snapshot-save`. */
   readonly "snapshot-save": { readonly args: SnapshotSaveArgs; readonly result: Empty }
   /** Command `snapshot-load`. */
@@ -6309,7 +6359,7 @@ export interface Commands {
   /** Command `query-qmp-schema`. */
   readonly "query-qmp-schema": { readonly args: void; readonly result: ReadonlyArray<SchemaInfo> }
   /** Command `qom-list`. */
-  readonly "qom-list": { readonly args: PrManagerHelperProperties; readonly result: ReadonlyArray<ObjectPropertyInfo> }
+  readonly "qom-list": { readonly args: QomListArgs; readonly result: ReadonlyArray<ObjectPropertyInfo> }
   /** Command `qom-get`. */
   readonly "qom-get": { readonly args: QomGetArgs; readonly result: unknown }
   /** Command `qom-set`. */
@@ -6321,7 +6371,7 @@ export interface Commands {
   /** Command `object-add`. */
   readonly "object-add": { readonly args: ObjectOptions; readonly result: Empty }
   /** Command `object-del`. */
-  readonly "object-del": { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly "object-del": { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `device-list-properties`. */
   readonly "device-list-properties": { readonly args: QomListPropertiesArgs; readonly result: ReadonlyArray<ObjectPropertyInfo> }
   /**
@@ -6330,7 +6380,7 @@ export interface Commands {
    */
   readonly device_add: { readonly args: DeviceAddArgs; readonly result: Empty }
   /** Command `device_del`. */
-  readonly device_del: { readonly args: YankInstanceChardev; readonly result: Empty }
+  readonly device_del: { readonly args: BlockdevRemoveMediumArgs; readonly result: Empty }
   /** Command `query-cpus-fast`. */
   readonly "query-cpus-fast": { readonly args: void; readonly result: ReadonlyArray<CpuInfoFast> }
   /** Command `query-machines`. */
@@ -6342,7 +6392,7 @@ export interface Commands {
   /** Command `query-uuid`. */
   readonly "query-uuid": { readonly args: void; readonly result: UuidInfo }
   /** Command `query-vm-generation-id`. */
-  readonly "query-vm-generation-id": { readonly args: void; readonly result: QueryVmGenerationIdResult }
+  readonly "query-vm-generation-id": { readonly args: void; readonly result: GuidInfo }
   /** Command `system_reset`. */
   readonly system_reset: { readonly args: void; readonly result: Empty }
   /** Command `system_powerdown`. */
@@ -6368,62 +6418,62 @@ export interface Commands {
   /** Command `query-balloon`. */
   readonly "query-balloon": { readonly args: void; readonly result: BalloonInfo }
   /** Command `query-memory-size-summary`. */
-  readonly "query-memory-size-summary": { readonly args: void; readonly result: QueryMemorySizeSummaryResult }
+  readonly "query-memory-size-summary": { readonly args: void; readonly result: MemoryInfo }
   /** Command `query-memory-devices`. */
-  readonly "query-memory-devices": { readonly args: void; readonly result: ReadonlyArray<QueryMemoryDevicesResultItem> }
+  readonly "query-memory-devices": { readonly args: void; readonly result: ReadonlyArray<MemoryDeviceInfo> }
   /**
    * Command `x-query-irq`.
    * @experimental
    */
-  readonly "x-query-irq": { readonly args: void; readonly result: XQueryIrqResult }
+  readonly "x-query-irq": { readonly args: void; readonly result: HumanReadableText }
   /**
    * Command `x-query-jit`.
    * @experimental
    */
-  readonly "x-query-jit": { readonly args: void; readonly result: XQueryIrqResult }
+  readonly "x-query-jit": { readonly args: void; readonly result: HumanReadableText }
   /**
    * Command `x-query-numa`.
    * @experimental
    */
-  readonly "x-query-numa": { readonly args: void; readonly result: XQueryIrqResult }
+  readonly "x-query-numa": { readonly args: void; readonly result: HumanReadableText }
   /**
    * Command `x-query-opcount`.
    * @experimental
    */
-  readonly "x-query-opcount": { readonly args: void; readonly result: XQueryIrqResult }
+  readonly "x-query-opcount": { readonly args: void; readonly result: HumanReadableText }
   /**
    * Command `x-query-profile`.
    * @experimental
    */
-  readonly "x-query-profile": { readonly args: void; readonly result: XQueryIrqResult }
+  readonly "x-query-profile": { readonly args: void; readonly result: HumanReadableText }
   /**
    * Command `x-query-ramblock`.
    * @experimental
    */
-  readonly "x-query-ramblock": { readonly args: void; readonly result: XQueryIrqResult }
+  readonly "x-query-ramblock": { readonly args: void; readonly result: HumanReadableText }
   /**
    * Command `x-query-rdma`.
    * @experimental
    */
-  readonly "x-query-rdma": { readonly args: void; readonly result: XQueryIrqResult }
+  readonly "x-query-rdma": { readonly args: void; readonly result: HumanReadableText }
   /**
    * Command `x-query-roms`.
    * @experimental
    */
-  readonly "x-query-roms": { readonly args: void; readonly result: XQueryIrqResult }
+  readonly "x-query-roms": { readonly args: void; readonly result: HumanReadableText }
   /**
    * Command `x-query-usb`.
    * @experimental
    */
-  readonly "x-query-usb": { readonly args: void; readonly result: XQueryIrqResult }
+  readonly "x-query-usb": { readonly args: void; readonly result: HumanReadableText }
   /** Command `dumpdtb`. */
   readonly dumpdtb: { readonly args: XenLoadDevicesStateArgs; readonly result: Empty }
   /** Command `query-cpu-model-expansion`. */
   readonly "query-cpu-model-expansion": { readonly args: QueryCpuModelExpansionArgs; readonly result: CpuModelExpansionInfo }
   /** Command `query-cpu-definitions`. */
-  readonly "query-cpu-definitions": { readonly args: void; readonly result: ReadonlyArray<QueryCpuDefinitionsResultItem> }
+  readonly "query-cpu-definitions": { readonly args: void; readonly result: ReadonlyArray<CpuDefinitionInfo> }
   /** Command `query-replay`. */
-  readonly "query-replay": { readonly args: void; readonly result: QueryReplayResult }
+  readonly "query-replay": { readonly args: void; readonly result: ReplayInfo }
   /** Command `replay-break`. */
   readonly "replay-break": { readonly args: ReplayBreakArgs; readonly result: Empty }
   /** Command `replay-delete-break`. */
@@ -6489,17 +6539,17 @@ export interface Commands {
   /** Command `query-stats`. */
   readonly "query-stats": { readonly args: StatsFilter; readonly result: ReadonlyArray<StatsResult> }
   /** Command `query-stats-schemas`. */
-  readonly "query-stats-schemas": { readonly args: QueryStatsSchemasArgs; readonly result: ReadonlyArray<QueryStatsSchemasResultItem> }
+  readonly "query-stats-schemas": { readonly args: QueryStatsSchemasArgs; readonly result: ReadonlyArray<StatsSchema> }
   /**
    * Command `x-query-virtio`.
    * @experimental
    */
-  readonly "x-query-virtio": { readonly args: void; readonly result: ReadonlyArray<XQueryVirtioResultItem> }
+  readonly "x-query-virtio": { readonly args: void; readonly result: ReadonlyArray<VirtioInfo> }
   /**
    * Command `x-query-virtio-status`.
    * @experimental
    */
-  readonly "x-query-virtio-status": { readonly args: PrManagerHelperProperties; readonly result: VirtioStatus }
+  readonly "x-query-virtio-status": { readonly args: QomListArgs; readonly result: VirtioStatus }
   /**
    * Command `x-query-virtio-queue-status`.
    * @experimental
@@ -6535,7 +6585,7 @@ export const commands: { readonly [N in CommandName]: CommandInfo<Args<N>, Resul
   "[\"eject\",\"EjectArgs\",\"Empty\",0,[]]",
   "[\"blockdev-open-tray\",\"EjectArgs\",\"Empty\",0,[]]",
   "[\"blockdev-close-tray\",\"BlockdevCloseTrayArgs\",\"Empty\",0,[]]",
-  "[\"blockdev-remove-medium\",\"YankInstanceChardev\",\"Empty\",0,[]]",
+  "[\"blockdev-remove-medium\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
   "[\"blockdev-insert-medium\",\"BlockdevInsertMediumArgs\",\"Empty\",0,[]]",
   "[\"blockdev-change-medium\",\"BlockdevChangeMediumArgs\",\"Empty\",0,[]]",
   "[\"block_set_io_throttle\",\"BlockIOThrottle\",\"Empty\",0,[]]",
@@ -6551,7 +6601,7 @@ export const commands: { readonly [N in CommandName]: CommandInfo<Args<N>, Resul
   "[\"drive-backup\",\"DriveBackup\",\"Empty\",0,[\"deprecated\"]]",
   "[\"blockdev-backup\",\"BlockdevBackup\",\"Empty\",0,[]]",
   "[\"query-named-block-nodes\",\"QueryNamedBlockNodesArgs\",\"[BlockDeviceInfo]\",0,[]]",
-  "[\"x-debug-query-block-graph\",null,\"XDebugQueryBlockGraphResult\",0,[\"unstable\"]]",
+  "[\"x-debug-query-block-graph\",null,\"XDbgBlockGraph\",0,[\"unstable\"]]",
   "[\"drive-mirror\",\"DriveMirror\",\"Empty\",0,[]]",
   "[\"block-dirty-bitmap-add\",\"BlockDirtyBitmapAdd\",\"Empty\",0,[]]",
   "[\"block-dirty-bitmap-remove\",\"BlockDirtyBitmap\",\"Empty\",0,[]]",
@@ -6567,11 +6617,11 @@ export const commands: { readonly [N in CommandName]: CommandInfo<Args<N>, Resul
   "[\"block-job-pause\",\"BlockJobPauseArgs\",\"Empty\",0,[]]",
   "[\"block-job-resume\",\"BlockJobPauseArgs\",\"Empty\",0,[]]",
   "[\"block-job-complete\",\"BlockJobPauseArgs\",\"Empty\",0,[]]",
-  "[\"block-job-dismiss\",\"YankInstanceChardev\",\"Empty\",0,[]]",
-  "[\"block-job-finalize\",\"YankInstanceChardev\",\"Empty\",0,[]]",
+  "[\"block-job-dismiss\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
+  "[\"block-job-finalize\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
   "[\"blockdev-add\",\"BlockdevOptions\",\"Empty\",0,[]]",
   "[\"blockdev-reopen\",\"BlockdevReopenArgs\",\"Empty\",0,[]]",
-  "[\"blockdev-del\",\"YankInstanceBlockNode\",\"Empty\",0,[]]",
+  "[\"blockdev-del\",\"BlockdevDelArgs\",\"Empty\",0,[]]",
   "[\"blockdev-create\",\"BlockdevCreateArgs\",\"Empty\",0,[]]",
   "[\"x-blockdev-amend\",\"XBlockdevAmendArgs\",\"Empty\",0,[\"unstable\"]]",
   "[\"block-set-write-threshold\",\"BlockSetWriteThresholdArgs\",\"Empty\",0,[]]",
@@ -6579,12 +6629,12 @@ export const commands: { readonly [N in CommandName]: CommandInfo<Args<N>, Resul
   "[\"x-blockdev-set-iothread\",\"XBlockdevSetIothreadArgs\",\"Empty\",0,[\"unstable\"]]",
   "[\"blockdev-snapshot-internal-sync\",\"BlockdevSnapshotInternal\",\"Empty\",0,[]]",
   "[\"blockdev-snapshot-delete-internal-sync\",\"BlockdevSnapshotDeleteInternalSyncArgs\",\"SnapshotInfo\",0,[]]",
-  "[\"job-pause\",\"YankInstanceChardev\",\"Empty\",0,[]]",
-  "[\"job-resume\",\"YankInstanceChardev\",\"Empty\",0,[]]",
-  "[\"job-cancel\",\"YankInstanceChardev\",\"Empty\",0,[]]",
-  "[\"job-complete\",\"YankInstanceChardev\",\"Empty\",0,[]]",
-  "[\"job-dismiss\",\"YankInstanceChardev\",\"Empty\",0,[]]",
-  "[\"job-finalize\",\"YankInstanceChardev\",\"Empty\",0,[]]",
+  "[\"job-pause\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
+  "[\"job-resume\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
+  "[\"job-cancel\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
+  "[\"job-complete\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
+  "[\"job-dismiss\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
+  "[\"job-finalize\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
   "[\"query-jobs\",null,\"[JobInfo]\",0,[]]",
   "[\"nbd-server-start\",\"NbdServerStartArgs\",\"Empty\",0,[]]",
   "[\"nbd-server-add\",\"NbdServerAddOptions\",\"Empty\",0,[\"deprecated\"]]",
@@ -6599,20 +6649,20 @@ export const commands: { readonly [N in CommandName]: CommandInfo<Args<N>, Resul
   "[\"ringbuf-read\",\"RingbufReadArgs\",\"str\",0,[]]",
   "[\"chardev-add\",\"ChardevAddArgs\",\"ChardevReturn\",0,[]]",
   "[\"chardev-change\",\"ChardevAddArgs\",\"ChardevReturn\",0,[]]",
-  "[\"chardev-remove\",\"YankInstanceChardev\",\"Empty\",0,[]]",
-  "[\"chardev-send-break\",\"YankInstanceChardev\",\"Empty\",0,[]]",
+  "[\"chardev-remove\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
+  "[\"chardev-send-break\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
   "[\"dump-guest-memory\",\"DumpGuestMemoryArgs\",\"Empty\",0,[]]",
   "[\"query-dump\",null,\"DumpQueryResult\",0,[]]",
   "[\"query-dump-guest-memory-capability\",null,\"DumpGuestMemoryCapability\",0,[]]",
   "[\"set_link\",\"SetLinkArgs\",\"Empty\",0,[]]",
   "[\"netdev_add\",\"Netdev\",\"Empty\",0,[]]",
-  "[\"netdev_del\",\"YankInstanceChardev\",\"Empty\",0,[]]",
-  "[\"query-rx-filter\",\"NameInfo\",\"[RxFilterInfo]\",0,[]]",
+  "[\"netdev_del\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
+  "[\"query-rx-filter\",\"QueryRxFilterArgs\",\"[RxFilterInfo]\",0,[]]",
   "[\"announce-self\",\"AnnounceParameters\",\"Empty\",0,[]]",
-  "[\"query-rocker\",\"ChardevBackendInfo\",\"QueryRockerResult\",0,[]]",
-  "[\"query-rocker-ports\",\"ChardevBackendInfo\",\"[RockerPort]\",0,[]]",
-  "[\"query-rocker-of-dpa-flows\",\"QueryRockerOfDpaFlowsArgs\",\"[QueryRockerOfDpaFlowsResultItem]\",0,[]]",
-  "[\"query-rocker-of-dpa-groups\",\"QueryRockerOfDpaGroupsArgs\",\"[QueryRockerOfDpaGroupsResultItem]\",0,[]]",
+  "[\"query-rocker\",\"QueryRockerArgs\",\"RockerSwitch\",0,[]]",
+  "[\"query-rocker-ports\",\"QueryRockerArgs\",\"[RockerPort]\",0,[]]",
+  "[\"query-rocker-of-dpa-flows\",\"QueryRockerOfDpaFlowsArgs\",\"[RockerOfDpaFlow]\",0,[]]",
+  "[\"query-rocker-of-dpa-groups\",\"QueryRockerOfDpaGroupsArgs\",\"[RockerOfDpaGroup]\",0,[]]",
   "[\"query-tpm-models\",null,\"[TpmModel]\",0,[]]",
   "[\"query-tpm-types\",null,\"[TpmType]\",0,[]]",
   "[\"query-tpm\",null,\"[TPMInfo]\",0,[]]",
@@ -6651,10 +6701,10 @@ export const commands: { readonly [N in CommandName]: CommandInfo<Args<N>, Resul
   "[\"migrate-recover\",\"MigrateIncomingArgs\",\"Empty\",1,[]]",
   "[\"migrate-pause\",null,\"Empty\",1,[]]",
   "[\"calc-dirty-rate\",\"CalcDirtyRateArgs\",\"Empty\",0,[]]",
-  "[\"query-dirty-rate\",null,\"QueryDirtyRateResult\",0,[]]",
+  "[\"query-dirty-rate\",null,\"DirtyRateInfo\",0,[]]",
   "[\"set-vcpu-dirty-limit\",\"SetVcpuDirtyLimitArgs\",\"Empty\",0,[]]",
   "[\"cancel-vcpu-dirty-limit\",\"CancelVcpuDirtyLimitArgs\",\"Empty\",0,[]]",
-  "[\"query-vcpu-dirty-limit\",null,\"[QueryVcpuDirtyLimitResultItem]\",0,[]]",
+  "[\"query-vcpu-dirty-limit\",null,\"[DirtyLimitInfo]\",0,[]]",
   "[\"snapshot-save\",\"SnapshotSaveArgs\",\"Empty\",0,[]]",
   "[\"snapshot-load\",\"SnapshotSaveArgs\",\"Empty\",0,[]]",
   "[\"snapshot-delete\",\"SnapshotDeleteArgs\",\"Empty\",0,[]]",
@@ -6666,22 +6716,22 @@ export const commands: { readonly [N in CommandName]: CommandInfo<Args<N>, Resul
   "[\"query-commands\",null,\"[ChardevBackendInfo]\",0,[]]",
   "[\"quit\",null,\"Empty\",0,[]]",
   "[\"query-qmp-schema\",null,\"[SchemaInfo]\",0,[]]",
-  "[\"qom-list\",\"PrManagerHelperProperties\",\"[ObjectPropertyInfo]\",0,[]]",
+  "[\"qom-list\",\"QomListArgs\",\"[ObjectPropertyInfo]\",0,[]]",
   "[\"qom-get\",\"QomGetArgs\",\"any\",0,[]]",
   "[\"qom-set\",\"QomSetArgs\",\"Empty\",0,[]]",
   "[\"qom-list-types\",\"QomListTypesArgs\",\"[ObjectTypeInfo]\",0,[]]",
   "[\"qom-list-properties\",\"QomListPropertiesArgs\",\"[ObjectPropertyInfo]\",0,[]]",
   "[\"object-add\",\"ObjectOptions\",\"Empty\",0,[]]",
-  "[\"object-del\",\"YankInstanceChardev\",\"Empty\",0,[]]",
+  "[\"object-del\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
   "[\"device-list-properties\",\"QomListPropertiesArgs\",\"[ObjectPropertyInfo]\",0,[]]",
   "[\"device_add\",\"DeviceAddArgs\",\"Empty\",0,[\"json-cli\",\"json-cli-hotplug\"]]",
-  "[\"device_del\",\"YankInstanceChardev\",\"Empty\",0,[]]",
+  "[\"device_del\",\"BlockdevRemoveMediumArgs\",\"Empty\",0,[]]",
   "[\"query-cpus-fast\",null,\"[CpuInfoFast]\",0,[]]",
   "[\"query-machines\",null,\"[MachineInfo]\",0,[]]",
   "[\"query-current-machine\",null,\"CurrentMachineParams\",0,[]]",
   "[\"query-target\",null,\"TargetInfo\",0,[]]",
   "[\"query-uuid\",null,\"UuidInfo\",0,[]]",
-  "[\"query-vm-generation-id\",null,\"QueryVmGenerationIdResult\",0,[]]",
+  "[\"query-vm-generation-id\",null,\"GuidInfo\",0,[]]",
   "[\"system_reset\",null,\"Empty\",0,[]]",
   "[\"system_powerdown\",null,\"Empty\",0,[]]",
   "[\"system_wakeup\",null,\"Empty\",0,[]]",
@@ -6694,21 +6744,21 @@ export const commands: { readonly [N in CommandName]: CommandInfo<Args<N>, Resul
   "[\"set-numa-node\",\"NumaOptions\",\"Empty\",0,[]]",
   "[\"balloon\",\"BalloonArgs\",\"Empty\",0,[]]",
   "[\"query-balloon\",null,\"BalloonInfo\",0,[]]",
-  "[\"query-memory-size-summary\",null,\"QueryMemorySizeSummaryResult\",0,[]]",
-  "[\"query-memory-devices\",null,\"[QueryMemoryDevicesResultItem]\",0,[]]",
-  "[\"x-query-irq\",null,\"XQueryIrqResult\",0,[\"unstable\"]]",
-  "[\"x-query-jit\",null,\"XQueryIrqResult\",0,[\"unstable\"]]",
-  "[\"x-query-numa\",null,\"XQueryIrqResult\",0,[\"unstable\"]]",
-  "[\"x-query-opcount\",null,\"XQueryIrqResult\",0,[\"unstable\"]]",
-  "[\"x-query-profile\",null,\"XQueryIrqResult\",0,[\"unstable\"]]",
-  "[\"x-query-ramblock\",null,\"XQueryIrqResult\",0,[\"unstable\"]]",
-  "[\"x-query-rdma\",null,\"XQueryIrqResult\",0,[\"unstable\"]]",
-  "[\"x-query-roms\",null,\"XQueryIrqResult\",0,[\"unstable\"]]",
-  "[\"x-query-usb\",null,\"XQueryIrqResult\",0,[\"unstable\"]]",
+  "[\"query-memory-size-summary\",null,\"MemoryInfo\",0,[]]",
+  "[\"query-memory-devices\",null,\"[MemoryDeviceInfo]\",0,[]]",
+  "[\"x-query-irq\",null,\"HumanReadableText\",0,[\"unstable\"]]",
+  "[\"x-query-jit\",null,\"HumanReadableText\",0,[\"unstable\"]]",
+  "[\"x-query-numa\",null,\"HumanReadableText\",0,[\"unstable\"]]",
+  "[\"x-query-opcount\",null,\"HumanReadableText\",0,[\"unstable\"]]",
+  "[\"x-query-profile\",null,\"HumanReadableText\",0,[\"unstable\"]]",
+  "[\"x-query-ramblock\",null,\"HumanReadableText\",0,[\"unstable\"]]",
+  "[\"x-query-rdma\",null,\"HumanReadableText\",0,[\"unstable\"]]",
+  "[\"x-query-roms\",null,\"HumanReadableText\",0,[\"unstable\"]]",
+  "[\"x-query-usb\",null,\"HumanReadableText\",0,[\"unstable\"]]",
   "[\"dumpdtb\",\"XenLoadDevicesStateArgs\",\"Empty\",0,[]]",
   "[\"query-cpu-model-expansion\",\"QueryCpuModelExpansionArgs\",\"CpuModelExpansionInfo\",0,[]]",
-  "[\"query-cpu-definitions\",null,\"[QueryCpuDefinitionsResultItem]\",0,[]]",
-  "[\"query-replay\",null,\"QueryReplayResult\",0,[]]",
+  "[\"query-cpu-definitions\",null,\"[CpuDefinitionInfo]\",0,[]]",
+  "[\"query-replay\",null,\"ReplayInfo\",0,[]]",
   "[\"replay-break\",\"ReplayBreakArgs\",\"Empty\",0,[]]",
   "[\"replay-delete-break\",null,\"Empty\",0,[]]",
   "[\"replay-seek\",\"ReplayBreakArgs\",\"Empty\",0,[]]",
@@ -6738,9 +6788,9 @@ export const commands: { readonly [N in CommandName]: CommandInfo<Args<N>, Resul
   "[\"query-acpi-ospm-status\",null,\"[ACPIOSTInfo]\",0,[]]",
   "[\"query-pci\",null,\"[PciInfo]\",0,[]]",
   "[\"query-stats\",\"StatsFilter\",\"[StatsResult]\",0,[]]",
-  "[\"query-stats-schemas\",\"QueryStatsSchemasArgs\",\"[QueryStatsSchemasResultItem]\",0,[]]",
-  "[\"x-query-virtio\",null,\"[XQueryVirtioResultItem]\",0,[\"unstable\"]]",
-  "[\"x-query-virtio-status\",\"PrManagerHelperProperties\",\"VirtioStatus\",0,[\"unstable\"]]",
+  "[\"query-stats-schemas\",\"QueryStatsSchemasArgs\",\"[StatsSchema]\",0,[]]",
+  "[\"x-query-virtio\",null,\"[VirtioInfo]\",0,[\"unstable\"]]",
+  "[\"x-query-virtio-status\",\"QomListArgs\",\"VirtioStatus\",0,[\"unstable\"]]",
   "[\"x-query-virtio-queue-status\",\"XQueryVirtioQueueStatusArgs\",\"VirtQueueStatus\",0,[\"unstable\"]]",
   "[\"x-query-virtio-vhost-queue-status\",\"XQueryVirtioQueueStatusArgs\",\"VirtVhostQueueStatus\",0,[\"unstable\"]]",
   "[\"x-query-virtio-queue-element\",\"XQueryVirtioQueueElementArgs\",\"VirtioQueueElement\",0,[\"unstable\"]]"
@@ -6775,7 +6825,7 @@ export interface Events {
   /** Event `DEVICE_TRAY_MOVED`. */
   readonly DEVICE_TRAY_MOVED: DeviceTrayMovedData
   /** Event `PR_MANAGER_STATUS_CHANGED`. */
-  readonly PR_MANAGER_STATUS_CHANGED: PRManagerInfo
+  readonly PR_MANAGER_STATUS_CHANGED: PrManagerStatusChangedData
   /** Event `BLOCK_IMAGE_CORRUPTED`. */
   readonly BLOCK_IMAGE_CORRUPTED: BlockImageCorruptedData
   /** Event `BLOCK_IO_ERROR`. */
@@ -6799,7 +6849,7 @@ export interface Events {
   /** Event `JOB_STATUS_CHANGE`. */
   readonly JOB_STATUS_CHANGE: JobStatusChangeData
   /** Event `BLOCK_EXPORT_DELETED`. */
-  readonly BLOCK_EXPORT_DELETED: YankInstanceChardev
+  readonly BLOCK_EXPORT_DELETED: BlockdevRemoveMediumArgs
   /** Event `VSERPORT_CHANGE`. */
   readonly VSERPORT_CHANGE: VserportChangeData
   /** Event `DUMP_COMPLETED`. */
@@ -6841,7 +6891,7 @@ export interface Events {
   /** Event `DEVICE_UNPLUG_GUEST_ERROR`. */
   readonly DEVICE_UNPLUG_GUEST_ERROR: DeviceDeletedData
   /** Event `BALLOON_CHANGE`. */
-  readonly BALLOON_CHANGE: BalloonInfo
+  readonly BALLOON_CHANGE: BalloonChangeData
   /** Event `MEMORY_DEVICE_SIZE_CHANGE`. */
   readonly MEMORY_DEVICE_SIZE_CHANGE: MemoryDeviceSizeChangeData
   /**
@@ -6875,7 +6925,7 @@ export const events: { readonly [N in EventName]: EventInfo<Events[N]> } = B.eve
   "[\"GUEST_CRASHLOADED\",\"GuestPanickedData\",[]]",
   "[\"MEMORY_FAILURE\",\"MemoryFailureData\",[]]",
   "[\"DEVICE_TRAY_MOVED\",\"DeviceTrayMovedData\",[]]",
-  "[\"PR_MANAGER_STATUS_CHANGED\",\"PRManagerInfo\",[]]",
+  "[\"PR_MANAGER_STATUS_CHANGED\",\"PrManagerStatusChangedData\",[]]",
   "[\"BLOCK_IMAGE_CORRUPTED\",\"BlockImageCorruptedData\",[]]",
   "[\"BLOCK_IO_ERROR\",\"BlockIoErrorData\",[]]",
   "[\"BLOCK_JOB_COMPLETED\",\"BlockJobCompletedData\",[]]",
@@ -6887,7 +6937,7 @@ export const events: { readonly [N in EventName]: EventInfo<Events[N]> } = B.eve
   "[\"QUORUM_FAILURE\",\"QuorumFailureData\",[]]",
   "[\"QUORUM_REPORT_BAD\",\"QuorumReportBadData\",[]]",
   "[\"JOB_STATUS_CHANGE\",\"JobStatusChangeData\",[]]",
-  "[\"BLOCK_EXPORT_DELETED\",\"YankInstanceChardev\",[]]",
+  "[\"BLOCK_EXPORT_DELETED\",\"BlockdevRemoveMediumArgs\",[]]",
   "[\"VSERPORT_CHANGE\",\"VserportChangeData\",[]]",
   "[\"DUMP_COMPLETED\",\"DumpCompletedData\",[]]",
   "[\"NIC_RX_FILTER_CHANGED\",\"NicRxFilterChangedData\",[]]",
@@ -6908,7 +6958,7 @@ export const events: { readonly [N in EventName]: EventInfo<Events[N]> } = B.eve
   "[\"UNPLUG_PRIMARY\",\"FailoverNegotiatedData\",[]]",
   "[\"DEVICE_DELETED\",\"DeviceDeletedData\",[]]",
   "[\"DEVICE_UNPLUG_GUEST_ERROR\",\"DeviceDeletedData\",[]]",
-  "[\"BALLOON_CHANGE\",\"BalloonInfo\",[]]",
+  "[\"BALLOON_CHANGE\",\"BalloonChangeData\",[]]",
   "[\"MEMORY_DEVICE_SIZE_CHANGE\",\"MemoryDeviceSizeChangeData\",[]]",
   "[\"MEM_UNPLUG_ERROR\",\"MemUnplugErrorData\",[\"deprecated\"]]",
   "[\"RTC_CHANGE\",\"RtcChangeData\",[]]",
