@@ -6,6 +6,8 @@
  * @since 0.2.0
  */
 import { Effect, Option, Scope, Stream } from "effect"
+import type { GuestAgentError, QmpError } from "../Errors.js"
+import * as GuestAgent from "../GuestAgent.js"
 import { QemuMachine, QmpClient } from "../index.js"
 import * as Catalog from "./catalog.js"
 import { CliFailure, EXIT_FATAL, EXIT_OK, fatal } from "./errors.js"
@@ -60,29 +62,34 @@ const GA_NO_REPLY: ReadonlySet<string> = new Set([
 ])
 
 /**
- * A guest agent socket: resynchronised with `guest-sync-delimited`, command
- * names for completion from `guest-info`.
+ * A guest agent socket, through `GuestAgent.connect` (resynchronised with
+ * `guest-sync-delimited`); command names for completion from `guest-info`.
+ * The agent's `{ error }` is printed as a reply like QMP's.
  *
  * @since 0.2.0
  * @category constructors
  */
 export const guestAgent = (address: QmpClient.Address): Effect.Effect<Shell.Backend, CliFailure, Scope.Scope> =>
-  Effect.map(LineClient.connect(address, { sync: true, timeout: "10 seconds" }), (client) => ({
-    execute: (command: Parse.Command) =>
-      GA_NO_REPLY.has(command.execute) ? Effect.as(client.send({ ...command }), {}) : client.request({ ...command }),
-    unsolicited: client.unsolicited,
-    closed: client.closed,
-    catalog: client.request({ execute: "guest-info" }).pipe(
-      Effect.map((reply) => {
-        const info = reply.return as { supported_commands?: ReadonlyArray<{ name?: unknown; enabled?: unknown }> } | undefined
-        return Catalog.fromNames(
-          (info?.supported_commands ?? []).flatMap((c) => typeof c.name === "string" && c.enabled !== false ? [c.name] : [])
-        )
-      }),
-      Effect.orElseSucceed(() => Catalog.empty)
-    ),
-    noReply: GA_NO_REPLY
-  }))
+  Effect.map(
+    Effect.mapError(GuestAgent.connect({ address, timeout: "10 seconds" }), fatal),
+    (agent) => ({
+      execute: (command: Parse.Command): Effect.Effect<Record<string, unknown>, CliFailure> =>
+        (agent.execute(command.execute as string, command.arguments) as Effect.Effect<unknown, GuestAgentError | QmpError>).pipe(
+          Effect.map((value): Record<string, unknown> => ({ return: value })),
+          Effect.catchTag("GuestAgentError", (e) => Effect.succeed({ error: { class: e.errorClass, desc: e.desc } })),
+          Effect.mapError(fatal)
+        ),
+      unsolicited: Stream.empty,
+      closed: Effect.map(agent.closed, fatal),
+      catalog: agent.info.pipe(
+        Effect.map((info) =>
+          Catalog.fromNames(info.supported_commands.flatMap((c) => c.enabled ? [c.name] : []))
+        ),
+        Effect.orElseSucceed(() => Catalog.empty)
+      ),
+      noReply: GA_NO_REPLY
+    })
+  )
 
 /**
  * @since 0.2.0

@@ -1,16 +1,12 @@
 /**
- * A minimal JSON-lines client for the shell's raw modes: QMP without
- * negotiation (`shell -N`) and the guest agent (`ga`). It sends what it is
- * given as is, one request at a time: a reply (`return` or `error`) answers
- * the request in flight, anything else (greeting, events) is unsolicited.
- *
- * For the guest agent, `sync` resynchronises the stream first: a 0xFF byte
- * and `guest-sync-delimited`, whose reply the agent prefixes with 0xFF;
- * everything before that byte is stale and dropped.
+ * A minimal JSON-lines client for `shell -N` (QMP without negotiation): it
+ * sends what it is given as is, one request at a time; a reply (`return` or
+ * `error`) answers the request in flight, anything else (the greeting,
+ * events) is unsolicited.
  *
  * @since 0.2.0
  */
-import { Deferred, Duration, Effect, Exit, FiberId, Queue, Scope, Stream } from "effect"
+import { Deferred, Effect, Exit, FiberId, Queue, Scope, Stream } from "effect"
 import * as net from "node:net"
 import { describeCause } from "../Errors.js"
 import type { QmpClient } from "../index.js"
@@ -24,8 +20,6 @@ import { CliFailure, EXIT_FATAL } from "./errors.js"
 export interface LineClient {
   /** Sends one message and waits for the reply to it. */
   readonly request: (message: Record<string, unknown>) => Effect.Effect<Record<string, unknown>, CliFailure>
-  /** Sends one message and does not wait (commands the peer never answers). */
-  readonly send: (message: Record<string, unknown>) => Effect.Effect<void, CliFailure>
   /** Greeting, events, and anything else nobody asked for; ends with the connection. */
   readonly unsolicited: Stream.Stream<Record<string, unknown>>
   /** Completes, with the reason, when the connection has ended. */
@@ -37,15 +31,12 @@ const MAX_LINE = 64 * 1024 * 1024
 const failure = (message: string) => new CliFailure({ message, exitCode: EXIT_FATAL })
 
 /**
- * Connects, and (with `sync`) resynchronises with a guest agent within `timeout`.
+ * Connects; the connection lives in the scope.
  *
  * @since 0.2.0
  * @category constructors
  */
-export const connect = (
-  address: QmpClient.Address,
-  options: { readonly sync?: boolean; readonly timeout?: Duration.DurationInput } = {}
-): Effect.Effect<LineClient, CliFailure, Scope.Scope> =>
+export const connect = (address: QmpClient.Address): Effect.Effect<LineClient, CliFailure, Scope.Scope> =>
   Effect.gen(function*() {
     const where = Address.format(address)
     const socket = yield* Effect.acquireRelease(
@@ -70,8 +61,6 @@ export const connect = (
     const closed = Deferred.unsafeMake<CliFailure>(FiberId.none)
     let inFlight: ((reply: Exit.Exit<Record<string, unknown>, CliFailure>) => void) | undefined
     let closeCause: CliFailure | undefined
-    // With `sync`, bytes before the agent's 0xFF are stale output of an earlier client.
-    let synced = !options.sync
     let tail: Buffer = Buffer.alloc(0)
 
     const end = (cause: CliFailure) => {
@@ -105,14 +94,7 @@ export const connect = (
     }
 
     socket.on("data", (data: Buffer) => {
-      let chunk: Buffer = data
-      if (!synced) {
-        const marker = chunk.indexOf(0xff)
-        if (marker < 0) return
-        synced = true
-        chunk = chunk.subarray(marker + 1)
-      }
-      tail = tail.length === 0 ? chunk : Buffer.concat([tail, chunk])
+      tail = tail.length === 0 ? data : Buffer.concat([tail, data])
       let nl = tail.indexOf(10)
       while (nl >= 0 && !closeCause) {
         onLine(tail.toString("utf8", 0, nl))
@@ -126,21 +108,12 @@ export const connect = (
     socket.on("error", (err) => end(failure(`connection to ${where} failed: ${describeCause(err)}`)))
     yield* Effect.addFinalizer(() => Effect.sync(() => end(failure("connection closed by the client"))))
 
-    const write = (message: Record<string, unknown>) =>
-      Effect.suspend(() => {
-        if (closeCause) return Effect.fail(closeCause)
-        socket.write(`${JSON.stringify(message)}\n`)
-        return Effect.void
-      })
-
-    // `flush` prefixes the 0xFF byte that makes the agent drop any partial input.
-    const request = (message: Record<string, unknown>, flush = false) =>
+    const request = (message: Record<string, unknown>) =>
       Effect.suspend(() => {
         if (closeCause) return Effect.fail(closeCause)
         if (inFlight) return Effect.fail(failure("a request is already in flight"))
         return Effect.async<Record<string, unknown>, CliFailure>((resume) => {
           inFlight = resume
-          if (flush) socket.write(Buffer.from([0xff]))
           socket.write(`${JSON.stringify(message)}\n`)
           return Effect.sync(() => {
             inFlight = undefined
@@ -148,22 +121,8 @@ export const connect = (
         })
       })
 
-    if (options.sync) {
-      const id = Math.floor(Math.random() * 0x7fffffff)
-      const timeout = Duration.decode(options.timeout ?? "10 seconds")
-      const loop: Effect.Effect<void, CliFailure> = Effect.flatMap(
-        request({ execute: "guest-sync-delimited", arguments: { id } }, true),
-        (reply) => (reply.return === id ? Effect.void : loop)
-      )
-      yield* Effect.timeoutFail(loop, {
-        duration: timeout,
-        onTimeout: () => failure(`no guest agent answered at ${where} within ${Duration.format(timeout)}`)
-      })
-    }
-
     return {
-      request: (message) => request(message),
-      send: (message) => write(message),
+      request,
       unsolicited: Stream.fromQueue(unsolicited).pipe(
         Stream.takeWhile((m): m is Record<string, unknown> => m !== null)
       ),

@@ -80,40 +80,25 @@ export const fetchFromBinary = (binary: string): Effect.Effect<Names, CliFailure
     })
   )
 
-const keysOf = (u: unknown): Array<string> =>
-  typeof u === "object" && u !== null ? Object.keys(u).sort() : []
-
 /**
- * The generated types' names, from the `Qapi` module (`commands`, `events`,
- * `schemaVersion`). Loaded at run time: a build without it says so.
+ * The generated types' names, from the `Qapi` module. Imported when asked
+ * for: the other commands do not pay for loading the generated code.
  *
  * @since 0.2.0
  * @category constructors
  */
 export const loadGenerated: Effect.Effect<Names, CliFailure> = Effect.tryPromise({
-  try: () => {
-    // A variable specifier: the module is optional for this file to compile.
-    const specifier = "../Qapi.js"
-    return import(specifier) as Promise<unknown>
-  },
+  try: () => import("../Qapi.js"),
   catch: (e) =>
     new CliFailure({
-      message: `no generated QAPI types in this build (${e instanceof Error ? e.message.split("\n")[0] : String(e)})`,
+      message: `cannot load the generated QAPI types: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`,
       exitCode: EXIT_FATAL
     })
-}).pipe(Effect.map((mod) => {
-  const m = (typeof mod === "object" && mod !== null ? mod : {}) as Record<string, unknown>
-  const version = m.schemaVersion
-  return {
-    version: typeof version === "string"
-      ? version
-      : typeof version === "object" && version !== null
-      ? JSON.stringify(version)
-      : undefined,
-    commands: keysOf(m.commands),
-    events: keysOf(m.events)
-  }
-}))
+}).pipe(Effect.map((Qapi) => ({
+  version: Qapi.schemaVersion,
+  commands: Object.keys(Qapi.commands).sort(),
+  events: Object.keys(Qapi.events).sort()
+})))
 
 const minus = (a: ReadonlyArray<string>, b: ReadonlyArray<string>) => {
   const other = new Set(b)
