@@ -26,7 +26,7 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import type * as ConsoleSocket from "../ConsoleSocket.js"
 import { MachineError } from "../Errors.js"
-import type { LaunchFailure, QmpCommandError, QmpError } from "../Errors.js"
+import type { LaunchFailure, QmpArgumentError, QmpCommandError, QmpError } from "../Errors.js"
 import * as GuestAgent from "../GuestAgent.js"
 import * as QemuMachine from "../QemuMachine.js"
 
@@ -289,7 +289,7 @@ export const launch = (
   options: LaunchOptions = {}
 ): Effect.Effect<
   Guest,
-  GuestUnavailable | LaunchFailure | MachineError | QmpCommandError | QmpError,
+  GuestUnavailable | LaunchFailure | MachineError | QmpCommandError | QmpArgumentError | QmpError,
   Scope.Scope
 > =>
   Effect.gen(function*() {

@@ -82,6 +82,66 @@ export interface Channel {
   readonly commandTimeout: Duration.Duration
 }
 
+/**
+ * The request in flight and whether the channel is synced, and the routing of
+ * each received line to that request. Only this router settles requests.
+ */
+const makeRouter = (warn: (message: string) => void) => {
+  const state: { current: Pending | undefined; synced: boolean } = { current: undefined, synced: false }
+
+  const settle = (pending: Pending, result: Either.Either<unknown, Failure>) => {
+    if (state.current === pending) state.current = undefined
+    Deferred.unsafeDone(pending.deferred, Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left))
+  }
+
+  const agentError = (pending: Pending, error: { readonly class: string; readonly desc: string }) =>
+    new GuestAgentError({ command: pending.command, errorClass: error.class, desc: error.desc })
+
+  const onProtocolError = (error: QmpProtocolError) => {
+    // The channel's state is unknown: the next call re-syncs (the flush resets the agent's parser too).
+    state.synced = false
+    // A sync in progress is how the channel recovers from garbage: it keeps waiting.
+    if (state.current && !state.current.sync) settle(state.current, Either.left(error))
+    else warn(`${error.message}: ${error.raw}`)
+  }
+
+  const onLine = (line: string) => {
+    const parsed = parse(line)
+    if (Either.isLeft(parsed)) return onProtocolError(parsed.left)
+    const reply = parsed.right
+    const pending = state.current
+    if (pending === undefined) return
+    if (pending.sync) {
+      // Everything before our latest sync reply is stale, the flush's parse error included.
+      if (reply.id === undefined && reply.return === pending.id) settle(pending, Either.right(undefined))
+      return
+    }
+    if (reply.id === pending.id) {
+      return settle(pending, reply.error ? Either.left(agentError(pending, reply.error)) : Either.right(reply.return))
+    }
+    if (reply.id === undefined && reply.error) {
+      // An id-less error after a completed sync: the agent could not parse what it read (a request
+      // cut by an agent restart), so ours is lost.
+      state.synced = false
+      settle(pending, Either.left(agentError(pending, reply.error)))
+    }
+    // Any other id: a stale reply to a call that was interrupted or timed out.
+  }
+
+  const onClose = (cause: QmpConnectionError) => {
+    state.synced = false
+    if (state.current) settle(state.current, Either.left(cause))
+  }
+
+  return { state, onLine, onProtocolError, onClose }
+}
+
+const request = (command: string, args: Readonly<Record<string, unknown>> | undefined) => (id: number) =>
+  JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id }) + "\n"
+
+const syncRequest = (id: number) =>
+  Buffer.concat([Buffer.of(Transport.DELIMITER), Buffer.from(JSON.stringify({ execute: "guest-sync-delimited", arguments: { id } }) + "\n")])
+
 /** Connects and syncs within `timeout`. */
 export const open = (options: Options) =>
   Effect.gen(function*() {
@@ -90,66 +150,20 @@ export const open = (options: Options) =>
       const tooLong = Net.checkUnixPath(options.address)
       if (tooLong) return yield* Effect.fail(new QmpConnectionError({ reason: "Refused", detail: tooLong }))
     }
-    const runtime = yield* Effect.runtime<never>()
-    const warn = (message: string) => Runtime.runFork(runtime)(Effect.logWarning(message))
     const address = Net.formatAddress(options.address)
-
-    let current: Pending | undefined
-    let synced = false
+    const runtime = yield* Effect.runtime<never>()
+    const router = makeRouter((message) => Runtime.runFork(runtime)(Effect.logWarning(`guest agent ${address}: ${message}`)))
+    const { state } = router
     let nextId = 1 + Math.floor(Math.random() * 2 ** 30)
-
-    const settle = (pending: Pending, result: Either.Either<unknown, Failure>) => {
-      if (current === pending) current = undefined
-      Deferred.unsafeDone(pending.deferred, Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left))
-    }
-
-    const onProtocolError = (error: QmpProtocolError) => {
-      // The channel's state is unknown: the next call re-syncs (the flush resets the agent's parser too).
-      synced = false
-      // A sync in progress is how the channel recovers from garbage: it keeps waiting.
-      if (current && !current.sync) settle(current, Either.left(error))
-      else warn(`guest agent ${address}: ${error.message}: ${error.raw}`)
-    }
-
-    const onLine = (line: string) => {
-      const parsed = parse(line)
-      if (Either.isLeft(parsed)) return onProtocolError(parsed.left)
-      const reply = parsed.right
-      const pending = current
-      if (pending === undefined) return
-      if (pending.sync) {
-        // Everything before our latest sync reply is stale, the flush's parse error included.
-        if (reply.id === undefined && reply.return === pending.id) settle(pending, Either.right(undefined))
-        return
-      }
-      if (reply.id === pending.id) {
-        return settle(
-          pending,
-          reply.error
-            ? Either.left(new GuestAgentError({ command: pending.command, errorClass: reply.error.class, desc: reply.error.desc }))
-            : Either.right(reply.return)
-        )
-      }
-      if (reply.id === undefined && reply.error) {
-        // An id-less error after a completed sync: the agent could not parse what it read (a request
-        // cut by an agent restart), so ours is lost.
-        synced = false
-        settle(pending, Either.left(new GuestAgentError({ command: pending.command, errorClass: reply.error.class, desc: reply.error.desc })))
-      }
-      // Any other id: a stale reply to a call that was interrupted or timed out.
-    }
 
     const socket = yield* Transport.connect(options.address).pipe(
       Effect.timeoutFail({ duration: timeout, onTimeout: () => new QmpTimeoutError({ operation: `guest agent connect ${address}`, timeout }) })
     )
     const transport = Transport.fromSocket(socket, options.maxMessageSize ?? DEFAULT_MAX_MESSAGE, {
-      onLine,
+      onLine: router.onLine,
       onOversized: (size, head) =>
-        onProtocolError(new QmpProtocolError({ message: `guest agent message of ${size} bytes is over the limit`, raw: truncate(head) })),
-      onClose: (cause) => {
-        synced = false
-        if (current) settle(current, Either.left(cause))
-      }
+        router.onProtocolError(new QmpProtocolError({ message: `guest agent message of ${size} bytes is over the limit`, raw: truncate(head) })),
+      onClose: router.onClose
     })
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => transport.close(new QmpConnectionError({ reason: "Closed", detail: "guest agent client closed" })))
@@ -158,24 +172,18 @@ export const open = (options: Options) =>
     /** Sends one message and waits for its reply; an interrupted wait leaves the reply to be dropped by id. */
     const roundTrip = (command: string, sync: boolean, payload: (id: number) => Uint8Array | string) =>
       Effect.suspend(() => {
-        const id = nextId++
-        const pending: Pending = { id, sync, command, deferred: Deferred.unsafeMake<unknown, Failure>(FiberId.none) }
         const closedBy = transport.cause()
         if (closedBy) return Effect.fail(closedBy)
-        current = pending
+        const id = nextId++
+        const pending: Pending = { id, sync, command, deferred: Deferred.unsafeMake<unknown, Failure>(FiberId.none) }
+        state.current = pending
         return transport.write(payload(id)).pipe(
           Effect.zipRight(Deferred.await(pending.deferred)),
           Effect.ensuring(Effect.sync(() => {
-            if (current === pending) current = undefined
+            if (state.current === pending) state.current = undefined
           }))
         )
       })
-
-    const request = (command: string, args: Readonly<Record<string, unknown>> | undefined) => (id: number) =>
-      JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id }) + "\n"
-
-    const syncRequest = (id: number) =>
-      Buffer.concat([Buffer.of(Transport.DELIMITER), Buffer.from(JSON.stringify({ execute: "guest-sync-delimited", arguments: { id } }) + "\n")])
 
     // Each attempt waits a little longer; replies to earlier attempts are dropped, the latest one counts.
     const syncAttempts = (wait: number): Effect.Effect<void, QmpError> =>
@@ -183,59 +191,54 @@ export const open = (options: Options) =>
         Effect.timeout(Duration.millis(wait)),
         Effect.catchTag("TimeoutException", () => syncAttempts(Math.min(Math.round(wait * 1.5), MAX_SYNC_ATTEMPT))),
         Effect.catchTag("GuestAgentError", (e) => Effect.die(e)),
-        Effect.tap(() => Effect.sync(() => {
-          synced = true
-        }))
+        Effect.tap(() =>
+          Effect.sync(() => {
+            state.synced = true
+          })
+        )
       )
-
-    const syncUnlocked = (timeout: Duration.Duration) =>
-      syncAttempts(200).pipe(
-        Effect.timeoutFail({ duration: timeout, onTimeout: () => new QmpTimeoutError({ operation: `guest agent sync ${address}`, timeout }) })
-      )
+    const ensureSynced = Effect.suspend(() => state.synced ? Effect.void : syncAttempts(200))
 
     const lock = yield* Effect.makeSemaphore(1)
+    const syncLocked = (limit: Duration.Duration) =>
+      lock.withPermits(1)(syncAttempts(200)).pipe(
+        Effect.timeoutFail({ duration: limit, onTimeout: () => new QmpTimeoutError({ operation: `guest agent sync ${address}`, timeout: limit }) })
+      )
     const commandTimeout = Duration.decode(options.commandTimeout ?? DEFAULT_COMMAND_TIMEOUT)
 
-    const withDeadline = <A, E>(command: string, callOptions: CallOptions | undefined, self: Effect.Effect<A, E>) => {
+    /** Under the lock, synced first, within the call's deadline; a timeout leaves the channel to re-sync. */
+    const locked = <A, E>(command: string, callOptions: CallOptions | undefined, self: Effect.Effect<A, E>) => {
       const limit = callOptions?.timeout === undefined ? commandTimeout : Duration.decode(callOptions.timeout)
-      return lock.withPermits(1)(self).pipe(
+      return lock.withPermits(1)(Effect.zipRight(ensureSynced, self)).pipe(
         Effect.timeoutFail({ duration: limit, onTimeout: () => new QmpTimeoutError({ operation: `guest agent ${command}`, timeout: limit }) }),
-        Effect.tapErrorTag("QmpTimeoutError", () => Effect.sync(() => {
-          synced = false
-        }))
+        Effect.tapErrorTag("QmpTimeoutError", () =>
+          Effect.sync(() => {
+            state.synced = false
+          })),
+        Effect.withSpan("GuestAgent.execute", { attributes: { command } })
       )
     }
 
-    const ensureSynced = Effect.suspend(() => synced ? Effect.void : syncAttempts(200))
-
     const call: Channel["call"] = (command, args, callOptions) =>
-      withDeadline(command, callOptions, Effect.zipRight(ensureSynced, roundTrip(command, false, request(command, args))))
-        .pipe(Effect.withSpan("GuestAgent.execute", { attributes: { command } }))
+      locked(command, callOptions, roundTrip(command, false, request(command, args)))
 
     const callNoReply: Channel["callNoReply"] = (command, args, done, callOptions) =>
-      withDeadline(
+      locked(
         command,
         callOptions,
-        Effect.gen(function*() {
-          yield* ensureSynced
+        Effect.suspend(() => {
           const closedBefore = transport.cause()
-          if (closedBefore) return yield* Effect.fail(closedBefore)
+          if (closedBefore) return Effect.fail(closedBefore)
           // A reply is an error (or an agent that does reply); the channel closing is the success.
           const reply = roundTrip(command, false, request(command, args)).pipe(
             Effect.asVoid,
             Effect.catchTag("QmpConnectionError", (e) => transport.cause() !== undefined ? Effect.void : Effect.fail(e))
           )
-          yield* Effect.raceFirst(reply, done)
+          return Effect.raceFirst(reply, done)
         })
-      ).pipe(Effect.withSpan("GuestAgent.execute", { attributes: { command } }))
+      )
 
-    yield* syncUnlocked(timeout).pipe(lock.withPermits(1))
-    const channel: Channel = {
-      call,
-      callNoReply,
-      sync: (t) => lock.withPermits(1)(syncUnlocked(t)),
-      transport,
-      commandTimeout
-    }
+    yield* syncLocked(timeout)
+    const channel: Channel = { call, callNoReply, sync: syncLocked, transport, commandTimeout }
     return channel
   })
