@@ -23,6 +23,8 @@ interface Checker {
 const formatPath = (root: string, path: ReadonlyArray<PropertyKey>): string =>
   path.reduce<string>((acc, p) => (typeof p === "number" ? `${acc}[${p}]` : `${acc}.${String(p)}`), root)
 
+const LITERAL_MISMATCH = /^Expected "[^"]*"(?: \| "[^"]*")*, actual /
+
 const checker = (schema: Schema.Schema.AnyNoContext, root: string): Checker => {
   const is = Schema.is(schema)
   const decode = Schema.decodeUnknownEither(schema, { errors: "first" })
@@ -31,7 +33,10 @@ const checker = (schema: Schema.Schema.AnyNoContext, root: string): Checker => {
     explain: (u) => {
       const result = decode(u)
       if (Either.isRight(result)) return `${root}: does not match its schema`
-      const issue = ParseResult.ArrayFormatter.formatErrorSync(result.left)[0]
+      // a union reports every branch it tried; a branch whose tag did not match
+      // says little ("Expected "s390x""), so prefer an issue from another one
+      const issues = ParseResult.ArrayFormatter.formatErrorSync(result.left)
+      const issue = issues.find((i) => !LITERAL_MISMATCH.test(i.message)) ?? issues[0]
       return issue ? `${formatPath(root, issue.path)}: ${issue.message}` : `${root}: ${result.left.message}`
     }
   }
