@@ -147,6 +147,13 @@ describe("the validator (snapshot schema)", () => {
     expect(check("no-such-command", {})).toMatchObject({ path: "execute" })
     expect(check("blockdev-add", undefined)).toMatchObject({ path: "arguments.driver", message: "missing required member" })
     expect(check("blockdev-add", [])).toMatchObject({ path: "arguments" })
+    expect(check("object-add", { "qom-type": "no-such-type", id: "o" })?.message).toMatch(
+      /^unknown union branch "no-such-type"; expected one of .*memory-backend-ram/
+    )
+    expect(check("migrate-set-capabilities", { capabilities: [{ capability: "warp", state: true }] })).toMatchObject({
+      path: "arguments.capabilities[0].capability",
+      message: expect.stringMatching(/^expected one of xbzrle, .*, got "warp"$/)
+    })
   })
 
   it("tells int from number", () => {

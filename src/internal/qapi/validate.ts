@@ -157,6 +157,15 @@ export const make = (entries: ReadonlyArray<SchemaInfo>, options: Options = {}):
     }
     return (value, path) => {
       if (!isRecord(value)) return expected("an object", value, path)
+      if (variants && has(value, variants.tag) && value[variants.tag] !== undefined) {
+        const tagValue = value[variants.tag]
+        if (typeof tagValue !== "string" || !variants.cases.has(tagValue)) {
+          return {
+            path: `${path}.${variants.tag}`,
+            message: `unknown union branch ${show(tagValue)}; expected one of ${[...variants.cases.keys()].join(", ")}`
+          }
+        }
+      }
       for (const c of checks) {
         if (!has(value, c.name) || value[c.name] === undefined) {
           if (c.optional) continue
