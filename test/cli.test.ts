@@ -290,4 +290,17 @@ describe("effect-qemu ga", () => {
       expect(result.stderr).toBe("effect-qemu: line 2: guest-nope: CommandNotFound: no guest-nope\n")
       expect(result.code).toBe(1)
     }))
+
+  it.scopedLive("talks to the real agent in the test guest", () =>
+    Effect.gen(function*() {
+      const guest = yield* Guest.launch({ guestAgent: true }).pipe(Effect.orDie)
+      const result = yield* Cli.run(["ga", "--timeout", "90", guest.agentAddress!], "guest-ping\nguest-info\nguest-exec-status pid=999999\n")
+      const out = Cli.jsonLines(result.stdout)
+      expect(out[0]).toEqual({ return: {} })
+      const info = out[1]!.return as { version: string; supported_commands: Array<{ name: string }> }
+      expect(info.supported_commands.map((c) => c.name)).toContain("guest-ping")
+      expect(out[2]).toMatchObject({ error: { class: "GenericError" } })
+      expect(result.stderr).toMatch(/^effect-qemu: line 3: guest-exec-status: GenericError: /)
+      expect(result.code).toBe(1)
+    }), 180_000)
 })

@@ -5,7 +5,7 @@
  *
  * @since 0.2.0
  */
-import { Effect, Option, Scope, Stream } from "effect"
+import { type Duration, Effect, Option, Scope, Stream } from "effect"
 import type { GuestAgentError, QmpError } from "../Errors.js"
 import * as GuestAgent from "../GuestAgent.js"
 import { QemuMachine, QmpClient } from "../index.js"
@@ -69,9 +69,12 @@ const GA_NO_REPLY: ReadonlySet<string> = new Set([
  * @since 0.2.0
  * @category constructors
  */
-export const guestAgent = (address: QmpClient.Address): Effect.Effect<Shell.Backend, CliFailure, Scope.Scope> =>
+export const guestAgent = (
+  address: QmpClient.Address,
+  timeout: Duration.DurationInput
+): Effect.Effect<Shell.Backend, CliFailure, Scope.Scope> =>
   Effect.map(
-    Effect.mapError(GuestAgent.connect({ address, timeout: "10 seconds" }), fatal),
+    Effect.mapError(GuestAgent.connect({ address, timeout }), fatal),
     (agent) => ({
       execute: (command: Parse.Command): Effect.Effect<Record<string, unknown>, CliFailure> =>
         (agent.execute(command.execute as string, command.arguments) as Effect.Effect<unknown, GuestAgentError | QmpError>).pipe(

@@ -17,7 +17,7 @@
  */
 import { Args, CliConfig, Command, Options, ValidationError } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Cause, Effect, Either, Exit, Layer, Logger, LogLevel, Option } from "effect"
+import { Cause, Duration, Effect, Either, Exit, Layer, Logger, LogLevel, Option } from "effect"
 import * as Address from "./address.js"
 import { CliFailure, describe, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, fatal } from "./errors.js"
 import * as Backends from "./backends.js"
@@ -115,11 +115,19 @@ const schema = Command.make(
 
 const ga = Command.make(
   "ga",
-  { address: Args.text({ name: "ADDRESS" }).pipe(Args.withDescription("the guest agent's socket (path or host:port)")), pretty, verbose },
+  {
+    address: Args.text({ name: "ADDRESS" }).pipe(Args.withDescription("the guest agent's socket (path or host:port)")),
+    timeout: Options.integer("timeout").pipe(
+      Options.withDefault(30),
+      Options.withDescription("seconds to wait for the agent to answer its first sync")
+    ),
+    pretty,
+    verbose
+  },
   (options) =>
     Effect.gen(function*() {
       const where = yield* resolveAddress(Option.some(options.address), false)
-      const backend = yield* Backends.guestAgent(where)
+      const backend = yield* Backends.guestAgent(where, Duration.seconds(options.timeout))
       return yield* Shell.run(backend, { ...options, hmp: false, prompt: "(QEMU-GA) " })
     }).pipe(Effect.scoped, Effect.flatMap(finish))
 ).pipe(Command.withDescription("the same shell on a QEMU guest agent socket"))

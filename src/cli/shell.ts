@@ -172,7 +172,7 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
       }
     }
     const complain = (text: string) => {
-      if (interactive) print(text)
+      if (interactive) print(`error: ${text}`)
       else err.write(`effect-qemu: ${text}\n`)
     }
 
