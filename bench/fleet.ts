@@ -24,7 +24,9 @@ import { fmtMs, fmtRate, now, summarize } from "./stats.js"
 const self = fileURLToPath(import.meta.url)
 const QEMU = process.env.QEMU_BINARY ?? "qemu-system-x86_64"
 const quick = process.argv.includes("--quick")
-const plan = quick ? { warm: 20, samples: 200, launches: 4 } : { warm: 200, samples: 3_000, launches: 24 }
+const plan = quick
+  ? { warm: 20, samples: 200, launches: 4, parallelVms: 4, parallelOps: 50 }
+  : { warm: 200, samples: 3_000, launches: 24, parallelVms: 8, parallelOps: 500 }
 
 const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -49,6 +51,16 @@ const roundTrips = (command: Effect.Effect<unknown, unknown>) =>
     return summarize(samples)
   })
 
+/** Commands per second with `parallelVms` VMs driven at once, `parallelOps` sequential commands each. */
+const throughput = (commands: ReadonlyArray<Effect.Effect<unknown, unknown>>) =>
+  Effect.gen(function*() {
+    const t = now()
+    yield* Effect.forEach(commands, (command) => Effect.repeatN(command, plan.parallelOps - 1), { concurrency: "unbounded" })
+    return (commands.length * plan.parallelOps) / ((now() - t) / 1000)
+  })
+
+const ids = (prefix: string) => Array.from({ length: plan.parallelVms }, (_, i) => `${prefix}-${i}`)
+
 const launches = (fleet: Fleet.Service, spec: MachineSpec.MachineSpec, prefix: string) =>
   Effect.gen(function*() {
     const t = now()
@@ -69,8 +81,12 @@ async function main(): Promise<number> {
   try {
     const local = await Effect.runPromise(
       Effect.gen(function*() {
-        const vm = yield* QemuMachine.launch(QemuMachine.make({ ...spec, args: [...spec.args!] }).pipe(QemuMachine.setMachine("none")))
-        return yield* roundTrips(vm.command("query-status"))
+        const config = QemuMachine.make({ ...spec, args: [...spec.args!] }).pipe(QemuMachine.setMachine("none"))
+        const vm = yield* QemuMachine.launch(config)
+        const stats = yield* roundTrips(vm.command("query-status"))
+        const vms = yield* Effect.forEach(ids("local"), () => QemuMachine.launch(config))
+        const rate = yield* throughput(vms.map((vm) => vm.command("query-status")))
+        return { ...stats, rate }
       }).pipe(Effect.scoped)
     )
 
@@ -79,8 +95,10 @@ async function main(): Promise<number> {
         const fleet = yield* Fleet.Fleet
         const stats = yield* Effect.scoped(Effect.flatMap(fleet.launch("bench", spec), (vm) => roundTrips(vm.command("query-status"))))
         const rate = yield* launches(fleet, spec, "embedded")
-        return { stats, rate }
-      }).pipe(Effect.provide(Fleet.runnerLayer()))
+        const vms = yield* Effect.forEach(ids("embedded-par"), (id) => fleet.launch(id, spec))
+        const commands = yield* throughput(vms.map((vm) => vm.command("query-status")))
+        return { stats, rate, commands }
+      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer()))
     )
 
     const file = path.join(dir, "fleet.sqlite")
@@ -99,22 +117,28 @@ async function main(): Promise<number> {
         yield* Effect.sleep("3 seconds") // the client sees the runner
         const stats = yield* Effect.scoped(Effect.flatMap(fleet.launch("bench", spec), (vm) => roundTrips(vm.command("query-status"))))
         const rate = yield* launches(fleet, spec, "remote")
-        return { stats, rate }
-      }).pipe(Effect.provide(Fleet.clientLayer({ storage: Fleet.sqlite(file) })))
+        const vms = yield* Effect.forEach(ids("remote-par"), (id) => fleet.launch(id, spec))
+        const commands = yield* throughput(vms.map((vm) => vm.command("query-status")))
+        return { stats, rate, commands }
+      }).pipe(Effect.scoped, Effect.provide(Fleet.clientLayer({ storage: Fleet.sqlite(file) })))
     )
 
     console.log(`fleet bench (${quick ? "quick" : "full"}): ${plan.samples} sequential query-status round trips each`)
     console.log("")
-    console.log("target                     p50        p95        ratio (p50)  added p50  added p95  launches")
-    const row = (name: string, s: ReturnType<typeof summarize>, rate?: number) =>
+    console.log(
+      `target                     p50        p95        ratio (p50)  added p50  added p95  ${plan.parallelVms} VMs at once  launches`
+    )
+    const row = (name: string, s: ReturnType<typeof summarize>, commands: number, rate?: number) =>
       console.log(
         `${name.padEnd(26)} ${fmtMs(s.median).padEnd(10)} ${fmtMs(s.p95).padEnd(10)} ${
           (s.median / local.median).toFixed(2).padStart(6)
-        }x      ${fmtMs(s.median - local.median).padEnd(10)} ${fmtMs(s.p95 - local.p95).padEnd(10)} ${rate === undefined ? "-" : fmtRate(rate)}`
+        }x      ${fmtMs(s.median - local.median).padEnd(10)} ${fmtMs(s.p95 - local.p95).padEnd(10)} ${
+          `${fmtRate(commands)} cmds`.padEnd(15)
+        } ${rate === undefined ? "-" : fmtRate(rate)}`
       )
-    row("local QemuMachine", local)
-    row("fleet, embedded runner", embedded.stats, embedded.rate)
-    row("fleet, runner over TCP", remote.stats, remote.rate)
+    row("local QemuMachine", local, local.rate)
+    row("fleet, embedded runner", embedded.stats, embedded.commands, embedded.rate)
+    row("fleet, runner over TCP", remote.stats, remote.commands, remote.rate)
     console.log(JSON.stringify({
       localP50: local.median,
       embeddedP50: embedded.stats.median,
@@ -122,6 +146,9 @@ async function main(): Promise<number> {
       remoteP50: remote.stats.median,
       remoteP95: remote.stats.p95,
       remoteRatio: remote.stats.median / local.median,
+      localCommandsPerSecond: local.rate,
+      embeddedCommandsPerSecond: embedded.commands,
+      remoteCommandsPerSecond: remote.commands,
       embeddedLaunchesPerSecond: embedded.rate,
       remoteLaunchesPerSecond: remote.rate
     }))

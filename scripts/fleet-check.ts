@@ -149,8 +149,10 @@ interface Row {
   lostAfterMs?: number
 }
 
+const started = Date.now()
+const say = (text: string) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${text}`)
+
 async function main(): Promise<number> {
-  const started = Date.now()
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "effect-qemu-fleet-check-"))
   const vmBase = path.join(workDir, "vms")
   fs.mkdirSync(vmBase)
@@ -167,11 +169,13 @@ async function main(): Promise<number> {
   let killedQemus: Array<number> = []
 
   try {
-    console.log("starting PostgreSQL…")
+    say("starting PostgreSQL…")
     pg = startPostgres()
     const url = pg.url
-    console.log(`starting ${RUNNERS} runners…`)
-    for (let i = 0; i < RUNNERS; i++) runners.push(await startRunner(i, url, workDir))
+    say(`starting ${RUNNERS} runners…`)
+    const starts = await Promise.allSettled(Array.from({ length: RUNNERS }, (_, i) => startRunner(i, url, workDir)))
+    for (const start of starts) if (start.status === "fulfilled") runners.push(start.value)
+    for (const start of starts) if (start.status === "rejected") throw start.reason
 
     const spec: MachineSpec.MachineSpec = {
       binary: QEMU,
@@ -194,7 +198,7 @@ async function main(): Promise<number> {
           return vm
         })
 
-      console.log(`launching ${VMS} VMs…`)
+      say(`launching ${VMS} VMs…`)
       const t0 = performance.now()
       const vms = yield* Effect.forEach(
         Array.from({ length: VMS }, (_, i) => `vm-${i}`),
@@ -202,9 +206,9 @@ async function main(): Promise<number> {
         { concurrency: 8 }
       )
       const launchSeconds = (performance.now() - t0) / 1000
-      console.log(`  ${VMS} launched in ${launchSeconds.toFixed(1)} s`)
+      say(`  ${VMS} launched in ${launchSeconds.toFixed(1)} s`)
 
-      console.log(`${COMMANDS} commands on each…`)
+      say(`${COMMANDS} commands on each…`)
       yield* Effect.forEach(vms, (vm) =>
         Effect.gen(function*() {
           for (let i = 0; i < COMMANDS; i++) {
@@ -234,7 +238,7 @@ async function main(): Promise<number> {
           return false
         }
       })
-      console.log(`SIGKILL runner ${victim.address} (pid ${victim.child.pid}, ${perRunner.get(victim.address)} VMs)…`)
+      say(`SIGKILL runner ${victim.address} (pid ${victim.child.pid}, ${perRunner.get(victim.address)} VMs)…`)
       const killedAt = performance.now()
       victim.child.kill("SIGKILL")
 
@@ -266,7 +270,7 @@ async function main(): Promise<number> {
           }
         }), { concurrency: VMS })
 
-      console.log(`${AFTER_KILL} new launches…`)
+      say(`${AFTER_KILL} new launches…`)
       yield* Effect.forEach(Array.from({ length: AFTER_KILL }, (_, i) => `vm-new-${i}`), (id) =>
         Effect.gen(function*() {
           const vm = yield* launchOne(id)
@@ -275,7 +279,7 @@ async function main(): Promise<number> {
           if (vm.runner === victim.address) failures.push(`${id} landed on the killed runner`)
           else launchedAfterKill++
         }), { concurrency: AFTER_KILL })
-      console.log("shutting everything down…")
+      say("shutting everything down…")
     }).pipe(Effect.scoped, Effect.provide(Fleet.clientLayer({ storage: Fleet.postgres(url) })))
 
     const exit = await Effect.runPromiseExit(program)
@@ -285,7 +289,9 @@ async function main(): Promise<number> {
   }
 
   // --- teardown, then leak checks ---
-  for (const runner of runners) await stopRunner(runner)
+  say("stopping the runners…")
+  await Promise.all(runners.map(stopRunner))
+  say("checking for leftovers…")
   const leftovers: Array<string> = []
   if (killed && !(await waitUntil(() => killedQemus.every((pid) => !isAlive(pid)), 10_000))) {
     leftovers.push(`QEMUs of the killed runner alive: ${killedQemus.filter(isAlive).join(", ")}`)

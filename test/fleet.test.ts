@@ -92,6 +92,8 @@ describe("Fleet (embedded default)", () => {
       yield* Effect.gen(function*() {
       const fleet = yield* Fleet.Fleet
       const vm = yield* fleet.launch("vm-b", noneConfig(base))
+      const attached = yield* fleet.attach("vm-b")
+      expect({ runner: attached.runner, name: attached.name }).toEqual({ runner: vm.runner, name: vm.name })
       const error = yield* Effect.flip(vm.command("no-such-command"))
       expect(error).toBeInstanceOf(FleetErrors.QmpCommandError)
       expect(error).toMatchObject({ _tag: "QmpCommandError", command: "no-such-command", errorClass: "CommandNotFound" })

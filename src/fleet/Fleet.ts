@@ -276,9 +276,7 @@ export const make: Effect.Effect<Service, never, Sharding.Sharding> = Effect.gen
     }).pipe(Effect.withSpan("Fleet.launch", { attributes: { id } }))
 
   const attach: Service["attach"] = (id) =>
-    clusterFailure(makeClient(id).State()).pipe(
-      Effect.as(remote(id, { runner: "", name: id }))
-    )
+    clusterFailure(makeClient(id).Touch()).pipe(Effect.map((launched) => remote(id, launched)))
 
   return Fleet.of({ launch, attach })
 })

@@ -148,13 +148,13 @@ export const Shutdown = Rpc.make("Shutdown", {
 })
 
 /**
- * The client's heartbeat: an entity that hears nothing for the runner's
- * `vmIdleTimeout` stops, and its VM is shut down.
+ * The client's heartbeat (and what `attach` asks): an entity that hears
+ * nothing for the runner's `vmIdleTimeout` stops, and its VM is shut down.
  *
  * @since 0.2.0
  * @category rpcs
  */
-export const Touch = Rpc.make("Touch", { error: Gone })
+export const Touch = Rpc.make("Touch", { success: Launched, error: Gone })
 
 /**
  * @since 0.2.0
@@ -304,7 +304,9 @@ const handlers = Effect.gen(function*() {
         )),
     State: () => state,
     Shutdown: ({ payload }) => shutdown(payload),
-    Touch: () => Effect.asVoid(held)
+    Touch: () =>
+      Effect.flatMap(held, ({ vm }) =>
+        Effect.map(vm.pid, (pid) => ({ runner, name: vm.name, pid: Option.getOrUndefined(pid) })))
   })
 })
 
