@@ -7,6 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Schedule, Schema } from "effect"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { Fleet, FleetErrors, MachineSpec } from "../src/fleet/index.js"
 import { QemuMachine } from "../src/index.js"
@@ -146,9 +147,18 @@ describe("Fleet (embedded default)", () => {
         expect(relaunch).toMatchObject({ _tag: "VmLost", id: "vm-e", runner: "ghost:1" })
         expect(fs.readdirSync(base).filter((f) => !f.startsWith("fleet.sqlite"))).toEqual([])
 
+        // a VM lost on this host: its temp dir is removed by the runner that finds it lost
+        const leftover = fs.mkdtempSync(path.join(base, "qemu-machine-"))
+        fs.writeFileSync(path.join(leftover, "qemu.log"), "")
+        yield* sql`INSERT INTO effect_qemu_fleet_vms (id, runner, status, host, temp_dir, updated_at)
+                   VALUES ('vm-h', 'ghost:1', 'running', ${os.hostname()}, ${leftover}, 0)`
+        expect(yield* Effect.flip(fleet.attach("vm-h"))).toMatchObject({ _tag: "VmLost", runner: "ghost:1" })
+        expect(yield* pollUntil(() => !fs.existsSync(leftover), "10 seconds")).toBe(true)
+
         // an explicit shutdown forgets the lost VM; then the id is free again
-        const handle = yield* Effect.either(fleet.attach("vm-e"))
-        expect(handle._tag).toBe("Left")
+        yield* fleet.shutdown("vm-e")
+        const again = yield* fleet.launch("vm-e", spec(base))
+        expect(yield* again.command("query-status")).toMatchObject({ running: true })
       }).pipe(
         Effect.provide(Layer.merge(Fleet.runnerLayer({ storage: Fleet.sqlite(filename) }), SqliteClient.layer({ filename })))
       )

@@ -194,6 +194,14 @@ export interface Service {
     config: MachineSpec.MachineSpec | QemuMachine.Config,
     options?: LaunchOptions
   ) => Effect.Effect<RemoteMachine, LaunchError, Scope.Scope>
+  /**
+   * Shuts down the VM under `id` wherever it runs; for a lost VM, forgets it,
+   * so that the id can be launched again.
+   */
+  readonly shutdown: (
+    id: string,
+    options?: { readonly hard?: boolean | undefined; readonly timeout?: Duration.DurationInput | undefined }
+  ) => Effect.Effect<void, FleetErrors.AbnormalShutdown | FleetErrors.MachineError>
   /** A handle on a VM launched elsewhere (no heartbeat, no shutdown at the end). */
   readonly attach: (id: string) => Effect.Effect<RemoteMachine, FleetErrors.VmLost | FleetErrors.VmNotFound | FleetErrors.MachineError>
 }
@@ -278,7 +286,13 @@ export const make: Effect.Effect<Service, never, Sharding.Sharding> = Effect.gen
   const attach: Service["attach"] = (id) =>
     clusterFailure(makeClient(id).Touch()).pipe(Effect.map((launched) => remote(id, launched)))
 
-  return Fleet.of({ launch, attach })
+  const shutdown: Service["shutdown"] = (id, options) =>
+    clusterFailure(makeClient(id).Shutdown({
+      hard: options?.hard,
+      timeout: options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
+    }))
+
+  return Fleet.of({ launch, attach, shutdown })
 })
 
 // ---------------------------------------------------------------------------
