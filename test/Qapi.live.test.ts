@@ -187,15 +187,23 @@ describe("typed QAPI on a booted guest (q35, TCG)", { timeout: 180_000 }, () => 
       expect(validator.supports("query-status")).toBe(true)
       expect(validator.supports("no-such-command")).toBe(false)
 
-      // -- events: STOP/RESUME, then a guest power-off (POWERDOWN, SHUTDOWN)
+      // -- events: a block job (JOB_STATUS_CHANGE, BLOCK_JOB_READY, BLOCK_JOB_COMPLETED),
+      // STOP/RESUME, then a guest power-off (POWERDOWN, SHUTDOWN)
+      yield* call("blockdev-add", { driver: "null-co", "node-name": "target", size: 1048576 })
+      yield* call("blockdev-mirror", { "job-id": "mirror0", device: "good2", target: "target", sync: "full" })
+      yield* vm.eventWait("BLOCK_JOB_READY", { timeout: "60 seconds" })
+      yield* call("block-job-complete", { device: "mirror0" })
+      const completed = yield* vm.eventWait("BLOCK_JOB_COMPLETED", { timeout: "60 seconds" })
       yield* call("stop")
       yield* call("cont")
       yield* call("system_powerdown")
       const shutdown = yield* vm.eventWait("SHUTDOWN", { timeout: "60 seconds" })
       yield* vm.wait({ timeout: "60 seconds" })
-      const events = [...(yield* vm.getQmpEvents()), shutdown]
+      const events = [...(yield* vm.getQmpEvents()), completed, shutdown]
       const names = new Set(events.map((e) => e.event))
-      for (const name of ["STOP", "RESUME", "POWERDOWN", "SHUTDOWN"]) expect(names).toContain(name)
+      for (const name of ["JOB_STATUS_CHANGE", "BLOCK_JOB_COMPLETED", "STOP", "RESUME", "POWERDOWN", "SHUTDOWN"]) {
+        expect(names).toContain(name)
+      }
       const warned = new Set<string>()
       for (const event of events) {
         const decoded = decodeEvent(event, warned)
