@@ -230,7 +230,13 @@ describe("effect-qemu schema", () => {
   it.scopedLive("--json compares the live QEMU with the generated types", () =>
     Effect.gen(function*() {
       const sock = yield* server
-      const result = yield* Cli.run(["schema", sock, "--json"])
+      const [result, launched] = yield* Effect.all([
+        Cli.run(["schema", sock, "--json"]),
+        // Without an address it starts the installed QEMU itself.
+        Cli.run(["schema", "--json"], "", { env: { QMP_SOCKET: "" } })
+      ], { concurrency: 2 })
+      expect(launched.code).toBe(0)
+      expect(JSON.parse(launched.stdout)).toEqual(JSON.parse(result.stdout))
       const diff = JSON.parse(result.stdout) as {
         live: { version: string; commands: number; events: number }
         generated: { version: string }

@@ -17,6 +17,7 @@
  */
 import { Args, CliConfig, Command, Options, ValidationError } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import * as fs from "node:fs"
 import { Cause, Duration, Effect, Either, Exit, Layer, Logger, LogLevel, Option } from "effect"
 import * as Address from "./address.js"
 import { CliFailure, describe, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, fatal } from "./errors.js"
@@ -24,7 +25,15 @@ import * as Backends from "./backends.js"
 import * as Schema from "./schema.js"
 import * as Shell from "./shell.js"
 
-const VERSION = "0.2.0"
+// src/cli/main.ts and dist/cli/main.js are both two levels below the package root.
+const VERSION = (() => {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: unknown }
+    return typeof pkg.version === "string" ? pkg.version : "unknown"
+  } catch {
+    return "unknown"
+  }
+})()
 
 const hmp = Options.boolean("hmp").pipe(
   Options.withAlias("H"),
