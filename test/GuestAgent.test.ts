@@ -240,6 +240,44 @@ describe("GuestAgent protocol", () => {
       expect(yield* agent.isConnected).toBe(true)
     }))
 
+  it.scopedLive("readFile and writeFile close the guest handle when a chunk fails", () =>
+    Effect.gen(function*() {
+      const { address, seen } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (request.execute === "guest-file-open") return reply(ok(request, 1000))
+        if (request.execute === "guest-file-close") return reply(ok(request))
+        reply(JSON.stringify({ id: request.id, error: { class: "GenericError", desc: "I/O error" } }) + "\n")
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      const read = yield* Effect.flip(agent.readFile("/f"))
+      expect(read).toMatchObject({ _tag: "GuestAgentError", command: "guest-file-read", desc: "I/O error" })
+      const write = yield* Effect.flip(agent.writeFile("/f", "data"))
+      expect(write).toMatchObject({ _tag: "GuestAgentError", command: "guest-file-write" })
+      expect(seen.filter((r) => r.execute !== "guest-sync-delimited").map((r) => r.execute)).toEqual([
+        "guest-file-open",
+        "guest-file-read",
+        "guest-file-close",
+        "guest-file-open",
+        "guest-file-write",
+        "guest-file-close"
+      ])
+      expect(seen.filter((r) => r.execute === "guest-file-close").map((r) => r.arguments)).toEqual([{ handle: 1000 }, { handle: 1000 }])
+    }))
+
+  it.scopedLive("interrupting connect while it waits for the sync closes the socket", () =>
+    Effect.gen(function*() {
+      let closed = false
+      const { address, seen } = yield* fakeAgent(
+        () => {},
+        (socket) => socket.on("close", () => (closed = true))
+      )
+      const connecting = yield* Effect.fork(Effect.scoped(GuestAgent.connect({ address, timeout: "30 seconds" })))
+      while (seen.length === 0) yield* Effect.sleep("10 millis")
+      yield* Fiber.interrupt(connecting)
+      while (!closed) yield* Effect.sleep("10 millis")
+      expect(closed).toBe(true)
+    }))
+
   it.scopedLive("no socket at the address: QmpTimeoutError at the deadline", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir

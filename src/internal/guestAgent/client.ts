@@ -86,7 +86,7 @@ export interface Channel {
  * The request in flight and whether the channel is synced, and the routing of
  * each received line to that request. Only this router settles requests.
  */
-const makeRouter = (warn: (message: string) => void) => {
+const makeRouter = (log: (level: "Debug" | "Warning", message: string) => void) => {
   const state: { current: Pending | undefined; synced: boolean } = { current: undefined, synced: false }
 
   const settle = (pending: Pending, result: Either.Either<unknown, Failure>) => {
@@ -100,9 +100,11 @@ const makeRouter = (warn: (message: string) => void) => {
   const onProtocolError = (error: QmpProtocolError) => {
     // The channel's state is unknown: the next call re-syncs (the flush resets the agent's parser too).
     state.synced = false
-    // A sync in progress is how the channel recovers from garbage: it keeps waiting.
-    if (state.current && !state.current.sync) settle(state.current, Either.left(error))
-    else warn(`${error.message}: ${error.raw}`)
+    // A sync in progress is how the channel recovers from garbage (what a previous client or a dying
+    // agent left behind): it keeps waiting.
+    if (state.current?.sync) log("Debug", `dropped while syncing: ${error.message}`)
+    else if (state.current) settle(state.current, Either.left(error))
+    else log("Warning", `${error.message}: ${error.raw}`)
   }
 
   const onLine = (line: string) => {
@@ -152,7 +154,9 @@ export const open = (options: Options) =>
     }
     const address = Net.formatAddress(options.address)
     const runtime = yield* Effect.runtime<never>()
-    const router = makeRouter((message) => Runtime.runFork(runtime)(Effect.logWarning(`guest agent ${address}: ${message}`)))
+    const router = makeRouter((level, message) =>
+      Runtime.runFork(runtime)((level === "Debug" ? Effect.logDebug : Effect.logWarning)(`guest agent ${address}: ${message}`))
+    )
     const { state } = router
     let nextId = 1 + Math.floor(Math.random() * 2 ** 30)
 
