@@ -2,7 +2,9 @@
  * A tiny real Linux guest for tests and demos: a Debian cloud kernel and a
  * busybox initramfs, built from Debian packages by `scripts/build-guest.sh`
  * into a git-ignored cache, and booted under TCG with its serial console
- * scripted over the library's `ConsoleSocket`.
+ * scripted over the library's `ConsoleSocket`. The initramfs also carries
+ * Debian's QEMU guest agent: `Guest.launch({ guestAgent: true })` starts it
+ * and `guest.agent` is its `GuestAgent` client.
  *
  * @example
  * ```ts
@@ -13,6 +15,14 @@
  *     const guest = yield* Guest.launch()
  *     const { output } = yield* guest.run("uname -s")
  *     expect(output).toBe("Linux")
+ *   }))
+ *
+ * it.scopedLive("runs uname through the guest agent", () =>
+ *   Effect.gen(function*() {
+ *     const guest = yield* Guest.launch({ guestAgent: true })
+ *     const agent = yield* guest.agent
+ *     const { exitCode, stdout } = yield* agent.exec("/bin/uname", { args: ["-s"] })
+ *     expect(Buffer.from(stdout).toString()).toBe("Linux\n")
  *   }))
  * ```
  *
