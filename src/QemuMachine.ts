@@ -25,12 +25,21 @@
 import type { Data, Duration, Pipeable, Scope, Stream } from "effect"
 import { Context, Effect, Layer, Option } from "effect"
 import type * as ConsoleSocket from "./ConsoleSocket.js"
-import type { AbnormalShutdown, LaunchFailure, MachineError, QmpCommandError, QmpConnectionError, QmpError } from "./Errors.js"
+import type {
+  AbnormalShutdown,
+  LaunchFailure,
+  MachineError,
+  QmpArgumentError,
+  QmpCommandError,
+  QmpConnectionError,
+  QmpError
+} from "./Errors.js"
 import type * as EventMatch from "./EventMatch.js"
 import * as config_ from "./internal/machine/config.js"
 import { qmpDisabled } from "./internal/machine/handle.js"
 import * as launch_ from "./internal/machine/launch.js"
 import * as state_ from "./internal/machine/state.js"
+import type * as Qapi from "./Qapi.js"
 import * as QmpClient from "./QmpClient.js"
 import type * as QmpMessage from "./QmpMessage.js"
 
@@ -334,11 +343,12 @@ export interface Machine {
     command: string,
     args?: QmpClient.Arguments
   ) => Effect.Effect<QmpMessage.Response, QmpError | MachineError>
-  /** Runs a command and returns its `return` value. */
-  readonly command: (
-    command: string,
-    args?: QmpClient.Arguments
-  ) => Effect.Effect<unknown, QmpCommandError | QmpError | MachineError>
+  /**
+   * Runs a command and returns its `return` value. Typed for every command of
+   * the generated schema (arguments checked at compile time, the reply
+   * checked against its Schema); any other name is untyped.
+   */
+  readonly command: Qapi.Execute<never, QmpCommandError | QmpArgumentError | QmpError | MachineError, never>
   /** Every event received from the moment the stream runs. */
   readonly events: Stream.Stream<QmpMessage.Event, MachineError>
   readonly getQmpEvent: (
@@ -347,11 +357,17 @@ export interface Machine {
   readonly getQmpEvents: (
     options?: QmpClient.WaitOptions
   ) => Effect.Effect<ReadonlyArray<QmpMessage.Event>, QmpError | MachineError>
-  /** Waits for an event named `name` (matching `match`); others seen meanwhile are kept. */
-  readonly eventWait: (
-    name: string,
-    options?: EventWaitOptions
-  ) => Effect.Effect<QmpMessage.Event, QmpError | MachineError>
+  /**
+   * Waits for the first event named `name` (matching `match`) that no other
+   * caller took; events nobody takes are kept for later calls. Typed (the
+   * event and a deep-partial `match`) for every event of the generated schema.
+   */
+  readonly eventWait: Qapi.EventWait<
+    { readonly timeout?: Duration.DurationInput | undefined },
+    QmpMessage.Event,
+    QmpError | MachineError,
+    never
+  >
   /** Waits for the first event matching any `[name, match]` pair. */
   readonly eventsWait: (
     events: ReadonlyArray<readonly [string, EventMatch.Match?]>,

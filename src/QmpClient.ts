@@ -32,11 +32,12 @@
  */
 import type { Duration, Effect, Option, Scope, Stream } from "effect"
 import { Context, Layer } from "effect"
-import type { QmpCommandError, QmpConnectionError, QmpError, QmpProtocolError } from "./Errors.js"
+import type { QmpArgumentError, QmpCommandError, QmpConnectionError, QmpError, QmpProtocolError } from "./Errors.js"
 import type * as EventMatch from "./EventMatch.js"
 import * as internal from "./internal/qmp/client.js"
 import type * as Net from "./internal/net.js"
 import type * as net from "node:net"
+import type * as Qapi from "./Qapi.js"
 import type * as QmpMessage from "./QmpMessage.js"
 
 /**
@@ -127,6 +128,12 @@ export interface Options {
   readonly maxMessageSize?: number | undefined
   /** A label for logs and spans. */
   readonly name?: string | undefined
+  /**
+   * Check every `execute`'s arguments against the live schema (fetched once,
+   * on first use) before sending; a mismatch fails with `QmpArgumentError` and
+   * nothing is sent. Default false.
+   */
+  readonly validateArgs?: boolean | undefined
 }
 
 /**
@@ -196,12 +203,15 @@ export declare namespace QmpClient {
     /**
      * Runs a command and returns its `return` value; QEMU's `{ error }`
      * answer becomes a `QmpCommandError`.
+     *
+     * For a command of the generated schema (`Qapi.CommandName`) the
+     * arguments are typed, and the reply is checked against its Schema (a reply
+     * that does not match fails with `QmpProtocolError` naming the path). Any
+     * other name is sent as it is and returns `unknown`. With `validateArgs`,
+     * arguments are checked against the live schema first: a mismatch fails
+     * with `QmpArgumentError` and nothing is sent.
      */
-    readonly execute: (
-      command: string,
-      args?: Arguments,
-      options?: ExecuteOptions
-    ) => Effect.Effect<unknown, QmpCommandError | QmpError>
+    readonly execute: Qapi.Execute<ExecuteOptions, QmpCommandError | QmpArgumentError | QmpError, never>
     /** Runs a command and returns the raw response, `{ return }` or `{ error }`. */
     readonly executeRaw: (
       command: string,

@@ -17,3 +17,5 @@ export * as QmpMessage from "./QmpMessage.js"
 export * as ConsoleSocket from "./ConsoleSocket.js"
 /** @since 0.1.0 */
 export * as QemuMachine from "./QemuMachine.js"
+/** @since 0.2.0 */
+export * as Qapi from "./Qapi.js"

@@ -79,7 +79,8 @@ describe("QemuMachine events", () => {
       // No second STOP is ever sent: only the cached one can satisfy this.
       const stop = yield* vm.eventWait("STOP", { timeout: "2 seconds" })
       expect(stop.event).toBe("STOP")
-      const micros = (e: typeof stop) => e.timestamp.seconds * 1e6 + e.timestamp.microseconds
+      const micros = (e: { readonly timestamp: { readonly seconds: number; readonly microseconds: number } }) =>
+        e.timestamp.seconds * 1e6 + e.timestamp.microseconds
       expect(micros(stop)).toBeLessThanOrEqual(micros(resume))
       // Returned from the cache means removed from it.
       expect(yield* vm.getQmpEvents()).toEqual([])

@@ -1,6 +1,8 @@
 /**
  * QmpClient against a scripted fake server, for the faults real QEMU will not
  * produce: silence, garbage, unknown ids, stalls, half messages, odd framing.
+ * Commands are named `fake-*` so that the replies skip typed decoding (see
+ * Qapi.client.test.ts for that).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Deferred, Duration, Effect, Fiber, HashMap, Logger, Option, Stream } from "effect"
@@ -17,7 +19,7 @@ const expectTag = <E extends Tagged, T extends E["_tag"]>(error: E, tag: T): Ext
 }
 
 /** Bounds a wait that must not hang, so a regression fails fast instead of at the vitest timeout. */
-const within = <A, E, R>(effect: Effect.Effect<A, E, R>, duration: Duration.DurationInput = "1 second") =>
+const within = <A, E, R>(effect: Effect.Effect<A, E, R>, duration: Duration.DurationInput = "10 seconds") =>
   Effect.timeoutFail(effect, { duration, onTimeout: () => new Error(`did not complete within ${Duration.format(duration)}`) })
 
 const connect = (path: string, options: Omit<QmpClient.ConnectOptions, "address"> = {}) =>
@@ -29,14 +31,10 @@ describe("QmpClient against a fake QMP server", () => {
       Effect.gen(function*() {
         const hungUp = yield* Deferred.make<void>()
         const server = yield* fakeServer((conn) => Deferred.complete(hungUp, conn.closed))
-        const started = Date.now()
         const error = yield* Effect.flip(connect(server.path, { negotiationTimeout: "200 millis" }))
-        const elapsed = Date.now() - started
         const timeout = expectTag(error, "QmpTimeoutError")
         expect(Duration.toMillis(timeout.timeout)).toBe(200)
         expect(timeout.operation).toContain("greeting")
-        expect(elapsed).toBeGreaterThanOrEqual(150)
-        expect(elapsed).toBeLessThan(900)
         yield* within(Deferred.await(hungUp))
       }))
 
@@ -73,10 +71,10 @@ describe("QmpClient against a fake QMP server", () => {
         const capabilities = yield* Deferred.await(negotiated)
         expect(capabilities.arguments).toEqual({ enable: ["oob"] })
         expect(qmp.capabilities).toEqual(["oob"])
-        expect(yield* qmp.execute("query-status", undefined, { oob: true })).toEqual({ status: "running" })
+        expect(yield* qmp.execute("fake-status", undefined, { oob: true })).toEqual({ status: "running" })
         const sent = yield* Deferred.await(oobCommand)
         expect(sent.oob).toBe(true)
-        expect(JSON.parse(sent.raw)).toHaveProperty("exec-oob", "query-status")
+        expect(JSON.parse(sent.raw)).toHaveProperty("exec-oob", "fake-status")
       }))
 
     it.scopedLive("sends qmp_capabilities without enable when oob is asked but not offered", () =>
@@ -116,7 +114,7 @@ describe("QmpClient against a fake QMP server", () => {
         )
         const qmp = yield* connect(server.path)
         const results = yield* within(
-          Effect.forEach([1, 2, 3], (n) => Effect.flip(qmp.execute("query-status", { n })), { concurrency: "unbounded" })
+          Effect.forEach([1, 2, 3], (n) => Effect.flip(qmp.execute("fake-status", { n })), { concurrency: "unbounded" })
         )
         const first = expectTag(results[0]!, "QmpProtocolError")
         expect(first.message).toContain("malformed JSON")
@@ -124,7 +122,7 @@ describe("QmpClient against a fake QMP server", () => {
         for (const error of results) expect(error).toBe(first)
         expect(yield* within(qmp.closed)).toBe(first)
         expect(yield* qmp.isConnected).toBe(false)
-        expect(yield* Effect.flip(qmp.execute("query-status"))).toBe(first)
+        expect(yield* Effect.flip(qmp.execute("fake-status"))).toBe(first)
         yield* within(Deferred.await(hungUp))
       }))
 
@@ -141,7 +139,7 @@ describe("QmpClient against a fake QMP server", () => {
           })
         )
         const qmp = yield* connect(server.path)
-        const error = yield* Effect.flip(qmp.execute("query-status"))
+        const error = yield* Effect.flip(qmp.execute("fake-status"))
         expect(error._tag).toBe("QmpProtocolError")
         expect(yield* qmp.getEvents()).toEqual([])
       }))
@@ -157,7 +155,7 @@ describe("QmpClient against a fake QMP server", () => {
           })
         )
         const qmp = yield* connect(server.path)
-        const error = expectTag(yield* Effect.flip(qmp.execute("query-status")), "QmpProtocolError")
+        const error = expectTag(yield* Effect.flip(qmp.execute("fake-status")), "QmpProtocolError")
         expect(error.message).toContain("without id")
         expect(error.raw).toContain("JSON parse error")
         expect(yield* qmp.isConnected).toBe(false)
@@ -178,7 +176,7 @@ describe("QmpClient against a fake QMP server", () => {
         )
         const qmp = yield* connect(server.path)
         const errors = yield* within(
-          Effect.forEach(["query-status", "query-name"], (command) => Effect.flip(qmp.execute(command)), {
+          Effect.forEach(["fake-status", "fake-name"], (command) => Effect.flip(qmp.execute(command)), {
             concurrency: "unbounded"
           })
         )
@@ -210,8 +208,8 @@ describe("QmpClient against a fake QMP server", () => {
         )
         const result = yield* Effect.gen(function*() {
           const qmp = yield* connect(server.path)
-          const first = yield* qmp.execute("query-name")
-          const second = yield* qmp.execute("query-name")
+          const first = yield* qmp.execute("fake-name")
+          const second = yield* qmp.execute("fake-name")
           return { first, second, connected: yield* qmp.isConnected }
         }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
         expect(result).toEqual({ first: "right", second: "still working", connected: true })
@@ -234,12 +232,12 @@ describe("QmpClient against a fake QMP server", () => {
         )
         const qmp = yield* connect(server.path)
         const error = expectTag(
-          yield* Effect.flip(qmp.execute("query-status", undefined, { timeout: "100 millis" })),
+          yield* Effect.flip(qmp.execute("fake-status", undefined, { timeout: "100 millis" })),
           "QmpTimeoutError"
         )
-        expect(error.operation).toContain("query-status")
+        expect(error.operation).toContain("fake-status")
         expect(Duration.toMillis(error.timeout)).toBe(100)
-        expect(yield* within(qmp.execute("query-name"))).toBe("on time")
+        expect(yield* within(qmp.execute("fake-name"))).toBe("on time")
         expect(yield* qmp.isConnected).toBe(true)
       }))
 
@@ -302,7 +300,7 @@ describe("QmpClient against a fake QMP server", () => {
           })
         )
         const qmp = yield* connect(server.path)
-        expect(yield* within(qmp.execute("query-name"))).toBe(text)
+        expect(yield* within(qmp.execute("fake-name"))).toBe(text)
       }))
 
     it.scopedLive("splits many events and a reply arriving in one write, in order", () =>
@@ -344,7 +342,7 @@ describe("QmpClient against a fake QMP server", () => {
           })
         )
         const qmp = yield* connect(server.path)
-        const result = yield* within(qmp.execute("query-qmp-schema"))
+        const result = yield* within(qmp.execute("fake-schema"))
         expect(result).toEqual({ big })
       }))
 
@@ -360,7 +358,7 @@ describe("QmpClient against a fake QMP server", () => {
           })
         )
         const qmp = yield* connect(server.path, { maxMessageSize: 64 * 1024 })
-        const error = expectTag(yield* within(Effect.flip(qmp.execute("query-qmp-schema"))), "QmpProtocolError")
+        const error = expectTag(yield* within(Effect.flip(qmp.execute("fake-schema"))), "QmpProtocolError")
         expect(error.message).toContain(String(64 * 1024))
         expect(error.raw.length).toBeLessThan(1024)
         expect(yield* qmp.isConnected).toBe(false)
@@ -444,7 +442,7 @@ describe("QmpClient against a fake QMP server", () => {
           })
         )
         const qmp = yield* connect(server.path)
-        const pending = yield* Effect.fork(qmp.execute("query-status"))
+        const pending = yield* Effect.fork(qmp.execute("fake-status"))
         yield* within(Deferred.await(received))
         yield* qmp.close
         yield* qmp.close
@@ -454,7 +452,7 @@ describe("QmpClient against a fake QMP server", () => {
         )
         expect(closedError.reason).toBe("Closed")
         expect(yield* qmp.closed).toBe(closedError)
-        const later = yield* Effect.flip(qmp.execute("query-status"))
+        const later = yield* Effect.flip(qmp.execute("fake-status"))
         expect(later).toBe(closedError)
         expect(yield* qmp.isConnected).toBe(false)
         yield* within(Deferred.await(hungUp))

@@ -7,7 +7,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { QemuMachine } from "../src/index.js"
-import type { QmpMessage } from "../src/index.js"
 import { noneConfig } from "./helpers/machine.js"
 import { tempDir } from "./helpers/qemu.js"
 
@@ -24,7 +23,6 @@ const startMirror = (vm: QemuMachine.Machine, job: string) =>
     yield* vm.command("blockdev-mirror", { "job-id": job, device: `${job}-src`, target: `${job}-dst`, sync: "full" })
   })
 
-const device = (event: QmpMessage.Event) => (event.data as { device?: string } | undefined)?.device
 
 describe("concurrent event waiters (real QEMU)", () => {
   it.scopedLive("two block-job mirrors awaited with Effect.all each get their own BLOCK_JOB_READY", () =>
@@ -39,8 +37,8 @@ describe("concurrent event waiters (real QEMU)", () => {
       yield* startMirror(vm, "job-b")
       yield* startMirror(vm, "job-a")
       const [a, b] = yield* Fiber.join(waiting)
-      expect(device(a)).toBe("job-a")
-      expect(device(b)).toBe("job-b")
+      expect(a.data.device).toBe("job-a")
+      expect(b.data.device).toBe("job-b")
       // Nothing of theirs is left in the cache: each READY was delivered once.
       const rest = yield* vm.getQmpEvents()
       expect(rest.filter((e) => e.event === "BLOCK_JOB_READY")).toEqual([])
@@ -71,7 +69,7 @@ describe("concurrent event waiters (real QEMU)", () => {
       // Started in a shuffled order, some before and some while others complete.
       for (const job of [...jobs].reverse()) yield* startMirror(vm, job)
       const events = yield* Fiber.join(waiters)
-      expect(events.map(device)).toEqual(jobs)
+      expect(events.map((e) => e.data.device)).toEqual(jobs)
       expect(new Set(events).size).toBe(50)
       // The other events of the jobs (JOB_STATUS_CHANGE) were taken by nobody and are all cached.
       const cached = yield* vm.getQmpEvents()

@@ -13,6 +13,7 @@
  * After each try the machine's scope is closed and the leak probes run.
  */
 import { Cause, Duration, Effect, Exit, Option } from "effect"
+import type { MachineError, QmpArgumentError, QmpCommandError, QmpError } from "../../src/Errors.js"
 import { QemuMachine } from "../../src/index.js"
 import type { CaseResult, Context, LogCapture } from "./common.js"
 import {
@@ -154,7 +155,9 @@ const stopContDeadlines = (ctx: Context) =>
       process.kill(pid, "SIGCONT")
       // The late replies to the timed-out calls are dropped; new calls are answered.
       const again = yield* Effect.all(
-        [vm.command("query-status"), client.execute("query-version", undefined, { timeout: "5 seconds" })].map((e) =>
+        [vm.command("query-status"), client.execute("query-version", undefined, { timeout: "5 seconds" })].map((
+          e: Effect.Effect<unknown, QmpError | QmpCommandError | QmpArgumentError | MachineError>
+        ) =>
           e.pipe(bounded("call after SIGCONT", 10_000), Effect.exit)
         ),
         { concurrency: "unbounded" }

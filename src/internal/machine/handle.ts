@@ -102,7 +102,7 @@ export const make = (deps: HandleDeps): Api.Machine => {
   const command = (name: string, args?: QmpApi.Arguments) =>
     (name === "quit"
       ? Effect.flatMap(qmpRaw(name, args), Client.unwrap(name))
-      : Effect.flatMap(requireQmp, (client) => client.execute(name, args))).pipe(
+      : Effect.flatMap(requireQmp, (client) => client.execute(name as string, args))).pipe(
         withCommandSpan("QemuMachine.command", name)
       )
 
@@ -129,11 +129,12 @@ export const make = (deps: HandleDeps): Api.Machine => {
     state: state.ref.get,
     stateChanges: state.changes,
     qmp: qmpRaw,
-    command,
+    command: command as Api.Machine["command"],
     events: qmp ? qmp.events : Stream.fail(qmpDisabled),
     getQmpEvent: (options) => Effect.flatMap(requireQmp, (client) => client.pullEvent(options)),
     getQmpEvents: (options) => Effect.flatMap(requireQmp, (client) => client.getEvents(options)),
-    eventWait: (eventName, options) => eventsWait([[eventName, options?.match]], options),
+    eventWait: ((eventName: string, options?: Api.EventWaitOptions) =>
+      eventsWait([[eventName, options?.match]], options)) as Api.Machine["eventWait"],
     eventsWait,
     shutdown: shutdown.run,
     kill: Effect.ignore(shutdown.run({ hard: true })),

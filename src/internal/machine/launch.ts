@@ -13,7 +13,7 @@ import * as Redact from "../redact.js"
 import * as Handle from "./handle.js"
 import * as Lifecycle from "./lifecycle.js"
 import { prepare } from "./prepare.js"
-import { readText, start } from "./start.js"
+import { readTextAsync, start } from "./start.js"
 import * as State from "./state.js"
 
 // Built once: providing the layer to every launch rebuilt it each time (a fifth of a millisecond).
@@ -23,6 +23,8 @@ const build = (config: Api.Config, scope: Scope.CloseableScope) =>
   Effect.gen(function*() {
     const prepared = yield* prepare(config, scope, nodeFileSystem)
     const { child, killAndFail, qmp } = yield* start(config, prepared, scope)
+    // Connected: what this machine keeps open is counted by the next launch's look at /proc.
+    prepared.releaseFds()
     const state = yield* State.make
     // QEMU exiting by itself (guest power-off) is a state change too.
     yield* Effect.forkIn(Effect.flatMap(child.exited, (exit) => state.exited(Proc.exitCodeOf(exit))), scope)
@@ -38,7 +40,7 @@ const build = (config: Api.Config, scope: Scope.CloseableScope) =>
       if (qmp) yield* qmp.close
       yield* console.close
       const exit = child.exitInfo()
-      if (Option.isNone(log)) log = Option.some(readText(prepared.logFile))
+      if (Option.isNone(log)) log = Option.some(yield* readTextAsync(prepared.logFile))
       yield* Scope.close(scope, Exit.void)
       if (exit?.signal && !child.sentSignals.has(exit.signal)) {
         yield* Effect.logWarning(
@@ -46,7 +48,8 @@ const build = (config: Api.Config, scope: Scope.CloseableScope) =>
         )
       }
     })
-    const ladder = Lifecycle.make({ process: child, monitor: qmp, state, closeConsole: console.close, cleanup })
+    const monitor = qmp && { ...qmp, execute: (command: string) => qmp.execute(command) }
+    const ladder = Lifecycle.make({ process: child, monitor, state, closeConsole: console.close, cleanup })
     shutdown = ladder
 
     // The scope's own finalizer: callers who care about a failure call shutdown themselves.
@@ -69,4 +72,7 @@ export const launch = (config: Api.Config): Effect.Effect<Api.Machine, LaunchFai
     return yield* build(config, scope).pipe(
       Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
     )
-  }).pipe(Effect.withSpan("QemuMachine.launch", { attributes: { binary: config.binary } }))
+  }).pipe(
+    // No call-site stack: it is an Error captured on every launch, and the span's name says where it is.
+    Effect.withSpan("QemuMachine.launch", { attributes: { binary: config.binary }, captureStackTrace: false })
+  )

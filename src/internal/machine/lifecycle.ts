@@ -7,7 +7,14 @@
  */
 import { Cause, Deferred, Duration, Effect, Exit, FiberId } from "effect"
 import { AbnormalShutdown, describeCause, MachineError, QmpTimeoutError } from "../../Errors.js"
-import type { QmpCommandError, QmpConnectionError, QmpError, QmpProtocolError, ShutdownStep } from "../../Errors.js"
+import type {
+  QmpArgumentError,
+  QmpCommandError,
+  QmpConnectionError,
+  QmpError,
+  QmpProtocolError,
+  ShutdownStep
+} from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
 import * as Proc from "../process.js"
 import * as State from "./state.js"
@@ -17,7 +24,7 @@ export type Process = Pick<Proc.Child, "exited" | "exitInfo" | "signal" | "sentS
 
 /** The part of a QMP connection the ladder uses. */
 export interface Monitor {
-  readonly execute: (command: string) => Effect.Effect<unknown, QmpCommandError | QmpError>
+  readonly execute: (command: string) => Effect.Effect<unknown, QmpCommandError | QmpArgumentError | QmpError>
   readonly isConnected: Effect.Effect<boolean>
   readonly closed: Effect.Effect<QmpConnectionError | QmpProtocolError>
   readonly close: Effect.Effect<void>
@@ -146,7 +153,7 @@ export const make = (deps: Deps): Shutdown => {
           ),
           Effect.ensuring(deps.cleanup),
           Effect.onExit((exit) => Deferred.done(result, Exit.asVoid(exit))),
-          Effect.withSpan("QemuMachine.shutdown")
+          Effect.withSpan("QemuMachine.shutdown", { captureStackTrace: false })
         )
       })
     )

@@ -4,7 +4,7 @@
  * negotiation. Any failure kills QEMU first, so the `LaunchFailure` carries
  * its complete output.
  */
-import { Duration, Effect, Option, Scope } from "effect"
+import { Duration, Effect, FiberRef, LogLevel, Option, Scope } from "effect"
 import * as fs from "node:fs"
 import { LaunchFailure, QmpTimeoutError } from "../../Errors.js"
 import type { LaunchFailureReason } from "../../Errors.js"
@@ -22,6 +22,21 @@ export const readText = (file: string): string => {
     return ""
   }
 }
+
+const describeFsCode = (e: Error): string => {
+  const code = (e as NodeJS.ErrnoException).code
+  return code === "ENOSPC"
+    ? "the file system is full (ENOSPC)"
+    : code === "EDQUOT"
+    ? "the disk quota is exhausted (EDQUOT)"
+    : e.message
+}
+
+/** `readText` off the event loop: shutting many machines down at once should not queue sync reads. */
+export const readTextAsync = (file: string): Effect.Effect<string> =>
+  Effect.async<string>((resume) => {
+    fs.readFile(file, "utf8", (err, text) => resume(Effect.succeed(err ? "" : text)))
+  })
 
 export interface Started {
   readonly child: Proc.Child
@@ -52,14 +67,30 @@ export const start = (
         ...(detail ? { detail } : {})
       })
 
-    yield* Effect.logDebug(`launching ${Redact.redactArgs(args).join(" ")}`).pipe(Effect.annotateLogs("machine", name))
+    // The redacted command line is built only when debug logs are kept: it is work on every launch.
+    if (!LogLevel.lessThan(LogLevel.Debug, yield* FiberRef.get(FiberRef.currentMinimumLogLevel))) {
+      yield* Effect.logDebug(`launching ${Redact.redactArgs(args).join(" ")}`).pipe(Effect.annotateLogs("machine", name))
+    }
     const child = yield* Proc.spawn(args, {
       logFile,
       passFds: config.fds.map(({ fd }) => ({ fd, target: fd })),
       dieWithParent: true
     }).pipe(
       Scope.extend(scope),
-      Effect.mapError((e) => failure("SpawnFailed", undefined, e.cause, e.message))
+      Effect.mapError((e) =>
+        e.phase === "log"
+          // The log file is ours to create: a full disk or a read-only log dir is the user's setup.
+          ? new LaunchFailure({
+            reason: "InvalidConfig",
+            exitCode: undefined,
+            signal: undefined,
+            command: Redact.redactArgs(args),
+            output: "",
+            cause: e.cause,
+            detail: `cannot create the log file ${logFile}: ${describeFsCode(e.cause)}`
+          })
+          : failure("SpawnFailed", undefined, e.cause, e.message)
+      )
     )
 
     const killAndFail = (reason: LaunchFailureReason, cause: unknown, detail?: string) =>
@@ -79,7 +110,8 @@ export const start = (
       name,
       eventCacheSize: config.eventCacheSize,
       eventCacheBytes: config.eventCacheBytes,
-      eventStreamBuffer: config.eventStreamBuffer
+      eventStreamBuffer: config.eventStreamBuffer,
+      validateArgs: config.validateArgs
     }).pipe(
       Scope.extend(scope),
       Effect.timeoutFail({

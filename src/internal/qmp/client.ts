@@ -5,11 +5,15 @@
 import { Duration, Effect, Option, Scope, Stream } from "effect"
 import type * as net from "node:net"
 import { QmpCommandError, QmpConnectionError, QmpProtocolError, QmpTimeoutError } from "../../Errors.js"
+import type { QmpArgumentError } from "../../Errors.js"
 import type { QmpError } from "../../Errors.js"
 import * as EventMatch from "../../EventMatch.js"
 import type * as Api from "../../QmpClient.js"
 import * as QmpMessage from "../../QmpMessage.js"
 import * as fdpass from "../fdpass.js"
+import * as QapiDecode from "../qapi/decode.js"
+import type { SchemaInfo } from "../qapi/schemaInfo.js"
+import * as QapiValidate from "../qapi/validate.js"
 import * as Net from "../net.js"
 import * as Connection from "./connection.js"
 
@@ -70,11 +74,46 @@ const sendFd = (connection: Connection.Connection, fd: number): Effect.Effect<vo
     })
   })
 
-const makeService = (connection: Connection.Connection): Service => {
+/** Fails with a `QmpProtocolError` naming the path when a known command's reply does not match its Schema. */
+const decodeReturn = (command: string) => (value: unknown): Effect.Effect<unknown, QmpProtocolError> => {
+  const decoded = QapiDecode.decodeResult(command, value)
+  return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
+}
+
+const makeService = (connection: Connection.Connection, options: Api.Options): Service => {
   const { events } = connection
   const executeRaw = connection.executeRaw
-  const execute = (command: string, args?: Api.Arguments, options?: Api.ExecuteOptions) =>
-    Effect.flatMap(executeRaw(command, args, options), unwrap(command))
+  const run = (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
+    Effect.flatMap(executeRaw(command, args, executeOptions), (response) =>
+      Effect.flatMap(unwrap(command)(response), decodeReturn(command)))
+
+  // Fetched once per connection, when first asked for.
+  const introspect = Effect.runSync(Effect.cached(
+    Effect.flatMap(run("query-qmp-schema"), (schema) =>
+      Array.isArray(schema)
+        ? Effect.succeed(schema as ReadonlyArray<Api.SchemaInfo>)
+        : Effect.fail(new QmpProtocolError({ message: "query-qmp-schema did not return an array", raw: "" })))
+  ))
+  const validator = Effect.runSync(Effect.cached(
+    Effect.map(introspect, (schema) => QapiValidate.make(schema as ReadonlyArray<SchemaInfo>))
+  ))
+  const validated = (command: string, args: Api.Arguments | undefined) =>
+    Effect.flatMap(validator, (v): Effect.Effect<void, QmpArgumentError> => {
+      const problem = v.validate(command, args ?? {})
+      return problem ? Effect.fail(problem) : Effect.void
+    })
+  const execute = (options.validateArgs
+    ? (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
+      Effect.zipRight(validated(command, args), run(command, args, executeOptions))
+    : run) as Service["execute"]
+
+  // Typed waiters check an event's data against its Schema: one warning per event name that does not.
+  const checkEvent = QapiDecode.makeEventDecoder()
+  const checked = (event: QmpMessage.Event) => {
+    const { warning } = checkEvent(event)
+    if (warning) connection.log("Warning", warning)
+    return event
+  }
 
   const pullEvent = (options?: Api.WaitOptions) =>
     Effect.suspend(() => {
@@ -83,13 +122,6 @@ const makeService = (connection: Connection.Connection): Service => {
       return Effect.asSome(events.take(anyEvent, waitDeadline(options.wait), "waiting for a QMP event"))
     })
 
-  // Fetched once per connection, when first asked for.
-  const introspect = Effect.runSync(Effect.cached(
-    Effect.flatMap(execute("query-qmp-schema"), (schema) =>
-      Array.isArray(schema)
-        ? Effect.succeed(schema as ReadonlyArray<Api.SchemaInfo>)
-        : Effect.fail(new QmpProtocolError({ message: "query-qmp-schema did not return an array", raw: "" })))
-  ))
   const commandNames = Effect.runSync(Effect.cached(
     Effect.map(introspect, (schema) =>
       new Set(schema.filter((info) => info["meta-type"] === "command").map((info) => info.name)))
@@ -111,7 +143,10 @@ const makeService = (connection: Connection.Connection): Service => {
     clearEvents: Effect.sync(() => void events.takeAll()),
     eventsWait: (pairs, options) => {
       const timeout = options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
-      return events.take(matchesAny(pairs), timeout, `waiting for event ${pairs.map(([n]) => n).join(" | ")}`)
+      return Effect.map(
+        events.take(matchesAny(pairs), timeout, `waiting for event ${pairs.map(([n]) => n).join(" | ")}`),
+        checked
+      )
     },
     sendFdScm: (fd) => sendFd(connection, fd),
     introspect,
@@ -128,7 +163,8 @@ const negotiate = (connection: Connection.Connection, service: Service, options:
   Effect.gen(function*() {
     const greeting = yield* connection.greeting
     const enable = options.oob && greeting.QMP.capabilities.includes("oob") ? ["oob"] : []
-    yield* service.execute("qmp_capabilities", enable.length > 0 ? { enable } : undefined).pipe(
+    yield* connection.executeRaw("qmp_capabilities", enable.length > 0 ? { enable } : undefined).pipe(
+      Effect.flatMap(unwrap("qmp_capabilities")),
       Effect.catchTag("QmpCommandError", (e) =>
         Effect.fail(new QmpProtocolError({ message: `capabilities negotiation refused: ${e.message}`, raw: "" })))
     )
@@ -143,7 +179,7 @@ export const fromSocket = (
   Effect.gen(function*() {
     const connection = Connection.open(socket, options, yield* Effect.runtime<never>())
     yield* Effect.addFinalizer(() => Effect.sync(connection.close))
-    const service = makeService(connection)
+    const service = makeService(connection, options)
     const timeout = Duration.decode(options.negotiationTimeout ?? DEFAULT_NEGOTIATION_TIMEOUT)
     const negotiated = Duration.isFinite(timeout)
       ? Effect.timeoutFail(negotiate(connection, service, options), {
