@@ -78,6 +78,9 @@ describe("Fleet (embedded default)", () => {
           Effect.retry({ schedule: Schedule.spaced("20 millis"), times: 500 })
         )
         expect(exited).toEqual({ _tag: "Exited", exitCode: 0, expected: true })
+        // a VM that ended by itself makes room for a new one under the same id
+        const next = yield* fleet.launch("vm-a2", spec(base))
+        expect(yield* next.state).toEqual({ _tag: "Running" })
         expect(pid).toBeGreaterThan(0)
         return { pid, runner: vm.runner }
       }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer()))

@@ -15,18 +15,13 @@ import type { RunnerAddress } from "@effect/cluster/RunnerAddress"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
-import * as Option from "effect/Option"
-import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Os from "node:os"
-import * as QemuMachine from "../QemuMachine.js"
 import * as QmpMessage from "../QmpMessage.js"
 import * as FleetErrors from "./FleetErrors.js"
 import { Registry } from "./internal/registry.js"
-import * as Sweep from "./internal/sweep.js"
+import * as VmSlot from "./internal/vm.js"
 import * as MachineSpec from "./MachineSpec.js"
 
 /**
@@ -170,97 +165,19 @@ export const Vm = Entity.make("Vm", [Launch, Command, Qmp, EventWait, State, Shu
  */
 export const formatRunner = (address: RunnerAddress): string => `${address.host}:${address.port}`
 
-type Slot =
-  | { readonly _tag: "Empty" }
-  | { readonly _tag: "Lost"; readonly runner: string; readonly detail: string }
-  | {
-    readonly _tag: "Held"
-    readonly vm: QemuMachine.Machine
-    readonly scope: Scope.CloseableScope
-    readonly shuttingDown: boolean
-  }
-
-const registryFailure = (cause: unknown) =>
-  new FleetErrors.MachineError({ message: `fleet registry: ${String(cause)}` })
-
 /**
  * The handlers of one entity. Built once per entity id on the runner that
  * owns it; the VM lives in the entity's scope.
  */
 const handlers = Effect.gen(function*() {
-  const address = yield* Entity.CurrentAddress
-  const runner = formatRunner(yield* Entity.CurrentRunnerAddress)
-  const host = Os.hostname()
-  const registry = yield* Registry
-  const entityScope = yield* Scope.Scope
-  const id = address.entityId
-  const lock = yield* Effect.makeSemaphore(1)
-
-  const prior = yield* Effect.orDie(registry.get(id))
-  if (Option.isSome(prior) && prior.value.status === "running") {
-    yield* Effect.forkIn(Sweep.leftovers(prior.value), entityScope)
-  }
-  const slot = yield* Ref.make<Slot>(
-    Option.match(prior, {
-      onNone: () => ({ _tag: "Empty" }),
-      onSome: (record) => ({
-        _tag: "Lost",
-        runner: record.runner,
-        detail: record.status === "released"
-          ? "shut down: no heartbeat from its client"
-          : "its runner stopped or died"
-      })
-    })
-  )
-
-  // The entity stops (idle, runner shutdown, shard moved): the VM goes with
-  // it, recorded as released so that later calls say VmLost instead of nothing.
-  yield* Scope.addFinalizer(
-    entityScope,
-    Effect.flatMap(Ref.get(slot), (current) =>
-      current._tag === "Held"
-        ? Scope.close(current.scope, Exit.void).pipe(
-          Effect.zipRight(Effect.ignore(registry.put({ id, runner, status: "released", host })))
-        )
-        : Effect.void)
-  )
-
-  type Held = Extract<Slot, { _tag: "Held" }>
-  const whenHeld = (current: Slot): Effect.Effect<Held, FleetErrors.VmLost | FleetErrors.VmNotFound> => {
-    switch (current._tag) {
-      case "Held":
-        return Effect.succeed(current)
-      case "Lost":
-        return Effect.fail(new FleetErrors.VmLost({ id, runner: current.runner, detail: current.detail }))
-      case "Empty":
-        return Effect.fail(new FleetErrors.VmNotFound({ id }))
-    }
-  }
-  const held = Effect.flatMap(Ref.get(slot), whenHeld)
-
-  const launch = (spec: MachineSpec.MachineSpec) =>
-    lock.withPermits(1)(Effect.gen(function*() {
-      const current = yield* Ref.get(slot)
-      if (current._tag === "Held") return yield* new FleetErrors.VmAlreadyLaunched({ id, runner })
-      if (current._tag === "Lost" && current.detail === "its runner stopped or died") {
-        return yield* new FleetErrors.VmLost({ id, runner: current.runner, detail: current.detail })
-      }
-      // Recorded before QEMU starts: if this runner dies in between, the id is lost, not forgotten.
-      yield* registry.put({ id, runner, status: "running", host }).pipe(Effect.mapError(registryFailure))
-      const scope = yield* Scope.fork(entityScope, ExecutionStrategy.sequential)
-      const vm = yield* QemuMachine.launch(MachineSpec.toConfig(spec)).pipe(
-        Scope.extend(scope),
-        Effect.mapError(FleetErrors.fromLaunchFailure),
-        Effect.onError(() =>
-          Scope.close(scope, Exit.void).pipe(Effect.zipRight(Effect.ignore(registry.remove(id, runner))))
-        )
-      )
-      yield* Ref.set(slot, { _tag: "Held", vm, scope, shuttingDown: false })
-      // …and where its files are, for the runner that finds it lost
-      yield* Effect.ignore(registry.put({ id, runner, status: "running", host, tempDir: vm.tempDir }))
-      const pid = yield* vm.pid
-      return { runner, name: vm.name, pid: Option.getOrUndefined(pid) }
-    }))
+  const ctx = yield* VmSlot.make({
+    id: (yield* Entity.CurrentAddress).entityId,
+    runner: formatRunner(yield* Entity.CurrentRunnerAddress),
+    host: Os.hostname(),
+    registry: yield* Registry,
+    entityScope: yield* Scope.Scope
+  })
+  const held = VmSlot.held(ctx)
 
   const state = Effect.flatMap(held, (current) =>
     Effect.map(current.vm.state, (local): MachineState =>
@@ -270,27 +187,8 @@ const handlers = Effect.gen(function*() {
         ? { _tag: "ShuttingDown" }
         : { _tag: local._tag }))
 
-  const shutdown = (options: { readonly hard?: boolean | undefined; readonly timeout?: Duration.Duration | undefined }) =>
-    lock.withPermits(1)(Effect.gen(function*() {
-      const current = yield* Ref.get(slot)
-      if (current._tag === "Empty") return
-      if (current._tag === "Lost") {
-        yield* Effect.ignore(registry.remove(id, current.runner))
-        yield* Ref.set(slot, { _tag: "Empty" })
-        return
-      }
-      yield* Ref.set(slot, { ...current, shuttingDown: true })
-      const result = yield* Effect.exit(current.vm.shutdown({ hard: options.hard, timeout: options.timeout }))
-      yield* Scope.close(current.scope, Exit.void)
-      yield* Ref.set(slot, { _tag: "Empty" })
-      yield* Effect.ignore(registry.remove(id, runner))
-      if (Exit.isFailure(result)) {
-        return yield* Effect.mapError(result, FleetErrors.fromAbnormalShutdown)
-      }
-    }))
-
   return Vm.of({
-    Launch: ({ payload }) => launch(payload.spec),
+    Launch: ({ payload }) => VmSlot.launch(ctx, payload.spec),
     Command: ({ payload }) =>
       Effect.flatMap(held, ({ vm }) =>
         Effect.mapError(vm.command(payload.command, payload.args), FleetErrors.fromQmpError)),
@@ -303,10 +201,8 @@ const handlers = Effect.gen(function*() {
           FleetErrors.fromQmpError
         )),
     State: () => state,
-    Shutdown: ({ payload }) => shutdown(payload),
-    Touch: () =>
-      Effect.flatMap(held, ({ vm }) =>
-        Effect.map(vm.pid, (pid) => ({ runner, name: vm.name, pid: Option.getOrUndefined(pid) })))
+    Shutdown: ({ payload }) => VmSlot.shutdown(ctx, payload),
+    Touch: () => Effect.flatMap(held, ({ vm }) => VmSlot.describe(ctx, vm))
   })
 })
 
