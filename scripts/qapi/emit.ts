@@ -271,6 +271,7 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
     members.map((m) => (isOptional(m) ? [m.name, ref(m.type), 1] : [m.name, ref(m.type)]))
   const typeDoc = (e: SchemaInfo, name: string): Array<string> => {
     const real = input.realNames.get(e.name)
+    if (isEmptyObject(e)) return ["An object without members (what commands without a return value return)."]
     const lines = [real ? `QAPI ${e["meta-type"]} \`${real}\`.` : `QAPI ${e["meta-type"]} (unnamed in the schema: named \`${name}\` here).`]
     if (e["meta-type"] === "enum") {
       const flagged = (e.members ?? []).filter((m) => (m.features ?? []).length > 0)
@@ -362,7 +363,8 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
   }
   const guest = input.kind === "qga"
   const infoType = guest ? "GuestCommandInfo" : "CommandInfo"
-  const lines = (items: ReadonlyArray<string>): string => items.map((l) => `  ${JSON.stringify(l)}`).join(",\n")
+  const quote = (line: string): string => `'${line.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`
+  const lines = (items: ReadonlyArray<string>): string => items.map((l) => `  ${quote(l)}`).join(",\n")
   let tables = `/** Every named type, by name (see \`schema\`). */\nexport interface Types {\n` +
     [...state].map((c) => className.get(c)!).concat(used.has("Empty") ? [] : ["Empty"]).map((n) => `  readonly ${n}: ${n}`).join("\n") + "\n}\n\n"
   tables += `// One line per type: [name, kind, ...]; the Schemas are built from it on first use.\n` +
