@@ -35,6 +35,7 @@ import type {
   QmpError
 } from "./Errors.js"
 import type * as EventMatch from "./EventMatch.js"
+import type * as GuestAgent from "./GuestAgent.js"
 import * as config_ from "./internal/machine/config.js"
 import { qmpDisabled } from "./internal/machine/handle.js"
 import * as launch_ from "./internal/machine/launch.js"
@@ -216,6 +217,16 @@ export const addMonitorNull: (self: Config) => Config = config_.addMonitorNull
 
 
 /**
+ * Adds a guest agent channel: a virtio-serial port `org.qemu.guest_agent.0`
+ * backed by a socket chardev in the machine's `sockDir`. The guest must run
+ * `qemu-ga`; `vm.guestAgent()` connects to it. Needs a machine with PCI.
+ *
+ * @since 0.2.0
+ * @category combinators
+ */
+export const addGuestAgent: (self: Config) => Config = config_.addGuestAgent
+
+/**
  * Passes one of our file descriptors to QEMU, inherited at the same number,
  * as `-add-fd fd=N,set=N,opaque=S[,opts]` (seed: `add_fd`).
  *
@@ -385,6 +396,15 @@ export interface Machine {
   readonly log: Effect.Effect<Option.Option<string>>
   /** The serial console (connects on first use, the same one after). */
   readonly console: Effect.Effect<ConsoleSocket.ConsoleSocket, MachineError>
+  /**
+   * The guest agent of a machine configured with {@link addGuestAgent}: waits
+   * until the agent answers a sync (default 60 seconds, then
+   * `QmpTimeoutError`) and returns the service, the same one afterwards. Its
+   * `shutdown` completes when QEMU reports the guest's SHUTDOWN or exits.
+   */
+  readonly guestAgent: (
+    options?: { readonly timeout?: Duration.DurationInput | undefined }
+  ) => Effect.Effect<GuestAgent.GuestAgent.Service, QmpError | MachineError>
   /** Sends a file descriptor (or a file opened read-only) to QEMU with SCM_RIGHTS. */
   readonly sendFdScm: (
     fd: number | { readonly path: string }

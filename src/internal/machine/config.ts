@@ -5,6 +5,7 @@
 import { Duration, Pipeable } from "effect"
 import { dual } from "effect/Function"
 import type * as Api from "../../QemuMachine.js"
+import { guestAgentArgs } from "../guestAgent/args.js"
 
 export const TypeId: Api.TypeId = Symbol.for("effect-qemu/QemuMachine") as Api.TypeId
 
@@ -74,16 +75,6 @@ export const addFd = (passed: Api.PassedFd) => (self: Api.Config): Api.Config =>
 }
 
 type Sockets = Pick<Api.Resolved, "monitorAddress" | "consolePath"> & { readonly guestAgentPath?: string | undefined }
-
-/** The QEMU arguments of a guest agent port on a socket chardev (the agent finds it by name). */
-export const guestAgentArgs = (path: string): Array<string> => [
-  "-chardev",
-  `socket,id=qga0,path=${path},server=on,wait=off`,
-  "-device",
-  "virtio-serial-pci,id=qga-serial",
-  "-device",
-  "virtserialport,bus=qga-serial.0,chardev=qga0,name=org.qemu.guest_agent.0"
-]
 
 export const baseArgs = (config: Api.Config, resolved: Sockets): Array<string> => {
   const args = ["-display", "none", "-vga", "none"]

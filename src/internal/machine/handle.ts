@@ -6,12 +6,14 @@
 import { Duration, Effect, Option, Scope, Stream } from "effect"
 import * as fs from "node:fs"
 import type * as ConsoleApi from "../../ConsoleSocket.js"
+import type * as GuestAgentApi from "../../GuestAgent.js"
 import { describeCause, MachineError } from "../../Errors.js"
 import type { QmpError } from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
 import type * as QmpApi from "../../QmpClient.js"
 import type * as QmpMessage from "../../QmpMessage.js"
 import * as Console from "../console.js"
+import * as GuestAgentService from "../guestAgent/service.js"
 import * as Proc from "../process.js"
 import * as Client from "../qmp/client.js"
 import { TypeId } from "./config.js"
@@ -20,6 +22,7 @@ import type { Prepared } from "./prepare.js"
 import * as State from "./state.js"
 
 const DEFAULT_EVENT_TIMEOUT = Duration.seconds(60)
+const DEFAULT_GUEST_AGENT_TIMEOUT = Duration.seconds(60)
 
 export const qmpDisabled = new MachineError({ message: "QMP is disabled for this machine (setQmpMonitor(false))" })
 
@@ -61,6 +64,52 @@ export const makeConsole = (
   }
 }
 
+export interface GuestAgentHolder {
+  readonly get: (
+    options?: { readonly timeout?: Duration.DurationInput | undefined }
+  ) => Effect.Effect<GuestAgentApi.GuestAgent.Service, QmpError | MachineError>
+}
+
+/**
+ * The guest agent, connected and synced on first use (the same one after). Its
+ * `shutdown` completes when QEMU reports the guest's SHUTDOWN or exits.
+ */
+export const makeGuestAgent = (
+  prepared: Prepared,
+  scope: Scope.Scope,
+  child: Proc.Child,
+  qmp: QmpApi.QmpClient.Service | undefined,
+  shutDown: () => boolean
+): GuestAgentHolder => {
+  let connected: GuestAgentApi.GuestAgent.Service | undefined
+  const lock = Effect.unsafeMakeSemaphore(1)
+  const address = prepared.guestAgentPath
+  const guestShutdown = qmp
+    ? Effect.raceFirst(
+      child.exited,
+      Stream.runHead(Stream.filter(qmp.events, (event) => event.event === "SHUTDOWN"))
+    )
+    : child.exited
+  return {
+    get: (options) =>
+      lock.withPermits(1)(Effect.suspend((): Effect.Effect<GuestAgentApi.GuestAgent.Service, QmpError | MachineError> => {
+        if (connected) return Effect.succeed(connected)
+        if (!address) {
+          return Effect.fail(new MachineError({ message: "no guest agent configured for this machine (use addGuestAgent)" }))
+        }
+        if (shutDown()) return Effect.fail(new MachineError({ message: "the machine has been shut down" }))
+        return GuestAgentService.connect({
+          address,
+          timeout: options?.timeout ?? DEFAULT_GUEST_AGENT_TIMEOUT,
+          shutdownComplete: guestShutdown
+        }).pipe(
+          Scope.extend(scope),
+          Effect.tap((agent) => Effect.sync(() => (connected = agent)))
+        )
+      }))
+  }
+}
+
 export interface HandleDeps {
   readonly prepared: Prepared
   readonly child: Proc.Child
@@ -68,6 +117,7 @@ export interface HandleDeps {
   readonly state: State.StateRef
   readonly shutdown: Lifecycle.Shutdown
   readonly console: ConsoleHolder
+  readonly guestAgent: GuestAgentHolder
   readonly log: () => Option.Option<string>
 }
 
@@ -142,6 +192,7 @@ export const make = (deps: HandleDeps): Api.Machine => {
       Effect.zipRight(state.transition(State.MachineState.ExpectingExit()), shutdown.run({ timeout: options?.timeout })),
     log: Effect.sync(deps.log),
     console: deps.console.get,
+    guestAgent: deps.guestAgent.get,
     sendFdScm: (fd) => Effect.flatMap(requireQmp, (client) => sendFdScm(client, fd))
   }
   return machine

@@ -62,7 +62,8 @@ const build = (config: Api.Config, scope: Scope.CloseableScope) =>
       )
     )
     yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-    return Handle.make({ prepared, child, qmp, state, shutdown: ladder, console, log: () => log })
+    const guestAgent = Handle.makeGuestAgent(prepared, scope, child, qmp, ladder.started)
+    return Handle.make({ prepared, child, qmp, state, shutdown: ladder, console, guestAgent, log: () => log })
   })
 
 export const launch = (config: Api.Config): Effect.Effect<Api.Machine, LaunchFailure, Scope.Scope> =>
