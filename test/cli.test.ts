@@ -16,6 +16,9 @@ const server = Effect.gen(function*() {
   return sock
 })
 
+// Each test spawns the CLI a few times: under tsx on a busy 2-core machine a start can take seconds.
+const SPAWNS = 120_000
+
 const replies = (lines: ReadonlyArray<Record<string, unknown>>) => lines.filter((l) => "return" in l || "error" in l)
 const events = (lines: ReadonlyArray<Record<string, unknown>>) => lines.filter((l) => "event" in l)
 
@@ -49,7 +52,7 @@ describe("effect-qemu shell (stdin not a terminal)", () => {
       expect(result.stderr).toContain("effect-qemu: line 4, column 58: key 'file.driver' given twice")
       expect(result.stderr).toMatch(/line 6: blockdev-add: GenericError: .*size/)
       expect(result.code).toBe(1)
-    }))
+    }), SPAWNS)
 
   it.scopedLive("sends HMP lines with -H", () =>
     Effect.gen(function*() {
@@ -59,7 +62,7 @@ describe("effect-qemu shell (stdin not a terminal)", () => {
       expect(replies(out).map((r) => r.return)).toEqual(["VM status: running\r\n", "", "", "VM status: paused\r\n"])
       expect(events(out).map((e) => e.event)).toEqual(["STOP"])
       expect(result.code).toBe(0)
-    }))
+    }), SPAWNS)
 
   it.scopedLive("runs a multi-line transaction, all or nothing", () =>
     Effect.gen(function*() {
@@ -92,7 +95,7 @@ describe("effect-qemu shell (stdin not a terminal)", () => {
       const n0 = nodes.find((n) => n["node-name"] === "n0")
       expect((n0?.["dirty-bitmaps"] ?? []).map((b) => b.name).sort()).toEqual(["b0", "b1"])
       expect(result.code).toBe(1)
-    }))
+    }), SPAWNS)
 
   it.scopedLive("prints events as they arrive, interleaved with replies", () =>
     Effect.gen(function*() {
@@ -103,7 +106,7 @@ describe("effect-qemu shell (stdin not a terminal)", () => {
       expect(out[2]).toMatchObject({ return: { status: "paused" } })
       expect(out[5]).toMatchObject({ return: { status: "running" } })
       expect(result.code).toBe(0)
-    }))
+    }), SPAWNS)
 
   it.scopedLive("-N sends lines without negotiating and prints the greeting", () =>
     Effect.gen(function*() {
@@ -115,7 +118,7 @@ describe("effect-qemu shell (stdin not a terminal)", () => {
       expect(out[2]).toEqual({ return: {} })
       expect(out[3]).toMatchObject({ return: { status: "running" } })
       expect(result.code).toBe(1)
-    }))
+    }), SPAWNS)
 
   it.scopedLive("takes the address from QMP_SOCKET and ends after quit", () =>
     Effect.gen(function*() {
@@ -125,7 +128,7 @@ describe("effect-qemu shell (stdin not a terminal)", () => {
       expect(replies(out)).toHaveLength(2)
       expect(events(out).map((e) => e.event)).toContain("SHUTDOWN")
       expect(result.code).toBe(0)
-    }))
+    }), SPAWNS)
 })
 
 const oneLine = (text: string) => {
@@ -153,7 +156,7 @@ describe("effect-qemu errors", () => {
         expect(r.code).toBe(2)
         expect(r.stdout).toBe("")
       }
-    }))
+    }), SPAWNS)
 
   it.scopedLive("a QEMU that fails to start is one line with QEMU's complaint; an unknown subcommand exits 2", () =>
     Effect.gen(function*() {
@@ -168,7 +171,7 @@ describe("effect-qemu errors", () => {
       expect(usage.code).toBe(2)
       expect(usage.stderr).toContain("Invalid subcommand")
       expect(usage.stdout).toBe("")
-    }))
+    }), SPAWNS)
 })
 
 describe("effect-qemu run", () => {
@@ -223,7 +226,7 @@ describe("effect-qemu run", () => {
       expect(result.code).toBe(130)
       expect(processesMentioning(base)).toEqual([])
       expect(fs.readdirSync(base)).toEqual([])
-    }))
+    }), SPAWNS)
 })
 
 describe("effect-qemu schema", () => {
@@ -251,7 +254,7 @@ describe("effect-qemu schema", () => {
       expect(diff.commands).toEqual({ onlyLive: [], onlyGenerated: [] })
       expect(diff.events).toEqual({ onlyLive: [], onlyGenerated: [] })
       expect(result.code).toBe(0)
-    }))
+    }), SPAWNS)
 })
 
 // A fake guest agent: answers guest-sync-delimited after a 0xFF, guest-info and guest-ping, echoing
@@ -295,7 +298,7 @@ describe("effect-qemu ga", () => {
       expect(out).toEqual([{ return: {} }, { error: { class: "CommandNotFound", desc: "no guest-nope" } }])
       expect(result.stderr).toBe("effect-qemu: line 2: guest-nope: CommandNotFound: no guest-nope\n")
       expect(result.code).toBe(1)
-    }))
+    }), SPAWNS)
 
   it.scopedLive("talks to the real agent in the test guest", () =>
     Effect.gen(function*() {

@@ -49,5 +49,5 @@ describe("effect-qemu shell in a terminal", () => {
       const result = yield* second.exit
       expect(result.code).toBe(0)
       expect(fs.readFileSync(history, "utf8").split("\n").at(-2)).toBe("query-status")
-    }), 120_000)
+    }), 240_000)
 })

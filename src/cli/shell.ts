@@ -115,24 +115,23 @@ type Input = { readonly _tag: "Line"; readonly line: string } | { readonly _tag:
   readonly cause: CliFailure
 }
 
-/**
- * Runs the shell until end of input (or Ctrl-C on a terminal, or `quit`);
- * returns the exit status. A lost connection fails with `CliFailure`.
- *
- * @since 0.2.0
- * @category constructors
- */
-export const run = (backend: Backend, options: Options): Effect.Effect<number, CliFailure, Scope.Scope> =>
+// The two faces of the shell's input and output: a terminal (readline with prompt, history and
+// completion; text printed above the prompt) or plain streams (one line in, JSON lines out).
+interface Io {
+  readonly interactive: boolean
+  readonly lines: Queue.Queue<Input>
+  readonly print: (text: string) => void
+  readonly complain: (text: string) => void
+  readonly prompt: (text: string) => void
+  readonly end: () => void
+}
+
+const openIo = (options: Options, catalog: Catalog.Catalog, interactive: boolean): Effect.Effect<Io, never, Scope.Scope> =>
   Effect.gen(function*() {
     const input = options.input ?? process.stdin
     const out = options.output ?? process.stdout
     const err = options.errors ?? process.stderr
-    const interactive = options.interactive ?? input.isTTY === true
-    const json = (value: unknown) => options.pretty ? JSON.stringify(value, null, 2) : JSON.stringify(value)
-
-    const catalog = interactive && !options.hmp ? yield* backend.catalog : Catalog.empty
     const history = interactive ? historyFile() : undefined
-
     const lines = yield* Queue.unbounded<Input>()
     let prompting = false
     const rl = yield* Effect.acquireRelease(
@@ -160,7 +159,6 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
     rl.on("close", () => lines.unsafeOffer({ _tag: "End" }))
     if (interactive) rl.on("SIGINT", () => rl.close())
 
-    // On a terminal, text printed while the prompt is shown goes above it.
     const print = (text: string) => {
       if (interactive && prompting) {
         readline.clearLine(out, 0)
@@ -171,28 +169,48 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
         out.write(`${text}\n`)
       }
     }
-    const complain = (text: string) => {
-      if (interactive) print(`error: ${text}`)
-      else err.write(`effect-qemu: ${text}\n`)
+    return {
+      interactive,
+      lines,
+      print,
+      complain: (text) => interactive ? print(`error: ${text}`) : void err.write(`effect-qemu: ${text}\n`),
+      prompt: (text) => {
+        if (!interactive) return
+        rl.setPrompt(text)
+        prompting = true
+        rl.prompt()
+      },
+      end: () => {
+        if (interactive) out.write("\n")
+      }
     }
+  })
+
+/**
+ * Runs the shell until end of input (or Ctrl-C on a terminal, or `quit`);
+ * returns the exit status. A lost connection fails with `CliFailure`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const run = (backend: Backend, options: Options): Effect.Effect<number, CliFailure, Scope.Scope> =>
+  Effect.gen(function*() {
+    const interactive = options.interactive ?? (options.input ?? process.stdin).isTTY === true
+    const catalog = interactive && !options.hmp ? yield* backend.catalog : Catalog.empty
+    const io = yield* openIo(options, catalog, interactive)
+    const json = (value: unknown) => options.pretty ? JSON.stringify(value, null, 2) : JSON.stringify(value)
 
     const printer = yield* backend.unsolicited.pipe(
-      Stream.runForEach((message) => Effect.sync(() => print(json(message)))),
+      Stream.runForEach((message) => Effect.sync(() => io.print(json(message)))),
       Effect.ignore,
       Effect.forkScoped
     )
-    yield* Effect.forkScoped(Effect.flatMap(backend.closed, (cause) => lines.offer({ _tag: "Closed", cause })))
+    yield* Effect.forkScoped(Effect.flatMap(backend.closed, (cause) => io.lines.offer({ _tag: "Closed", cause })))
 
     let state = Parse.initial
     let failures = 0
     let lineNo = 0
     let quitSent = false
-    const showPrompt = () => {
-      if (!interactive) return
-      rl.setPrompt(state.transaction ? "... " : options.prompt)
-      prompting = true
-      rl.prompt()
-    }
     const where = (column?: number) =>
       interactive
         ? column === undefined ? "" : `column ${column}: `
@@ -200,7 +218,7 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
 
     const send = (command: Parse.Command) =>
       Effect.gen(function*() {
-        if (options.verbose) print(json(command))
+        if (options.verbose) io.print(json(command))
         if (command.execute === "quit") quitSent = true
         if (backend.noReply?.has(command.execute)) {
           yield* backend.execute(command).pipe(Effect.ignore, Effect.fork)
@@ -216,16 +234,17 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
         if (error) failures++
         const hmpText = options.hmp && interactive && typeof reply.return === "string" ? reply.return : undefined
         if (hmpText !== undefined) {
-          if (hmpText.trim() !== "") print(hmpText.replace(/\r?\n$/, ""))
+          if (hmpText.trim() !== "") io.print(hmpText.replace(/\r?\n$/, ""))
         } else {
-          print(json(withoutId(reply)))
+          io.print(json(withoutId(reply)))
         }
-        if (error && !interactive) complain(`${where()}${command.execute}: ${error.class}: ${error.desc}`)
+        if (error && !interactive) io.complain(`${where()}${command.execute}: ${error.class}: ${error.desc}`)
       })
 
-    showPrompt()
     while (true) {
-      const next = yield* Queue.take(lines)
+      const prompt = state.transaction ? "... " : options.prompt
+      io.prompt(prompt)
+      const next = yield* Queue.take(io.lines)
       if (next._tag === "Closed") {
         if (quitSent || next.cause.exitCode === EXIT_OK) break
         return yield* Effect.fail(next.cause)
@@ -234,34 +253,26 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
         const end = Parse.finish(state)
         if (end._tag === "Error") {
           failures++
-          complain(`${where()}${end.message}`)
+          io.complain(`${where()}${end.message}`)
         }
-        if (interactive) out.write("\n")
+        io.end()
         break
       }
       lineNo++
       const [step, nextState] = options.hmp ? [Parse.hmp(next.line), state] : Parse.step(state, next.line)
       state = nextState
-      switch (step._tag) {
-        case "Error": {
-          failures++
-          if (interactive) print(`${" ".repeat(options.prompt.length + step.column - 1)}^`)
-          complain(`${where(step.column)}${step.message}`)
-          break
-        }
-        case "Command": {
-          yield* send(step.command)
-          break
-        }
-        default:
-          break
+      if (step._tag === "Error") {
+        failures++
+        if (interactive) io.print(`${" ".repeat(prompt.length + step.column - 1)}^`)
+        io.complain(`${where(step.column)}${step.message}`)
+      } else if (step._tag === "Command") {
+        yield* send(step.command)
       }
       if (quitSent) {
         // QEMU closes the connection after `quit`: wait for that rather than reading on.
         yield* Effect.raceFirst(backend.closed, Effect.sleep("5 seconds"))
         break
       }
-      showPrompt()
     }
     // Events that arrived with the last reply are still on their way to the printer.
     yield* Effect.sleep("20 millis")
@@ -269,11 +280,3 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
     return failures > 0 ? EXIT_COMMAND_FAILED : EXIT_OK
   })
 
-/**
- * A catalog effect that never fails: without the schema, no completion.
- *
- * @since 0.2.0
- * @category utils
- */
-export const optionalCatalog = <E>(self: Effect.Effect<Catalog.Catalog, E>): Effect.Effect<Catalog.Catalog> =>
-  Effect.orElseSucceed(self, () => Catalog.empty)

@@ -82,7 +82,7 @@ export const spawn = (
     const exited = new Promise<Result>((resolve) => {
       child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
     })
-    const waitFor = (test: (out: string) => boolean, timeout = 30_000, stream: "stdout" | "stderr" = "stdout") =>
+    const waitFor = (test: (out: string) => boolean, timeout = 60_000, stream: "stdout" | "stderr" = "stdout") =>
       Effect.gen(function*() {
         const deadline = Date.now() + timeout
         while (!test(stream === "stdout" ? stdout : stderr)) {
