@@ -12,7 +12,8 @@
  * The same file is the runner: `node --import tsx scripts/fleet-check.ts runner URL PORT`.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Duration, Effect, Either, Layer } from "effect"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import { Duration, Effect, Either, Layer, Redacted } from "effect"
 import * as cp from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -28,6 +29,8 @@ const VMS = 24
 const COMMANDS = 100
 const AFTER_KILL = 8
 const LOST_DEADLINE_MS = 30_000
+/** ShardingConfig's default shardsPerGroup, one group. */
+const SHARDS = 300
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -88,6 +91,21 @@ const percentile = (values: ReadonlyArray<number>, q: number): number => {
   const sorted = [...values].sort((a, b) => a - b)
   return sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!
 }
+
+/** Until the runners hold every shard's lock between them, each some (PostgreSQL advisory locks). */
+const waitForShards = (url: string) =>
+  Effect.gen(function*() {
+    const sql = yield* PgClient.PgClient
+    const query = sql<{ readonly locks: string; readonly holders: string }>`
+      SELECT count(*) AS locks, count(DISTINCT pid) AS holders FROM pg_locks WHERE locktype = 'advisory' AND granted`
+    const deadline = Date.now() + 120_000
+    while (Date.now() < deadline) {
+      const [row] = yield* query
+      if (Number(row?.locks) >= SHARDS && Number(row?.holders) === RUNNERS) return
+      yield* Effect.sleep("500 millis")
+    }
+    return yield* Effect.fail(new Error("the runners did not take their shards within 2 minutes"))
+  }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })))
 
 const startPostgres = (): { readonly dir: string; readonly url: string } => {
   const out = cp.execFileSync("bash", [path.join(path.dirname(self), "postgres.sh"), "start"], {
@@ -186,8 +204,10 @@ async function main(): Promise<number> {
 
     const program = Effect.gen(function*() {
       const fleet = yield* Fleet.Fleet
-      // every runner registered and seen by the others before the first launch
-      yield* Effect.sleep("6 seconds")
+      // Every runner registered and holding its shards before the first launch:
+      // a runner that joins later takes shards over, and the VMs on them stop.
+      yield* waitForShards(url)
+      yield* Effect.sleep("3 seconds") // this client's view of the assignments catches up
 
       const launchOne = (id: string) =>
         Effect.gen(function*() {
