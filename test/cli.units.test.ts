@@ -37,6 +37,12 @@ describe("cli completion from the live schema", () => {
     expect(Catalog.complete(catalog, "blockdev-add node-name=x node-na")[0]).toEqual([])
   })
 
+  it("narrows a union to the variant its tag selects", () => {
+    expect(Catalog.complete(catalog, "blockdev-add driver=null-co node-name=d re")[0]).toEqual(["read-only=", "read-zeroes="])
+    expect(Catalog.complete(catalog, "blockdev-add driver=raw file.driver=null-co file.re")[0])
+      .toEqual(["file.read-only=", "file.read-zeroes="])
+  })
+
   it("completes enum values and booleans", () => {
     expect(Catalog.complete(catalog, "blockdev-add driver=qco")[0]).toEqual(["driver=qcow", "driver=qcow2"])
     expect(Catalog.complete(catalog, "blockdev-add read-only=t")[0]).toEqual(["read-only=true"])

@@ -19,6 +19,7 @@ export interface SchemaEntry {
   readonly "meta-type": string
   readonly "arg-type"?: string
   readonly members?: ReadonlyArray<{ readonly name?: string; readonly type?: string }>
+  readonly tag?: string
   readonly variants?: ReadonlyArray<{ readonly case: string; readonly type: string }>
   readonly values?: ReadonlyArray<string>
 }
@@ -46,8 +47,15 @@ export interface Catalog {
   readonly commands: ReadonlyArray<string>
   /** Event names, sorted (empty when unknown). */
   readonly events: ReadonlyArray<string>
-  /** The members at a dotted path below a command's arguments. */
-  readonly members: (command: string, path: ReadonlyArray<string>) => ReadonlyArray<Member>
+  /**
+   * The members at a dotted path below a command's arguments. `given` (dotted
+   * key → value typed so far) narrows a union to the variant its tag selects.
+   */
+  readonly members: (
+    command: string,
+    path: ReadonlyArray<string>,
+    given?: ReadonlyMap<string, string>
+  ) => ReadonlyArray<Member>
 }
 
 /**
@@ -93,18 +101,26 @@ export const fromSchema = (schema: unknown): Catalog => {
     if (entry["meta-type"] === "event") events.push(entry.name)
   }
 
-  // Object members of a type, following alternates and flat-union variants (depth-bounded).
-  const objectMembers = (typeName: string, depth = 0): Array<{ name: string; type: string }> => {
+  // Object members of a type, following alternates and flat-union variants (depth-bounded);
+  // `tagValue` gives the value of a union's tag member, when the user typed it.
+  const objectMembers = (
+    typeName: string,
+    tagValue: (tag: string) => string | undefined = () => undefined,
+    depth = 0
+  ): Array<{ name: string; type: string }> => {
     const entry = types.get(typeName)
     if (!entry || depth > 8) return []
     switch (entry["meta-type"]) {
       case "object": {
         const own = (entry.members ?? []).flatMap((m) => m.name && m.type ? [{ name: m.name, type: m.type }] : [])
-        const variants = (entry.variants ?? []).flatMap((v) => objectMembers(v.type, depth + 1))
+        const chosen = entry.tag === undefined ? undefined : tagValue(entry.tag)
+        const variants = (entry.variants ?? [])
+          .filter((v) => chosen === undefined || v.case === chosen)
+          .flatMap((v) => objectMembers(v.type, tagValue, depth + 1))
         return [...own, ...variants]
       }
       case "alternate":
-        return (entry.members ?? []).flatMap((m) => m.type ? objectMembers(m.type, depth + 1) : [])
+        return (entry.members ?? []).flatMap((m) => m.type ? objectMembers(m.type, tagValue, depth + 1) : [])
       default:
         return []
     }
@@ -133,18 +149,23 @@ export const fromSchema = (schema: unknown): Catalog => {
     }
   }
 
-  const members = (command: string, path: ReadonlyArray<string>): ReadonlyArray<Member> => {
+  const members = (
+    command: string,
+    path: ReadonlyArray<string>,
+    given: ReadonlyMap<string, string> = new Map()
+  ): ReadonlyArray<Member> => {
     const entry = types.get(command)
     if (!entry || entry["meta-type"] !== "command" || !entry["arg-type"]) return []
+    const at = (prefix: ReadonlyArray<string>) => (tag: string) => given.get([...prefix, tag].join("."))
     let current = entry["arg-type"]
-    for (const part of path) {
-      const next = objectMembers(current).find((m) => m.name === part)
+    for (let i = 0; i < path.length; i++) {
+      const next = objectMembers(current, at(path.slice(0, i))).find((m) => m.name === path[i])
       if (!next) return []
       current = next.type
     }
     const seen = new Set<string>()
     const result: Array<Member> = []
-    for (const m of objectMembers(current)) {
+    for (const m of objectMembers(current, at(path))) {
       if (seen.has(m.name)) continue
       seen.add(m.name)
       result.push({ name: m.name, object: isObject(m.type), values: valuesOf(m.type) })
@@ -171,10 +192,15 @@ export const complete = (catalog: Catalog, line: string): [Array<string>, string
     return [catalog.commands.filter((c) => c.startsWith(word)), word]
   }
   const command = words[0] === "transaction(" ? "" : words[0]!
+  const given = new Map<string, string>()
+  for (const w of words.slice(1, -1)) {
+    const i = w.indexOf("=")
+    if (i > 0) given.set(w.slice(0, i), w.slice(i + 1))
+  }
   const eq = word.indexOf("=")
   if (eq >= 0) {
     const path = word.slice(0, eq).split(".")
-    const member = catalog.members(command, path.slice(0, -1)).find((m) => m.name === path[path.length - 1])
+    const member = catalog.members(command, path.slice(0, -1), given).find((m) => m.name === path[path.length - 1])
     const partial = word.slice(eq + 1)
     const values = (member?.values ?? []).filter((v) => v.startsWith(partial))
     return [values.map((v) => `${word.slice(0, eq + 1)}${v}`), word]
@@ -182,8 +208,7 @@ export const complete = (catalog: Catalog, line: string): [Array<string>, string
   const path = word.split(".")
   const partial = path[path.length - 1]!
   const prefix = path.slice(0, -1)
-  const given = new Set(words.slice(1, -1).map((w) => w.split("=")[0]))
-  const candidates = catalog.members(command, prefix)
+  const candidates = catalog.members(command, prefix, given)
     .filter((m) => m.name.startsWith(partial))
     .flatMap((m) => {
       const key = [...prefix, m.name].join(".")
