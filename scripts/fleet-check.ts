@@ -6,10 +6,13 @@
  * launched through the fleet and spread over the runners, 100 commands each;
  * then one runner is SIGKILLed: its VMs must answer `VmLost` within 30 s while
  * the others keep answering, and 8 new launches must land on the survivors.
+ * Then a client process launches 2 VMs and is SIGKILLed: without its heartbeat
+ * the runners shut those VMs down (no orphans).
  * At the end everything is shut down and checked gone: runner and QEMU
  * processes, temp dirs, the database. Prints a table and, last, one JSON line.
  *
- * The same file is the runner: `node --import tsx scripts/fleet-check.ts runner URL PORT`.
+ * The same file is the runner (`node --import tsx scripts/fleet-check.ts runner URL PORT`)
+ * and the client that dies (`… client URL BASEDIR`).
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as PgClient from "@effect/sql-pg/PgClient"
@@ -29,6 +32,11 @@ const VMS = 24
 const COMMANDS = 100
 const AFTER_KILL = 8
 const LOST_DEADLINE_MS = 30_000
+/** Runners shut down a VM whose client is silent this long; clients beat faster. */
+const VM_IDLE = "6 seconds"
+const HEARTBEAT = "1 second"
+const ORPHANS = 2
+const ORPHAN_DEADLINE_MS = 60_000
 /** ShardingConfig's default shardsPerGroup, one group. */
 const SHARDS = 300
 
@@ -107,6 +115,13 @@ const waitForShards = (url: string) =>
     return yield* Effect.fail(new Error("the runners did not take their shards within 2 minutes"))
   }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })))
 
+const vmSpec = (base: string): MachineSpec.MachineSpec => ({
+  binary: QEMU,
+  machine: "none",
+  baseTempDir: base,
+  args: ["-nodefaults", "-display", "none"]
+})
+
 const startPostgres = (): { readonly dir: string; readonly url: string } => {
   const out = cp.execFileSync("bash", [path.join(path.dirname(self), "postgres.sh"), "start"], {
     encoding: "utf8",
@@ -144,6 +159,29 @@ const startRunner = async (index: number, url: string, workDir: string): Promise
     child.once("exit", (code) => reject(new Error(`runner ${index} exited (${code}) before it was ready; see ${log}`)))
   })
   return runner
+}
+
+/** A client process that launches `ORPHANS` VMs and waits to be killed. */
+const startOrphanClient = async (url: string, base: string, workDir: string) => {
+  const fd = fs.openSync(path.join(workDir, "client.log"), "w")
+  const child = cp.spawn(process.execPath, ["--import", "tsx", self, "client", url, base], {
+    stdio: ["ignore", "pipe", fd],
+    cwd: path.dirname(path.dirname(self))
+  })
+  fs.closeSync(fd)
+  const vms: Array<{ readonly id: string; readonly name: string }> = []
+  await new Promise<void>((resolve, reject) => {
+    let seen = ""
+    child.stdout!.on("data", (chunk: Buffer) => {
+      seen += chunk.toString()
+      for (const m of seen.matchAll(/^launched (\S+) (\S+) (\S+)$/gm)) {
+        if (!vms.some((vm) => vm.id === m[1])) vms.push({ id: m[1]!, name: m[3]! })
+      }
+      if (/^ready$/m.test(seen)) resolve()
+    })
+    child.once("exit", (code) => reject(new Error(`the client exited (${code}) before it was ready`)))
+  })
+  return { child, vms }
 }
 
 const stopRunner = async (runner: Runner) => {
@@ -184,6 +222,8 @@ async function main(): Promise<number> {
   let lostElsewhere = 0
   let launchedAfterKill = 0
   let maxLostMs = 0
+  let orphansShutDown = 0
+  let orphanMs = 0
   let killedQemus: Array<number> = []
 
   try {
@@ -195,12 +235,7 @@ async function main(): Promise<number> {
     for (const start of starts) if (start.status === "fulfilled") runners.push(start.value)
     for (const start of starts) if (start.status === "rejected") throw start.reason
 
-    const spec: MachineSpec.MachineSpec = {
-      binary: QEMU,
-      machine: "none",
-      baseTempDir: vmBase,
-      args: ["-nodefaults", "-display", "none"]
-    }
+    const spec = vmSpec(vmBase)
 
     const program = Effect.gen(function*() {
       const fleet = yield* Fleet.Fleet
@@ -212,7 +247,7 @@ async function main(): Promise<number> {
       const launchOne = (id: string) =>
         Effect.gen(function*() {
           const t0 = performance.now()
-          const vm = yield* fleet.launch(id, spec)
+          const vm = yield* fleet.launch(id, spec, { heartbeat: HEARTBEAT })
           const row: Row = { id, runner: vm.runner, launchMs: performance.now() - t0, commandsOk: 0, afterKill: "-" }
           rows.set(id, row)
           return vm
@@ -299,6 +334,23 @@ async function main(): Promise<number> {
           if (vm.runner === victim.address) failures.push(`${id} landed on the killed runner`)
           else launchedAfterKill++
         }), { concurrency: AFTER_KILL })
+
+      say(`a client launches ${ORPHANS} VMs, then is SIGKILLed…`)
+      const orphans = yield* Effect.promise(() => startOrphanClient(url, vmBase, workDir))
+      const killedClientAt = performance.now()
+      orphans.child.kill("SIGKILL")
+      yield* Effect.promise(() => new Promise((resolve) => orphans.child.exitCode !== null || orphans.child.signalCode !== null ? resolve(undefined) : orphans.child.once("exit", resolve)))
+      for (const orphan of orphans.vms) {
+        const gone = yield* Effect.promise(() =>
+          waitUntil(() => processesMentioning(orphan.name).length === 0, ORPHAN_DEADLINE_MS)
+        )
+        const answer = yield* Effect.either(fleet.attach(orphan.id))
+        if (!gone) failures.push(`${orphan.id}: still running ${ORPHAN_DEADLINE_MS / 1000} s after its client died`)
+        else if (Either.isRight(answer) || answer.left._tag !== "VmLost") {
+          failures.push(`${orphan.id}: after its client died, attach says ${Either.isRight(answer) ? "running" : answer.left._tag}`)
+        } else orphansShutDown++
+      }
+      orphanMs = performance.now() - killedClientAt
       say("shutting everything down…")
     }).pipe(Effect.scoped, Effect.provide(Fleet.clientLayer({ storage: Fleet.postgres(url) })))
 
@@ -358,11 +410,12 @@ async function main(): Promise<number> {
   console.log("")
   console.log(`command latency through the fleet: p50 ${percentile(latencies, 0.5).toFixed(2)} ms, p95 ${percentile(latencies, 0.95).toFixed(2)} ms (${latencies.length} commands)`)
   console.log(`VmLost on the killed runner's VMs after at most ${(maxLostMs / 1000).toFixed(1)} s (limit 30 s)`)
+  console.log(`VMs of a SIGKILLed client shut down: ${orphansShutDown}/${ORPHANS}, all within ${(orphanMs / 1000).toFixed(1)} s (idle timeout ${VM_IDLE})`)
   console.log(`total ${((Date.now() - started) / 1000).toFixed(1)} s`)
   for (const failure of failures) console.log(`FAIL ${failure}`)
   for (const leftover of leftovers) console.log(`LEAK ${leftover}`)
   const ok = failures.length === 0 && leftovers.length === 0 && launchedAfterKill === AFTER_KILL && lostElsewhere === 0 &&
-    lostOnKilled > 0 && rows.size === VMS + AFTER_KILL
+    lostOnKilled > 0 && rows.size === VMS + AFTER_KILL && orphansShutDown === ORPHANS
   console.log(JSON.stringify({
     runners: RUNNERS,
     vms: VMS,
@@ -380,10 +433,27 @@ async function main(): Promise<number> {
 if (process.argv[2] === "runner") {
   const [url, port] = [process.argv[3]!, Number(process.argv[4])]
   Effect.gen(function*() {
-    yield* Layer.build(Fleet.runnerLayer({ storage: Fleet.postgres(url), address: { host: "127.0.0.1", port } }))
+    yield* Layer.build(Fleet.runnerLayer({
+      storage: Fleet.postgres(url),
+      address: { host: "127.0.0.1", port },
+      vmIdleTimeout: VM_IDLE
+    }))
     process.stdout.write(`ready ${process.pid}\n`)
     return yield* Effect.never
   }).pipe(Effect.scoped, NodeRuntime.runMain)
+} else if (process.argv[2] === "client") {
+  // A client that launches VMs and then dies without shutting them down.
+  const [url, base] = [process.argv[3]!, process.argv[4]!]
+  Effect.gen(function*() {
+    const fleet = yield* Fleet.Fleet
+    yield* Effect.sleep("3 seconds")
+    for (let i = 0; i < ORPHANS; i++) {
+      const vm = yield* fleet.launch(`orphan-${i}`, { ...vmSpec(base) }, { heartbeat: HEARTBEAT })
+      process.stdout.write(`launched ${vm.id} ${vm.runner} ${vm.name}\n`)
+    }
+    process.stdout.write("ready\n")
+    return yield* Effect.never
+  }).pipe(Effect.scoped, Effect.provide(Fleet.clientLayer({ storage: Fleet.postgres(url) })), NodeRuntime.runMain)
 } else {
   main().then((code) => process.exit(code), (error) => {
     console.error("fleet:check crashed:", error)

@@ -341,15 +341,16 @@ export interface ClientOptions {
 
 /**
  * The cluster settings a fleet uses unless told otherwise: a dead runner is
- * noticed within seconds (health check every 5 s, shard locks expire after
- * 15 s), so that calls on its VMs answer `VmLost` well within 30 s.
+ * noticed within seconds (health check every 3 s, assignments refreshed every
+ * 1.5 s, shard locks expire after 15 s), so that calls on its VMs answer
+ * `VmLost` well within 30 s.
  *
  * @since 0.2.0
  * @category layers
  */
 export const defaultShardingConfig: Partial<ShardingConfig.ShardingConfig["Type"]> = {
-  runnerHealthCheckInterval: Duration.seconds(5),
-  refreshAssignmentsInterval: Duration.seconds(2),
+  runnerHealthCheckInterval: Duration.seconds(3),
+  refreshAssignmentsInterval: Duration.millis(1500),
   shardLockRefreshInterval: Duration.seconds(4),
   shardLockExpiration: Duration.seconds(15),
   entityTerminationTimeout: Duration.seconds(30)
