@@ -4,8 +4,6 @@
  * net module cannot do. Nothing here throws: an unbuilt or broken addon is
  * reported as a value so callers can degrade (e.g. fall back to path-based
  * QEMU options) instead of crashing at import time.
- *
- * @internal
  */
 import { createRequire } from "node:module"
 import type { Socket } from "node:net"

@@ -14,8 +14,6 @@
  * (base members, tag, branches), `e` enum, `a` alternate. Type references are
  * a type name, a builtin (`str`, `int`, `number`, `bool`, `null`, `any`) or
  * `[ref]` for an array.
- *
- * @internal
  */
 import { Schema } from "effect"
 import type { CommandInfo, EventInfo, GuestCommandInfo } from "./info.js"
@@ -43,13 +41,11 @@ const BUILTINS: Record<string, AnySchema> = {
   any: Schema.Unknown
 }
 
-/** @internal */
 export interface Registry {
   /** The Schema of a type reference (a name, a builtin or `[ref]`). */
   readonly get: <A>(ref: string) => Schema.Schema<A>
 }
 
-/** @internal */
 export const registry = (lines: ReadonlyArray<string>): Registry => {
   let specs: Map<string, TypeSpec> | undefined
   const built = new Map<string, AnySchema>()
@@ -140,8 +136,6 @@ const lazyTable = <V>(lines: ReadonlyArray<string>, make: (spec: ReadonlyArray<u
 /**
  * The commands table: `[name, argsRef | null, resultRef, allowOob, features, successResponse?]`
  * per line, each entry built on first access.
- *
- * @internal
  */
 export const commands = <T>(reg: Registry, lines: ReadonlyArray<string>): T =>
   lazyTable(lines, (s): CommandInfo<unknown, unknown> | GuestCommandInfo<unknown, unknown> => {
@@ -156,8 +150,6 @@ export const commands = <T>(reg: Registry, lines: ReadonlyArray<string>): T =>
 
 /**
  * The events table: `[name, dataRef | null, features]` per line.
- *
- * @internal
  */
 export const events = <T>(reg: Registry, lines: ReadonlyArray<string>): T =>
   lazyTable(lines, (s): EventInfo<unknown> => ({

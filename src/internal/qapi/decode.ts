@@ -6,8 +6,6 @@
  * that passes its Schema is returned as it came: members QEMU added after the
  * schema was generated stay in place. The check is `Schema.is` (no copy); only
  * a value that fails it is decoded again to say where and why.
- *
- * @internal
  */
 import { Either, ParseResult, Schema } from "effect"
 import { QmpProtocolError } from "../../Errors.js"
@@ -77,8 +75,6 @@ const raw = (value: unknown): string => {
 /**
  * Checks the `return` value of `command` against its generated Schema.
  * Unknown command names pass through untouched.
- *
- * @internal
  */
 export const decodeResult = (command: string, value: unknown): Either.Either<unknown, QmpProtocolError> => {
   const c = resultChecker(command)
@@ -91,7 +87,7 @@ export const decodeResult = (command: string, value: unknown): Either.Either<unk
   )
 }
 
-/** An event as `decodeEvent` returns it. @internal */
+/** An event as `decodeEvent` returns it. */
 export interface DecodedEvent<E> {
   /** The event, unchanged (typed when `typed` is true). */
   readonly event: E
@@ -106,8 +102,6 @@ export interface DecodedEvent<E> {
  * does not match (QEMU may be newer than the generated code) is still
  * returned, untyped, with a warning the first time its name is seen in
  * `warned` (the caller keeps one set per connection).
- *
- * @internal
  */
 export const decodeEvent = <E extends { readonly event: string; readonly data?: unknown }>(
   event: E,
@@ -129,8 +123,6 @@ export const decodeEvent = <E extends { readonly event: string; readonly data?: 
 
 /**
  * A per-connection event decoder: remembers which event names were warned about.
- *
- * @internal
  */
 export const makeEventDecoder = (): <E extends { readonly event: string; readonly data?: unknown }>(
   event: E

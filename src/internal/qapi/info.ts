@@ -1,12 +1,9 @@
 /**
  * The per-command and per-event descriptors that the generated modules
  * (`src/generated/qmp.ts`, `src/generated/qga.ts`) are made of.
- *
- * @internal
  */
 import type { Schema } from "effect"
 
-/** @internal */
 export interface CommandInfo<A, R> {
   /** The arguments (`void` for a command without arguments). */
   readonly args: Schema.Schema<A>
@@ -18,13 +15,11 @@ export interface CommandInfo<A, R> {
   readonly features: ReadonlyArray<string>
 }
 
-/** @internal */
 export interface GuestCommandInfo<A, R> extends CommandInfo<A, R> {
   /** `false` for agent commands that send no reply on success (`guest-shutdown`...). */
   readonly successResponse: boolean
 }
 
-/** @internal */
 export interface EventInfo<D> {
   /** The `data` member (`Empty | undefined` for events that carry none). */
   readonly data: Schema.Schema<D>
@@ -34,8 +29,6 @@ export interface EventInfo<D> {
 /**
  * The argument list of a typed call: optional when the command takes no
  * arguments or only optional ones.
- *
- * @internal
  */
 export type ArgsTupleOf<A> = [A] extends [void] ? [args?: Readonly<Record<string, never>> | undefined]
   : {} extends A ? [args?: A | undefined]

@@ -4,11 +4,8 @@
  *
  * Type names are masked by QEMU (`"0"`, `"[10]"`): they are not part of the
  * wire ABI, only the command and event names are.
- *
- * @internal
  */
 
-/** @internal */
 export interface MemberInfo {
   readonly name: string
   readonly type: string
@@ -17,19 +14,16 @@ export interface MemberInfo {
   readonly features?: ReadonlyArray<string>
 }
 
-/** @internal */
 export interface VariantInfo {
   readonly case: string
   readonly type: string
 }
 
-/** @internal */
 export interface EnumMemberInfo {
   readonly name: string
   readonly features?: ReadonlyArray<string>
 }
 
-/** @internal */
 export type SchemaInfo =
   | {
     readonly "meta-type": "command"
@@ -79,10 +73,8 @@ export type SchemaInfo =
     readonly features?: ReadonlyArray<string>
   }
 
-/** @internal */
 export type SchemaInfoOf<M extends SchemaInfo["meta-type"]> = Extract<SchemaInfo, { readonly "meta-type": M }>
 
-/** @internal */
 export const isSchemaInfoList = (u: unknown): u is ReadonlyArray<SchemaInfo> =>
   Array.isArray(u) &&
   u.every((e) =>

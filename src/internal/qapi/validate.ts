@@ -6,8 +6,6 @@
  *
  * Each type gets one check function, compiled the first time a command using
  * it is validated; later calls only run the compiled functions.
- *
- * @internal
  */
 import { QmpArgumentError } from "../../Errors.js"
 import type { MemberInfo, SchemaInfo } from "./schemaInfo.js"
@@ -20,7 +18,6 @@ interface Problem {
   readonly message: string
 }
 
-/** @internal */
 export interface Validator {
   /** Whether the live schema has this command. */
   readonly supports: (command: string) => boolean
@@ -28,7 +25,6 @@ export interface Validator {
   readonly validate: (command: string, args: unknown) => QmpArgumentError | undefined
 }
 
-/** @internal */
 export interface Options {
   /**
    * Commands whose arguments accept members beyond those in the schema: QEMU
@@ -67,7 +63,6 @@ const expected = (what: string, value: unknown, path: string): Problem => ({
 /** The JSON types a value of this schema type can have (for alternates). */
 type JsonKind = "object" | "array" | "string" | "number" | "boolean" | "null" | "any"
 
-/** @internal */
 export const make = (entries: ReadonlyArray<SchemaInfo>, options: Options = {}): Validator => {
   const byName = new Map<string, SchemaInfo>()
   const commands = new Map<string, SchemaInfo & { readonly "meta-type": "command" }>()
