@@ -12,6 +12,7 @@ import { QemuMachine, QmpClient } from "../index.js"
 import * as Catalog from "./catalog.js"
 import { CliFailure, EXIT_FATAL, EXIT_OK, fatal } from "./errors.js"
 import * as LineClient from "./lineClient.js"
+import * as Schema from "./schema.js"
 import type * as Parse from "./parse.js"
 import type * as Shell from "./shell.js"
 
@@ -41,6 +42,7 @@ export const qmp = (address: QmpClient.Address): Effect.Effect<Shell.Backend, Cl
 
 /**
  * `-N`: raw lines, no negotiation; the greeting is printed like an event.
+ * Completion knows the command names of the generated types (`Qapi`).
  *
  * @since 0.2.0
  * @category constructors
@@ -50,7 +52,11 @@ export const raw = (address: QmpClient.Address): Effect.Effect<Shell.Backend, Cl
     execute: (command: Parse.Command) => client.request({ ...command }),
     unsolicited: client.unsolicited,
     closed: client.closed,
-    catalog: Effect.succeed(Catalog.empty)
+    // Before negotiation QEMU answers nothing but qmp_capabilities: names come from the generated types.
+    catalog: Schema.loadGenerated.pipe(
+      Effect.map((names) => Catalog.fromNames(["qmp_capabilities", ...names.commands])),
+      Effect.orElseSucceed(() => Catalog.empty)
+    )
   }))
 
 // Agent commands that never answer on success.
