@@ -7,12 +7,13 @@
  * accepts them).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either } from "effect"
+import { Effect, Either, Schema } from "effect"
 import { QmpCommandError } from "../src/Errors.js"
 import * as Generated from "../src/generated/qmp.js"
 import { decodeEvent, decodeResult } from "../src/internal/qapi/decode.js"
 import { isSchemaInfoList } from "../src/internal/qapi/schemaInfo.js"
 import * as Validate from "../src/internal/qapi/validate.js"
+import * as Qapi from "../src/Qapi.js"
 import { Guest } from "../src/testing/index.js"
 
 const snapshot = Generated.commands // touch the table: the names below must be generated ones
@@ -183,6 +184,13 @@ describe("typed QAPI on a booted guest (q35, TCG)", { timeout: 180_000 }, () => 
         expect(validator.validate(shape.command, shape.args)?.message).toBeUndefined()
         if (shape.send) yield* call(shape.command, shape.args)
       }
+      // the generated argument Schemas agree with the live schema on every shape
+      const argsIs = (command: string) =>
+        Schema.is(Qapi.commands[command as Qapi.CommandName].args as Schema.Schema<unknown>, {
+          onExcessProperty: "error"
+        })
+      for (const shape of bad) expect(argsIs(shape.command)(shape.args), JSON.stringify(shape.args)).toBe(false)
+      for (const shape of good) expect(argsIs(shape.command)(shape.args), JSON.stringify(shape.args)).toBe(true)
       expect(validator.validate("no-such-command", {})?.path).toBe("execute")
       expect(validator.supports("query-status")).toBe(true)
       expect(validator.supports("no-such-command")).toBe(false)

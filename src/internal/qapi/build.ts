@@ -34,7 +34,7 @@ type TypeSpec =
 
 const BUILTINS: Record<string, AnySchema> = {
   str: Schema.String,
-  int: Schema.Number,
+  int: Schema.Int,
   number: Schema.Number,
   bool: Schema.Boolean,
   null: Schema.Null,
