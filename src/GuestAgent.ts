@@ -263,7 +263,9 @@ export const layer = (options: ConnectOptions): Layer.Layer<GuestAgent, QmpError
 /**
  * The QEMU arguments of an agent channel on a unix socket: a socket chardev
  * QEMU listens on (`server=on,wait=off`), a `virtio-serial-pci` controller
- * and a `virtserialport` named `org.qemu.guest_agent.0`.
+ * and a `virtserialport` named `org.qemu.guest_agent.0` with the device id
+ * `qga0-port` (so QMP reports `VSERPORT_CHANGE` when the agent opens or
+ * closes its end).
  *
  * @since 0.2.0
  * @category constructors

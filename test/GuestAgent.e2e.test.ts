@@ -37,8 +37,11 @@ describe("GuestAgent on the real guest", () => {
   layer(SharedLive, { timeout: "150 seconds", excludeTestServices: true })((it) => {
     it.effect("ping and info: the agent's 42 commands, the disabled one marked", () =>
       Effect.gen(function*() {
-        const { agent } = yield* Shared
+        const { agent, guest } = yield* Shared
         yield* agent.ping
+        // QEMU saw the agent open its port (the port has a device id, so the event is sent).
+        const open = yield* guest.vm.eventWait("VSERPORT_CHANGE", { match: { data: { open: true } }, timeout: "10 seconds" })
+        expect(open.data).toEqual({ id: "qga0-port", open: true })
         const info = yield* agent.info
         expect(info.version).toMatch(/^7\.2\./)
         expect(info.supported_commands).toHaveLength(42)

@@ -11,8 +11,14 @@ export const PORT_NAME = "org.qemu.guest_agent.0"
 export const CHARDEV_ID = "qga0"
 
 /**
+ * The port's device id: QEMU reports `VSERPORT_CHANGE { id, open }` only for
+ * a port that has one (the agent opening or closing its end).
+ */
+export const PORT_ID = "qga0-port"
+
+/**
  * `-chardev socket,path=P,server=on,wait=off,id=qga0 -device virtio-serial-pci
- * -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0`.
+ * -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0,id=qga0-port`.
  * A comma in the path is doubled, as QEMU's option syntax wants.
  */
 export const guestAgentArgs = (socketPath: string): Array<string> => [
@@ -21,5 +27,5 @@ export const guestAgentArgs = (socketPath: string): Array<string> => [
   "-device",
   "virtio-serial-pci",
   "-device",
-  `virtserialport,chardev=${CHARDEV_ID},name=${PORT_NAME}`
+  `virtserialport,chardev=${CHARDEV_ID},name=${PORT_NAME},id=${PORT_ID}`
 ]
