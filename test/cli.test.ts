@@ -174,6 +174,22 @@ describe("effect-qemu errors", () => {
     }), SPAWNS)
 })
 
+describe("effect-qemu shell, connection lost", () => {
+  it.scopedLive("QEMU dying under the shell is one line and exit 2", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const sock = path.join(dir, "qmp.sock")
+      const qemu = yield* qemuServer(sock)
+      const running = yield* Cli.spawn(["shell", sock])
+      running.child.stdin.write("query-status\n")
+      yield* running.waitFor((out) => out.includes(`"status":"running"`))
+      process.kill(qemu.pid, "SIGKILL")
+      const result = yield* running.exit
+      expect(result.code).toBe(2)
+      expect(oneLine(result.stderr)).toMatch(/^effect-qemu: QMP connection (Eof|SocketError)/)
+    }), SPAWNS)
+})
+
 describe("effect-qemu run", () => {
   it.scopedLive("mirrors the serial console; EOF shuts QEMU down and removes its temp dir", () =>
     Effect.gen(function*() {
