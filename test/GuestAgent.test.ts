@@ -123,6 +123,24 @@ describe("GuestAgent protocol", () => {
       expect(yield* agent.isConnected).toBe(true)
     }))
 
+  it.scopedLive("a request the agent never answers (it died holding it) times out; the next call re-syncs first", () =>
+    Effect.gen(function*() {
+      let swallow = true
+      const { address, seen } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (swallow) {
+          swallow = false
+          return
+        }
+        reply(ok(request))
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      const lost = yield* Effect.flip(agent.execute("guest-ping", undefined, { timeout: "300 millis" }))
+      expect(lost).toMatchObject({ _tag: "QmpTimeoutError", operation: expect.stringContaining("guest-ping") })
+      yield* agent.ping
+      expect(seen.map((r) => r.execute)).toEqual(["guest-sync-delimited", "guest-ping", "guest-sync-delimited", "guest-ping"])
+    }))
+
   it.scopedLive("an oversized message is a QmpProtocolError and the channel recovers", () =>
     Effect.gen(function*() {
       let big = true
