@@ -296,6 +296,28 @@ describe("GuestAgent protocol", () => {
       expect(closed).toBe(true)
     }))
 
+  it.scopedLive("a connect that fails releases its socket at once, though the caller's scope lives on", () =>
+    Effect.gen(function*() {
+      let open = 0
+      let answer = false
+      const { address } = yield* fakeAgent(
+        (request, reply) => {
+          if (answer) answerSync(request, reply)
+        },
+        (socket) => {
+          open++
+          socket.on("close", () => open--)
+        }
+      )
+      const failed = yield* Effect.flip(GuestAgent.connect({ address, timeout: "300 millis" }))
+      expect(failed._tag).toBe("QmpTimeoutError")
+      while (open > 0) yield* Effect.sleep("10 millis")
+      answer = true
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      expect(yield* agent.isConnected).toBe(true)
+      expect(open).toBe(1)
+    }))
+
   it.scopedLive("no socket at the address: QmpTimeoutError at the deadline", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir

@@ -28,7 +28,7 @@
  *
  * @since 0.1.0
  */
-import { Data, Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
+import { Data, Duration, Effect, Scope } from "effect"
 import * as cp from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -367,22 +367,21 @@ export type LaunchOptions = BaseConfigOptions & {
   readonly agentTimeout?: Duration.DurationInput | undefined
 }
 
-/** Connects on first use, in the guest's scope; a failed attempt releases what it opened and is not kept. */
+/** Connects on first use, in the guest's scope (a failed connect releases its socket and is not kept). */
 const memoizedAgent = (scope: Scope.Scope, options: GuestAgent.ConnectOptions) =>
   Effect.gen(function*() {
     const lock = yield* Effect.makeSemaphore(1)
     let service: GuestAgent.GuestAgent.Service | undefined
-    return lock.withPermits(1)(Effect.suspend(() => {
-      if (service) return Effect.succeed(service)
-      return Effect.flatMap(Scope.fork(scope, ExecutionStrategy.sequential), (child) =>
-        GuestAgent.connect(options).pipe(
-          Scope.extend(child),
-          Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(child, exit) : Effect.void),
+    return lock.withPermits(1)(Effect.suspend(() =>
+      service
+        ? Effect.succeed(service)
+        : GuestAgent.connect(options).pipe(
+          Scope.extend(scope),
           Effect.tap((s) =>
             Effect.sync(() => {
               service = s
             })
           )
-        ))
-    }))
+        )
+    ))
   })

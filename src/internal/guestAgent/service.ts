@@ -4,8 +4,7 @@
  * status polling, chunked file transfer that always closes its handle,
  * shutdown that succeeds when the guest goes away).
  */
-import { Duration, Effect, Either } from "effect"
-import type { Scope } from "effect"
+import { Duration, Effect, Either, ExecutionStrategy, Exit, Scope } from "effect"
 import { GuestAgentError, QmpTimeoutError } from "../../Errors.js"
 import type { QmpError, QmpProtocolError } from "../../Errors.js"
 import type * as Api from "../../GuestAgent.js"
@@ -142,8 +141,17 @@ export const make = (
   }
 }
 
-/** Connects to an agent socket, syncs, and returns the service; everything ends with the scope. */
+/**
+ * Connects to an agent socket, syncs, and returns the service; everything ends
+ * with the scope. A failed or interrupted connect releases its socket at once,
+ * even when the caller's scope lives on: QEMU serves one client per chardev,
+ * so a socket left open would starve the next attempt.
+ */
 export const connect = (options: Api.ConnectOptions): Effect.Effect<Api.GuestAgent.Service, QmpError, Scope.Scope> =>
-  Effect.map(Client.open(options), (channel) => make(channel, { shutdownComplete: options.shutdownComplete })).pipe(
-    Effect.withSpan("GuestAgent.connect")
-  )
+  Effect.flatMap(Effect.scope, (parent) =>
+    Effect.flatMap(Scope.fork(parent, ExecutionStrategy.sequential), (child) =>
+      Client.open(options).pipe(
+        Scope.extend(child),
+        Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(child, exit) : Effect.void),
+        Effect.map((channel) => make(channel, { shutdownComplete: options.shutdownComplete }))
+      ))).pipe(Effect.withSpan("GuestAgent.connect"))
