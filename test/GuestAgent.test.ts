@@ -10,6 +10,7 @@ import * as path from "node:path"
 import * as GuestAgent from "../src/GuestAgent.js"
 import * as QemuMachine from "../src/QemuMachine.js"
 import { makeFramer } from "../src/internal/guestAgent/transport.js"
+import { Guest } from "../src/testing/index.js"
 import { QEMU, tempDir } from "./helpers/qemu.js"
 
 interface Request {
@@ -363,5 +364,39 @@ describe("GuestAgent framing", () => {
     push(Buffer.from("456789"))
     push(Buffer.from("more of the same long line\nfine\n"))
     expect(lines).toEqual(["OVERSIZED 13", "ok", "OVERSIZED 10", "fine"])
+  })
+})
+
+describe("GuestAgent command line", () => {
+  it("commandLineArgs: a socket chardev QEMU listens on, virtio-serial, the named port with a device id", () => {
+    expect(GuestAgent.commandLineArgs("/run/vm,1/qga.sock")).toEqual([
+      "-chardev",
+      "socket,path=/run/vm,,1/qga.sock,server=on,wait=off,id=qga0",
+      "-device",
+      "virtio-serial-pci",
+      "-device",
+      "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0,id=qga0-port"
+    ])
+  })
+
+  it("Guest.config with guestAgent asks the guest to start the agent and adds the host side in sockDir", () => {
+    const files: Guest.Files = {
+      dir: "/g",
+      kernel: "/g/vmlinuz",
+      initrd: "/g/initramfs.cpio.gz",
+      readyMarker: "R",
+      kernelVersion: "6.1",
+      pvpanic: false,
+      guestAgent: true
+    }
+    const withAgent = Guest.config(files, { guestAgent: true, sockDir: "/s", guestAgentDisabled: ["guest-exec", "guest-file-open"] })
+    const append = withAgent.args[withAgent.args.indexOf("-append") + 1]
+    expect(append).toContain(" effect_qemu.ga=1 effect_qemu.ga_block=guest-exec,guest-file-open")
+    expect(withAgent.sockDir).toBe("/s")
+    expect(withAgent.args.join(" ")).toContain(GuestAgent.commandLineArgs(Guest.agentSocketPath("/s")).join(" "))
+    expect(Guest.agentSocketPath("/s")).toBe("/s/guest-qga.sock")
+    const without = Guest.config(files)
+    expect(without.args.join(" ")).not.toContain("effect_qemu.ga")
+    expect(without.args.join(" ")).not.toContain("virtserialport")
   })
 })
