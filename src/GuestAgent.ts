@@ -60,6 +60,16 @@ export type TypeId = typeof TypeId
 export const schemaVersion: string = Commands.schemaVersion
 
 /**
+ * For every command of the agent's schema: `{ args, result }` Schemas,
+ * `successResponse` (false for `guest-shutdown` and the suspend commands,
+ * which send no reply on success), `allowOob` and `features`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const commands: typeof Commands.commands = Commands.commands
+
+/**
  * Every command of the agent's schema (any other name is untyped).
  *
  * @since 0.2.0

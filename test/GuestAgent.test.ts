@@ -368,6 +368,18 @@ describe("GuestAgent framing", () => {
 })
 
 describe("GuestAgent command line", () => {
+  it("commands: the agent schema's 42 commands, the ones without a success reply marked", () => {
+    const names = Object.keys(GuestAgent.commands)
+    expect(names).toHaveLength(42)
+    expect(names.filter((n) => !GuestAgent.commands[n as GuestAgent.CommandName].successResponse).sort()).toEqual([
+      "guest-shutdown",
+      "guest-suspend-disk",
+      "guest-suspend-hybrid",
+      "guest-suspend-ram"
+    ])
+    expect(GuestAgent.schemaVersion).toMatch(/^7\.2\./)
+  })
+
   it("commandLineArgs: a socket chardev QEMU listens on, virtio-serial, the named port with a device id", () => {
     expect(GuestAgent.commandLineArgs("/run/vm,1/qga.sock")).toEqual([
       "-chardev",

@@ -23,6 +23,9 @@ export type Untyped<S extends string> = S extends Name ? never : S
 
 export const schemaVersion = Generated.schemaVersion
 
+/** Every command's argument and result Schemas, and whether it replies on success. */
+export const commands = Generated.commands
+
 export const isName = (command: string): command is Name => Object.prototype.hasOwnProperty.call(Generated.commands, command)
 
 const checkers = new Map<string, { readonly is: (u: unknown) => boolean; readonly schema: Schema.Schema.AnyNoContext }>()
