@@ -131,7 +131,7 @@ export const EventWait = Rpc.make("EventWait", {
  * @since 0.2.0
  * @category rpcs
  */
-export const State = Rpc.make("State", { success: MachineState, error: Gone })
+export const State = Rpc.make("State", { success: MachineState, error: Schema.Union(Gone, FleetErrors.MachineError) })
 
 /**
  * @since 0.2.0
@@ -139,7 +139,7 @@ export const State = Rpc.make("State", { success: MachineState, error: Gone })
  */
 export const Shutdown = Rpc.make("Shutdown", {
   payload: { hard: Schema.optional(Schema.Boolean), timeout: Schema.optional(Schema.DurationFromMillis) },
-  error: FleetErrors.AbnormalShutdown
+  error: Schema.Union(FleetErrors.AbnormalShutdown, FleetErrors.MachineError)
 })
 
 /**
@@ -149,7 +149,7 @@ export const Shutdown = Rpc.make("Shutdown", {
  * @since 0.2.0
  * @category rpcs
  */
-export const Touch = Rpc.make("Touch", { success: Launched, error: Gone })
+export const Touch = Rpc.make("Touch", { success: Launched, error: Schema.Union(Gone, FleetErrors.MachineError) })
 
 /**
  * @since 0.2.0
@@ -164,6 +164,17 @@ export const Vm = Entity.make("Vm", [Launch, Command, Qmp, EventWait, State, Shu
  * @category utils
  */
 export const formatRunner = (address: RunnerAddress): string => `${address.host}:${address.port}`
+
+/**
+ * A defect in a handler would make the cluster restart the entity and replay
+ * the request, forever: the caller gets a `MachineError` instead.
+ */
+const answer = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | FleetErrors.MachineError> =>
+  Effect.catchAllDefect(effect, (defect) =>
+    Effect.zipRight(
+      Effect.logError("fleet: defect in a Vm handler", defect),
+      Effect.fail(new FleetErrors.MachineError({ message: `defect on the runner: ${String(defect)}` }))
+    ))
 
 /**
  * The handlers of one entity. Built once per entity id on the runner that
@@ -188,21 +199,22 @@ const handlers = Effect.gen(function*() {
         : { _tag: local._tag }))
 
   return Vm.of({
-    Launch: ({ payload }) => VmSlot.launch(ctx, payload.spec),
+    Launch: ({ payload }) => answer(VmSlot.launch(ctx, payload.spec)),
     Command: ({ payload }) =>
-      Effect.flatMap(held, ({ vm }) =>
-        Effect.mapError(vm.command(payload.command, payload.args), FleetErrors.fromQmpError)),
+      answer(Effect.flatMap(held, ({ vm }) =>
+        Effect.mapError(vm.command(payload.command, payload.args), FleetErrors.fromQmpError))),
     Qmp: ({ payload }) =>
-      Effect.flatMap(held, ({ vm }) => Effect.mapError(vm.qmp(payload.command, payload.args), FleetErrors.fromQmpError)),
+      answer(Effect.flatMap(held, ({ vm }) =>
+        Effect.mapError(vm.qmp(payload.command, payload.args), FleetErrors.fromQmpError))),
     EventWait: ({ payload }) =>
-      Effect.flatMap(held, ({ vm }) =>
+      answer(Effect.flatMap(held, ({ vm }) =>
         Effect.mapError(
           vm.eventWait(payload.name, { match: payload.match, timeout: payload.timeout }),
           FleetErrors.fromQmpError
-        )),
-    State: () => state,
-    Shutdown: ({ payload }) => VmSlot.shutdown(ctx, payload),
-    Touch: () => Effect.flatMap(held, ({ vm }) => VmSlot.describe(ctx, vm))
+        ))),
+    State: () => answer(state),
+    Shutdown: ({ payload }) => answer(VmSlot.shutdown(ctx, payload)),
+    Touch: () => answer(Effect.flatMap(held, ({ vm }) => VmSlot.describe(ctx, vm)))
   })
 })
 
