@@ -47,9 +47,74 @@ export interface Child {
 
 export class SpawnError {
   readonly _tag = "SpawnError"
-  constructor(readonly cause: Error, readonly command: ReadonlyArray<string>) {}
+  constructor(
+    readonly cause: Error,
+    readonly command: ReadonlyArray<string>,
+    /** `log`: the log file could not be opened (the user's file system, not the program). */
+    readonly phase: "log" | "spawn" = "spawn"
+  ) {}
   get message() {
-    return `cannot run ${this.command[0]}: ${this.cause.message}`
+    return this.phase === "log"
+      ? `cannot open the log file: ${this.cause.message}`
+      : `cannot run ${this.command[0]}: ${this.cause.message}`
+  }
+}
+
+/** The soft `RLIMIT_NOFILE` (`ulimit -n`) of this process, from /proc; undefined where there is no /proc. */
+export const fdLimit = (): number | undefined => {
+  try {
+    const line = fs.readFileSync("/proc/self/limits", "utf8").split("\n").find((l) => l.startsWith("Max open files"))
+    const soft = line?.slice("Max open files".length).trim().split(/\s+/)[0]
+    return soft === undefined || soft === "unlimited" ? undefined : Number(soft)
+  } catch {
+    return undefined
+  }
+}
+
+/** Descriptors open in this process now (Node has no getrlimit/getdtablesize); undefined without /proc. */
+export const openFds = (): number | undefined => {
+  try {
+    // The directory's own descriptor is in the listing while it is read.
+    return fs.readdirSync("/proc/self/fd").length - 1
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Descriptors promised to launches in flight: a launch holds a few at once
+ * (listener, log file, spawn's status pipe, the accepted socket) and many
+ * launches start together, so counting what is open now is not enough.
+ * Process-wide on purpose: the limit it guards is process-wide too.
+ */
+let reservedFds = 0
+
+export interface FdShortage {
+  readonly open: number
+  readonly reserved: number
+  readonly needed: number
+  readonly limit: number
+}
+
+/**
+ * Reserves `needed` descriptors until `release` (idempotent) is called, or
+ * reports the shortage when `open + reserved + needed` would pass the limit.
+ * Without /proc the check is skipped.
+ */
+export const reserveFds = (needed: number): { readonly release: () => void } | FdShortage => {
+  const limit = fdLimit()
+  const open = limit === undefined ? undefined : openFds()
+  if (limit !== undefined && open !== undefined && open + reservedFds + needed > limit) {
+    return { open, reserved: reservedFds, needed, limit }
+  }
+  reservedFds += needed
+  let held = true
+  return {
+    release: () => {
+      if (!held) return
+      held = false
+      reservedFds -= needed
+    }
   }
 }
 
@@ -105,7 +170,7 @@ export const spawn = (
           stdio[2] = logFd
         }
       } catch (e) {
-        return resume(Effect.fail(new SpawnError(e as Error, command)))
+        return resume(Effect.fail(new SpawnError(e as Error, command, "log")))
       }
       for (const { fd, target } of passFds) {
         while (stdio.length <= target) stdio.push("ignore")
