@@ -408,7 +408,7 @@ async function main(): Promise<number> {
     )
   }
   console.log("")
-  console.log(`command latency through the fleet: p50 ${percentile(latencies, 0.5).toFixed(2)} ms, p95 ${percentile(latencies, 0.95).toFixed(2)} ms (${latencies.length} commands)`)
+  console.log(`command latency through the fleet: p50 ${percentile(latencies, 0.5).toFixed(2)} ms, p95 ${percentile(latencies, 0.95).toFixed(2)} ms (${latencies.length} commands, ${VMS} VMs driven at once)`)
   console.log(`VmLost on the killed runner's VMs after at most ${(maxLostMs / 1000).toFixed(1)} s (limit 30 s)`)
   console.log(`VMs of a SIGKILLed client shut down: ${orphansShutDown}/${ORPHANS}, all within ${(orphanMs / 1000).toFixed(1)} s (idle timeout ${VM_IDLE})`)
   console.log(`total ${((Date.now() - started) / 1000).toFixed(1)} s`)
