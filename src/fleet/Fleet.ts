@@ -47,9 +47,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import * as Fs from "node:fs"
 import * as Os from "node:os"
-import * as Path from "node:path"
 import * as QemuMachine from "../QemuMachine.js"
 import type * as QmpMessage from "../QmpMessage.js"
 import * as FleetErrors from "./FleetErrors.js"
@@ -71,7 +69,9 @@ export type Storage =
   | { readonly _tag: "Postgres"; readonly url: string }
 
 /**
- * One host: an SQLite file (by default in a temp dir removed at the end).
+ * One host: SQLite, in memory by default (the fleet lives as long as the
+ * process), or in `filename` (then an id launched before a restart answers
+ * `VmLost` after it).
  *
  * @since 0.2.0
  * @category storage
@@ -86,17 +86,11 @@ export const sqlite = (filename?: string): Storage => ({ _tag: "Sqlite", filenam
  */
 export const postgres = (url: string): Storage => ({ _tag: "Postgres", url })
 
-const sqliteInTempDir = Layer.unwrapScoped(
-  Effect.acquireRelease(
-    Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-qemu-fleet-"))),
-    (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
-  ).pipe(Effect.map((dir) => SqliteClient.layer({ filename: Path.join(dir, "fleet.sqlite") })))
-)
-
 const sqlLayer = (storage: Storage): Layer.Layer<SqlClient.SqlClient, SqlError | ConfigError> => {
   switch (storage._tag) {
     case "Sqlite":
-      return storage.filename === undefined ? sqliteInTempDir : SqliteClient.layer({ filename: storage.filename })
+      // in memory by default: nothing on disk to leave behind, even on SIGKILL
+      return SqliteClient.layer({ filename: storage.filename ?? ":memory:" })
     case "Postgres":
       return PgClient.layer({ url: Redacted.make(storage.url), maxConnections: 4 })
   }
@@ -314,7 +308,7 @@ export interface Address {
  * @category models
  */
 export interface RunnerOptions {
-  /** Default: SQLite in a temp dir (one host). */
+  /** Default: SQLite in memory (one host). */
   readonly storage?: Storage | undefined
   /**
    * Where other runners and clients reach this runner. Without it the runner
@@ -361,7 +355,7 @@ const localAddress = RunnerAddress.make(Os.hostname() || "localhost", 0)
 
 /**
  * Hosts VMs on this host, and provides the `Fleet` client too. Without
- * options: one host, SQLite storage in a temp dir, no network.
+ * options: one host, SQLite storage in memory, no network.
  *
  * @since 0.2.0
  * @category layers
