@@ -3,7 +3,8 @@
  * fresh process by bench/index.ts so that the RSS delta includes first use
  * (JIT, buffers) and not memory some earlier measurement already grew.
  *
- *   tsx bench/concurrent.ts library|raw N   → prints one JSON line
+ *   tsx bench/concurrent.ts library|raw N [COMMANDS]   → prints one JSON line
+ *   tsx bench/concurrent.ts guests N                   → N test guests to the shell prompt (library only)
  */
 import { Effect, Fiber } from "effect"
 import * as fs from "node:fs"
@@ -20,9 +21,14 @@ const cleanUp = () => {
 }
 process.on("exit", cleanUp)
 
-const [side, countText] = process.argv.slice(2)
+const [side, countText, commandsText] = process.argv.slice(2)
 const count = Number(countText ?? 32)
-const fiber = side === "library" ? Effect.runFork(Lib.concurrentLaunch(count, gc)) : undefined
+const commands = Number(commandsText ?? 0)
+const fiber = side === "library"
+  ? Effect.runFork(Lib.concurrentLaunch(count, commands, gc))
+  : side === "guests"
+  ? Effect.runFork(Lib.guestsBoot(count, gc))
+  : undefined
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   // Interrupting closes the scope of every machine launched so far (and of those mid-launch).
   process.once(signal, () => {
@@ -30,5 +36,5 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     closing.finally(() => process.exit(130))
   })
 }
-const result = fiber ? await Effect.runPromise(Fiber.join(fiber)) : await Raw.concurrentLaunch(count, gc)
+const result = fiber ? await Effect.runPromise(Fiber.join(fiber)) : await Raw.concurrentLaunch(count, commands, gc)
 process.stdout.write(`${JSON.stringify({ ...result, tempDirs: [...Lib.tempDirs] })}\n`)

@@ -5,6 +5,8 @@
  */
 import type * as Built from "../src/index.js"
 import type * as BuiltProcess from "../src/internal/process.js"
+import type * as BuiltTesting from "../src/testing/index.js"
+import { pathToFileURL } from "node:url"
 
 const load = async <A>(path: string): Promise<A> => {
   try {
@@ -14,8 +16,14 @@ const load = async <A>(path: string): Promise<A> => {
   }
 }
 
-const dist = await load<typeof Built>(new URL("../dist/index.js", import.meta.url).href)
-const distProcess = await load<typeof BuiltProcess>(new URL("../dist/internal/process.js", import.meta.url).href)
+// BENCH_DIST=/path/to/dist measures another build (e.g. the previous commit's) against the same baseline.
+const distDir = process.env.BENCH_DIST === undefined
+  ? new URL("../dist/", import.meta.url)
+  : pathToFileURL(`${process.env.BENCH_DIST.replace(/\/$/, "")}/`)
+const dist = await load<typeof Built>(new URL("index.js", distDir).href)
+const distProcess = await load<typeof BuiltProcess>(new URL("internal/process.js", distDir).href)
+const distTesting = await load<typeof BuiltTesting>(new URL("testing/index.js", distDir).href)
 
 export const { ConsoleSocket, QemuMachine } = dist
 export const { dieWithParentPrefix } = distProcess
+export const { Guest } = distTesting

@@ -3,9 +3,10 @@
  * (`QemuMachine.launch`, `vm.command`, `QmpClient.subscribe`, `ConsoleSocket`).
  * Every timing is taken inside the Effect, around exactly the work measured.
  */
-import { Deferred, Effect, Exit, Fiber, Option, Scope, Stream } from "effect"
+import { Deferred, Effect, ExecutionStrategy, Exit, Fiber, Option, Scope, Stream } from "effect"
+import * as fs from "node:fs"
 import type { QemuMachine as QemuMachineTypes } from "../src/index.js"
-import { ConsoleSocket, QemuMachine } from "./lib.js"
+import { ConsoleSocket, Guest, QemuMachine } from "./lib.js"
 import { QEMU } from "./raw.js"
 import { now } from "./stats.js"
 
@@ -165,16 +166,60 @@ export const consoleLocal = (client: import("node:net").Socket, writer: import("
     })
   )
 
-/** `count` machines launched concurrently; wall time to all-ready, RSS held while they run, time to close. */
-export const concurrentLaunch = (count: number, gc: () => void) =>
+/** Descriptors open in this process (Linux). */
+export const openFds = (): number => fs.readdirSync("/proc/self/fd").length - 1
+
+/**
+ * `count` machines launched concurrently, then `commands` sequential
+ * `query-status` on each (all machines at once), then all closed at once.
+ * Wall time of each phase; RSS, heap and descriptors held while they run.
+ * The scope closes its machines in parallel, as the raw side's `Promise.all`
+ * does (a default `Scope.make()` closes them one after the other).
+ */
+export const concurrentLaunch = (count: number, commands: number, gc: () => void) =>
   Effect.gen(function*() {
     gc()
     const before = process.memoryUsage()
-    const scope = yield* Scope.make()
+    const fdsBefore = openFds()
+    const scope = yield* Scope.make(ExecutionStrategy.parallel)
     const t0 = now()
-    yield* Effect.forEach(
+    const vms = yield* Effect.forEach(
       Array.from({ length: count }, () => config()),
       (cfg) => launchTracked(cfg).pipe(Scope.extend(scope)),
+      { concurrency: "unbounded" }
+    ).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+    const wall = now() - t0
+    const t1 = now()
+    yield* Effect.forEach(vms, (vm) => Effect.repeatN(vm.command("query-status"), commands - 1), {
+      concurrency: "unbounded",
+      discard: true
+    }).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+    const commandsMs = commands > 0 ? now() - t1 : 0
+    gc()
+    const after = process.memoryUsage()
+    const fds = openFds() - fdsBefore
+    const t2 = now()
+    yield* Scope.close(scope, Exit.void)
+    return {
+      wall,
+      commands: commandsMs,
+      rssDelta: after.rss - before.rss,
+      heapDelta: after.heapUsed - before.heapUsed,
+      fdsDelta: fds,
+      close: now() - t2
+    }
+  })
+
+/** `count` test guests booted at once (TCG) to the shell prompt; RSS of this process while they run. */
+export const guestsBoot = (count: number, gc: () => void) =>
+  Effect.gen(function*() {
+    gc()
+    const before = process.memoryUsage()
+    const scope = yield* Scope.make(ExecutionStrategy.parallel)
+    const t0 = now()
+    yield* Effect.forEach(
+      Array.from({ length: count }, (_, i) => i),
+      () => Guest.launch({ bootTimeout: "10 minutes" }).pipe(Scope.extend(scope), Effect.tap((g) => Effect.sync(() => tempDirs.add(g.vm.tempDir)))),
       { concurrency: "unbounded", discard: true }
     ).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
     const wall = now() - t0

@@ -100,9 +100,12 @@ export const launch = async (
   ]
   // Informational variant only: QEMU behind the same parent-death prefix the library uses.
   const prefix = options.dieWithParent ? Option.getOrElse(dieWithParentPrefix(), () => []) : []
+  // In its own session, as the library runs QEMU: with the kernel's autogroup scheduling, children
+  // left in our session share our CPU share, and 32 starting QEMUs then starve this process.
+  const spawnOptions: cp.SpawnOptions = { stdio: ["ignore", logFd, logFd], detached: true }
   const child = prefix.length > 0
-    ? cp.spawn(prefix[0]!, [...prefix.slice(1), QEMU, ...args], { stdio: ["ignore", logFd, logFd] })
-    : cp.spawn(QEMU, args, { stdio: ["ignore", logFd, logFd] })
+    ? cp.spawn(prefix[0]!, [...prefix.slice(1), QEMU, ...args], spawnOptions)
+    : cp.spawn(QEMU, args, spawnOptions)
   fs.closeSync(logFd)
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
   const machine = { dir, child, exited } as RawMachine
@@ -258,16 +261,30 @@ export const socketPair = async (path: string) => {
   return { client, writer }
 }
 
-/** `count` raw machines launched concurrently; wall time to all-ready, RSS held, time to close. */
-export const concurrentLaunch = async (count: number, gc: () => void) => {
+/** `count` raw machines launched concurrently, `commands` sequential round trips on each, all closed at once. */
+export const concurrentLaunch = async (count: number, commands: number, gc: () => void) => {
   gc()
   const before = process.memoryUsage()
+  const fdsBefore = fs.readdirSync("/proc/self/fd").length
   const t0 = now()
   const machines = await Promise.all(Array.from({ length: count }, () => launch()))
   const wall = now() - t0
+  const t1 = now()
+  await Promise.all(machines.map(async (m) => {
+    for (let i = 0; i < commands; i++) await m.qmp.execute("query-status")
+  }))
+  const commandsMs = commands > 0 ? now() - t1 : 0
   gc()
   const after = process.memoryUsage()
-  const t1 = now()
+  const fdsDelta = fs.readdirSync("/proc/self/fd").length - fdsBefore
+  const t2 = now()
   await Promise.all(machines.map(shutdown))
-  return { wall, rssDelta: after.rss - before.rss, heapDelta: after.heapUsed - before.heapUsed, close: now() - t1 }
+  return {
+    wall,
+    commands: commandsMs,
+    rssDelta: after.rss - before.rss,
+    heapDelta: after.heapUsed - before.heapUsed,
+    fdsDelta,
+    close: now() - t2
+  }
 }
