@@ -13,7 +13,7 @@ import * as Redact from "../redact.js"
 import * as Handle from "./handle.js"
 import * as Lifecycle from "./lifecycle.js"
 import { prepare } from "./prepare.js"
-import { readTextAsync, start } from "./start.js"
+import { readText, start } from "./start.js"
 import * as State from "./state.js"
 
 // Built once: providing the layer to every launch rebuilt it each time (a fifth of a millisecond).
@@ -40,7 +40,9 @@ const build = (config: Api.Config, scope: Scope.CloseableScope) =>
       if (qmp) yield* qmp.close
       yield* console.close
       const exit = child.exitInfo()
-      if (Option.isNone(log)) log = Option.some(yield* readTextAsync(prepared.logFile))
+      // Sync on purpose: open/read/close of a small cached file are microseconds on the event loop,
+      // while the async read is four threadpool hops queued behind every other machine's cleanup.
+      if (Option.isNone(log)) log = Option.some(readText(prepared.logFile))
       yield* Scope.close(scope, Exit.void)
       if (exit?.signal && !child.sentSignals.has(exit.signal)) {
         yield* Effect.logWarning(

@@ -129,8 +129,8 @@ export const prepare = (
         Scope.addFinalizer(
           scope,
           removeTempDir(dir, () => [
+            // The monitor socket is gone already: the listener unlinks it when QEMU has connected.
             nodePath.join(dir, `${name}.log`),
-            nodePath.join(dir, `${name}-monitor.sock`),
             ...(config.console ? [nodePath.join(dir, `${name}-console.sock`)] : []),
             ...(config.guestAgent ? [nodePath.join(dir, `${name}-qga.sock`)] : [])
           ])

@@ -32,12 +32,6 @@ const describeFsCode = (e: Error): string => {
     : e.message
 }
 
-/** `readText` off the event loop: shutting many machines down at once should not queue sync reads. */
-export const readTextAsync = (file: string): Effect.Effect<string> =>
-  Effect.async<string>((resume) => {
-    fs.readFile(file, "utf8", (err, text) => resume(Effect.succeed(err ? "" : text)))
-  })
-
 export interface Started {
   readonly child: Proc.Child
   readonly qmp: QmpApi.QmpClient.Service | undefined
