@@ -55,11 +55,11 @@ describe("limits", () => {
   it.scopedLive("launching more machines than `ulimit -n` allows fails the extra launches with InvalidConfig naming the limit", () =>
     Effect.gen(function*() {
       const base = yield* tempDir
-      // 80 launches of ~6 descriptors each cannot fit under 256 (module loading needs room too); the first ones do.
+      // 160 launches holding 2 descriptors each while they wait cannot all fit under 256 (module loading needs room too); the first ones do.
       const out = yield* Effect.async<string, Error>((resume) => {
         const child = cp.execFile(
           "bash",
-          ["-c", `ulimit -n 256 && exec "${process.execPath}" --import tsx test/fixtures/fd-limit-child.ts "$0" 80`, base],
+          ["-c", `ulimit -n 256 && exec "${process.execPath}" --import tsx test/fixtures/fd-limit-child.ts "$0" 160`, base],
           { cwd: root, encoding: "utf8", timeout: 120_000, killSignal: "SIGKILL" },
           (error, stdout, stderr) => resume(error ? Effect.fail(new Error(`${error.message}\n${stderr}`)) : Effect.succeed(stdout))
         )
@@ -68,7 +68,7 @@ describe("limits", () => {
       const outcomes = JSON.parse(out.trim().split("\n").pop()!) as Array<
         { ok: true } | { ok: false; tag: string; reason: string; detail: string }
       >
-      expect(outcomes).toHaveLength(80)
+      expect(outcomes).toHaveLength(160)
       const failed = outcomes.filter((o) => !o.ok)
       expect(outcomes.some((o) => o.ok)).toBe(true)
       expect(failed.length).toBeGreaterThan(0)

@@ -89,6 +89,9 @@ export const openFds = (): number | undefined => {
  */
 let reservedFds = 0
 
+/** Kept free besides the reservations: spawn's transient log fd and status pipe, and room for the rest of the program. */
+const FD_SLACK = 8
+
 export interface FdShortage {
   readonly open: number
   readonly reserved: number
@@ -98,13 +101,14 @@ export interface FdShortage {
 
 /**
  * Reserves `needed` descriptors until `release` (idempotent) is called, or
- * reports the shortage when `open + reserved + needed` would pass the limit.
+ * reports the shortage when `open + reserved + needed` (plus a small slack)
+ * would pass the limit.
  * Without /proc the check is skipped.
  */
 export const reserveFds = (needed: number): { readonly release: () => void } | FdShortage => {
   const limit = fdLimit()
   const open = limit === undefined ? undefined : openFds()
-  if (limit !== undefined && open !== undefined && open + reservedFds + needed > limit) {
+  if (limit !== undefined && open !== undefined && open + reservedFds + needed + FD_SLACK > limit) {
     return { open, reserved: reservedFds, needed, limit }
   }
   reservedFds += needed

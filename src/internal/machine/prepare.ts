@@ -32,11 +32,12 @@ export interface Prepared {
 }
 
 /**
- * Descriptors one launch holds at its peak: the listener, the log file, the
- * spawn's status pipe, the accepted QMP socket, and some slack; plus one per
- * console, guest agent socket and passed fd.
+ * Descriptors one launch holds while it waits: the listener and the accepted
+ * QMP socket, plus one per console, guest agent socket and passed fd. The log
+ * file and spawn's status pipe live only inside the synchronous spawn, one
+ * launch at a time: they are in the slack `Proc.reserveFds` keeps.
  */
-const fdsPerLaunch = (config: Api.Config) => 6 + (config.console ? 1 : 0) + (config.guestAgent ? 1 : 0) + config.fds.length
+const fdsPerLaunch = (config: Api.Config) => 2 + (config.console ? 1 : 0) + (config.guestAgent ? 1 : 0) + config.fds.length
 
 const randomSuffix = () => Math.floor(Math.random() * 0x1000000).toString(16).padStart(6, "0")
 
