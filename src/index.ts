@@ -19,3 +19,5 @@ export * as ConsoleSocket from "./ConsoleSocket.js"
 export * as QemuMachine from "./QemuMachine.js"
 /** @since 0.2.0 */
 export * as Qapi from "./Qapi.js"
+/** @since 0.2.0 */
+export * as GuestAgent from "./GuestAgent.js"
