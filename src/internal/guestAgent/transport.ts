@@ -1,16 +1,16 @@
 /**
- * The byte side of a guest agent channel: the unix socket of QEMU's chardev,
- * line framing with the agent's 0xFF sync delimiter, and one idempotent close
- * path where the first cause wins. The socket stays connected across agent
- * restarts inside the guest (it is QEMU's), so nothing here knows about the
- * agent's own life: the client re-syncs over the same socket.
- *
- * Kept to this one file so it can move onto the shared session core.
+ * The byte side of a guest agent channel on the shared session core: the
+ * socket of QEMU's chardev, line framing with the agent's 0xFF sync
+ * delimiter, and the session's one idempotent close path (first cause
+ * wins). The socket stays connected across agent restarts inside the guest
+ * (it is QEMU's), so nothing here knows about the agent's own life: the
+ * client re-syncs over the same socket.
  */
-import { Deferred, Duration, Effect, Exit, FiberId, Schedule, Scope } from "effect"
+import { Duration, Effect, Schedule, Scope } from "effect"
 import type * as net from "node:net"
 import { QmpConnectionError } from "../../Errors.js"
 import * as Net from "../net.js"
+import * as Session from "../session.js"
 
 /** The byte the agent sends before a `guest-sync-delimited` reply, and the client sends to flush the agent's parser. */
 export const DELIMITER = 0xff
@@ -88,46 +88,36 @@ export const makeFramer = (maxLineBytes: number, handlers: Pick<Handlers, "onLin
   }
 }
 
-/** Wraps a connected socket; nothing else may listen to its events. */
+/**
+ * Wraps a connected socket on the session core; nothing else may listen to
+ * its events. The session's close path is the channel's: the first cause
+ * wins, and a closed channel fails every write with it.
+ */
 export const fromSocket = (socket: net.Socket, maxLineBytes: number, handlers: Handlers): Transport => {
-  let closeCause: QmpConnectionError | undefined
-  const closed = Deferred.unsafeMake<QmpConnectionError>(FiberId.none)
-  const close = (cause: QmpConnectionError) => {
-    if (closeCause !== undefined) return
-    closeCause = cause
-    socket.destroy()
-    Deferred.unsafeDone(closed, Exit.succeed(cause))
-    handlers.onClose(cause)
-  }
-  const push = makeFramer(maxLineBytes, handlers)
-  socket.on("data", (chunk: Buffer) => {
-    if (closeCause !== undefined) return
-    try {
-      push(chunk)
-    } catch (e) {
-      close(new QmpConnectionError({ reason: "ProtocolError", cause: e, detail: "guest agent reader failed" }))
-    }
+  const session = Session.make<QmpConnectionError>(socket, {
+    onData: makeFramer(maxLineBytes, handlers),
+    onClose: handlers.onClose,
+    eof: (detail) => new QmpConnectionError({ reason: "Eof", detail: `guest agent: ${detail}` }),
+    error: (err) => new QmpConnectionError({ reason: "SocketError", cause: err }),
+    crashed: (e) => new QmpConnectionError({ reason: "ProtocolError", cause: e, detail: "guest agent reader failed" })
   })
-  socket.on("end", () => close(new QmpConnectionError({ reason: "Eof", detail: "QEMU closed the guest agent socket" })))
-  socket.on("error", (err) => close(new QmpConnectionError({ reason: "SocketError", cause: err })))
-  socket.on("close", () => close(new QmpConnectionError({ reason: "Eof", detail: "guest agent socket closed" })))
-  if (socket.destroyed) close(new QmpConnectionError({ reason: "Eof", detail: "guest agent socket already closed" }))
 
+  // Unlike QMP's, these writes wait for the flush: a file chunk is a megabyte or more of base64,
+  // and the next chunk should not queue behind it in memory.
   const write = (data: string | Uint8Array) =>
-    Effect.suspend(() =>
-      closeCause !== undefined
-        ? Effect.fail(closeCause)
-        : Effect.async<void, QmpConnectionError>((resume) => {
-          socket.write(data, (err) => {
-            if (!err) return resume(Effect.void)
-            const cause = new QmpConnectionError({ reason: "SocketError", cause: err })
-            close(cause)
-            resume(Effect.fail(closeCause ?? cause))
-          })
+    Effect.suspend(() => {
+      const closedBy = session.cause()
+      if (closedBy) return Effect.fail(closedBy)
+      return Effect.async<void, QmpConnectionError>((resume) => {
+        session.socket.write(data, (err) => {
+          if (!err) return resume(Effect.void)
+          session.end(() => new QmpConnectionError({ reason: "SocketError", cause: err }))
+          resume(Effect.fail(session.cause()!))
         })
-    )
+      })
+    })
 
-  return { write, cause: () => closeCause, closed: Deferred.await(closed), close }
+  return { write, cause: session.cause, closed: session.closed, close: (cause) => session.end(() => cause) }
 }
 
 /**
