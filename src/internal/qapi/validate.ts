@@ -8,7 +8,7 @@
  * it is validated; later calls only run the compiled functions.
  */
 import { QmpArgumentError } from "../../Errors.js"
-import type { MemberInfo, SchemaInfo } from "./schemaInfo.js"
+import type { MemberInfo, SchemaInfo, SchemaInfoOf } from "./schemaInfo.js"
 
 /** Returns a message for the first problem found, with its path, or `undefined`. */
 type Check = (value: unknown, path: string) => Problem | undefined
@@ -63,205 +63,263 @@ const expected = (what: string, value: unknown, path: string): Problem => ({
 /** The JSON types a value of this schema type can have (for alternates). */
 type JsonKind = "object" | "array" | "string" | "number" | "boolean" | "null" | "any"
 
+/** A flat union: the tag member and the branch type of each tag value. */
+interface Variants {
+  readonly tag: string
+  readonly cases: ReadonlyMap<string, string>
+}
+
+/** What compiling needs: the schema's types by name, and the checks compiled so far (one per type). */
+interface Compiler {
+  readonly byName: ReadonlyMap<string, SchemaInfo>
+  readonly compiled: Map<string, Check>
+}
+
+// --- paths and messages ------------------------------------------------------------------------------
+
+const memberPath = (path: string, name: string): string => `${path}.${name}`
+
+const itemPath = (path: string, index: number): string => `${path}[${index}]`
+
+const unknownBranch = (variants: Variants, tagValue: unknown, path: string): Problem => ({
+  path: memberPath(path, variants.tag),
+  message: `unknown union branch ${show(tagValue)}; expected one of ${[...variants.cases.keys()].join(", ")}`
+})
+
+// --- JSON kinds, to pick an alternate's branch ---------------------------------------------------------
+
+const builtinKinds = (json: SchemaInfoOf<"builtin">["json-type"]): ReadonlyArray<JsonKind> => {
+  switch (json) {
+    case "string":
+      return ["string"]
+    case "int":
+    case "number":
+      return ["number"]
+    case "boolean":
+      return ["boolean"]
+    case "null":
+      return ["null"]
+    case "object":
+      return ["object"]
+    case "array":
+      return ["array"]
+    default:
+      return ["any"]
+  }
+}
+
+const kinds = (byName: ReadonlyMap<string, SchemaInfo>, typeName: string): ReadonlyArray<JsonKind> => {
+  const e = byName.get(typeName)
+  if (!e) return ["any"]
+  switch (e["meta-type"]) {
+    case "object":
+      return ["object"]
+    case "array":
+      return ["array"]
+    case "enum":
+      return ["string"]
+    case "alternate":
+      return e.members.flatMap((m) => kinds(byName, m.type))
+    case "builtin":
+      return builtinKinds(e["json-type"])
+    default:
+      return ["any"]
+  }
+}
+
+const kindOf = (u: unknown): JsonKind => {
+  const t = jsonType(u)
+  return t === "integer" ? "number" : (t as JsonKind)
+}
+
+// --- one check per meta-type ---------------------------------------------------------------------------
+
+const builtinCheck = (name: string): Check => {
+  switch (name) {
+    case "str":
+      return (v, p) => (typeof v === "string" ? undefined : expected("a string", v, p))
+    case "int":
+      return (v, p) => (typeof v === "number" && Number.isInteger(v) ? undefined : expected("an integer", v, p))
+    case "number":
+      return (v, p) => (typeof v === "number" && Number.isFinite(v) ? undefined : expected("a number", v, p))
+    case "bool":
+      return (v, p) => (typeof v === "boolean" ? undefined : expected("a boolean", v, p))
+    case "null":
+      return (v, p) => (v === null ? undefined : expected("null", v, p))
+    default:
+      return (v, p) => (v === undefined ? expected("a value", v, p) : undefined)
+  }
+}
+
+const enumCheck = (allowed: ReadonlyArray<string>): Check => {
+  const values = new Set(allowed)
+  return (v, p) =>
+    typeof v === "string" && values.has(v)
+      ? undefined
+      : { path: p, message: `expected one of ${allowed.join(", ")}, got ${show(v)}` }
+}
+
+const arrayCheck = (item: Check): Check => (v, p) => {
+  if (!Array.isArray(v)) return expected("an array", v, p)
+  for (let i = 0; i < v.length; i++) {
+    const problem = item(v[i], itemPath(p, i))
+    if (problem) return problem
+  }
+  return undefined
+}
+
+// QEMU picks an alternate's branch by the JSON type of the value.
+const alternateCheck = (c: Compiler, members: ReadonlyArray<{ readonly type: string }>): Check => {
+  const branches = members.map((m) => ({ kinds: kinds(c.byName, m.type), check: ref(c, m.type) }))
+  const names = members.map((m) => {
+    const t = c.byName.get(m.type)
+    return t?.["meta-type"] === "builtin" ? t.name : t?.["meta-type"] ?? m.type
+  })
+  return (v, p) => {
+    const k = kindOf(v)
+    const b = branches.find((x) => x.kinds.includes(k)) ?? branches.find((x) => x.kinds.includes("any"))
+    return b ? b.check(v, p) : { path: p, message: `expected one of ${names.join(" | ")}, got ${jsonType(v)} ${show(v)}` }
+  }
+}
+
+// --- objects and flat unions ---------------------------------------------------------------------------
+
+interface MemberCheck {
+  readonly name: string
+  readonly optional: boolean
+  readonly check: Check
+}
+
+const variantsOf = (e: SchemaInfoOf<"object">): Variants | undefined =>
+  e.tag && e.variants ? { tag: e.tag, cases: new Map(e.variants.map((v) => [v.case, v.type])) } : undefined
+
+/** A tag that is present but names no branch (checked before the members, so the error names the tag). */
+const checkTag = (variants: Variants, value: Record<string, unknown>, path: string): Problem | undefined => {
+  if (!has(value, variants.tag) || value[variants.tag] === undefined) return undefined
+  const tagValue = value[variants.tag]
+  return typeof tagValue === "string" && variants.cases.has(tagValue) ? undefined : unknownBranch(variants, tagValue, path)
+}
+
+const checkMembers = (checks: ReadonlyArray<MemberCheck>, value: Record<string, unknown>, path: string): Problem | undefined => {
+  for (const c of checks) {
+    if (!has(value, c.name) || value[c.name] === undefined) {
+      if (c.optional) continue
+      return { path: memberPath(path, c.name), message: "missing required member" }
+    }
+    const p = c.check(value[c.name], memberPath(path, c.name))
+    if (p) return p
+  }
+  return undefined
+}
+
+const checkUnknown = (value: Record<string, unknown>, allowed: ReadonlySet<string>, path: string): Problem | undefined => {
+  for (const k of Object.keys(value)) {
+    if (!allowed.has(k) && value[k] !== undefined) return { path: memberPath(path, k), message: "unknown member" }
+  }
+  return undefined
+}
+
+/** A union branch: its own members' check, and every member name allowed with it (the parent's and its own). */
+interface Branch {
+  readonly check: Check
+  readonly allowed: ReadonlySet<string>
+}
+
+/** The branches of one union, each compiled the first time a value selects it. */
+const branchSelector = (c: Compiler, variants: Variants, known: ReadonlySet<string>) => {
+  const branches = new Map<string, Branch>()
+  return (tagValue: unknown): Branch | undefined => {
+    const typeName = typeof tagValue === "string" ? variants.cases.get(tagValue) : undefined
+    if (typeName === undefined) return undefined
+    let b = branches.get(typeName)
+    if (!b) {
+      const e = c.byName.get(typeName)
+      const members = e && e["meta-type"] === "object" ? e.members : []
+      // the branch's own members, checked without the "unknown member" rule (the parent does it)
+      const check = objectCheck(c, members, e && e["meta-type"] === "object" ? variantsOf(e) : undefined, true)
+      b = { check, allowed: new Set([...known, ...members.map((m) => m.name)]) }
+      branches.set(typeName, b)
+    }
+    return b
+  }
+}
+
+const objectCheck = (
+  c: Compiler,
+  members: ReadonlyArray<MemberInfo>,
+  variants: Variants | undefined,
+  allowExtra: boolean
+): Check => {
+  const checks: ReadonlyArray<MemberCheck> = members.map((m) => ({ name: m.name, optional: has(m, "default"), check: ref(c, m.type) }))
+  const known: ReadonlySet<string> = new Set(members.map((m) => m.name))
+  const select = variants && branchSelector(c, variants, known)
+  return (value, path) => {
+    if (!isRecord(value)) return expected("an object", value, path)
+    const problem = (variants && checkTag(variants, value, path)) || checkMembers(checks, value, path)
+    if (problem) return problem
+    let allowed = known
+    if (variants && select) {
+      const branch = select(value[variants.tag])
+      if (!branch) return unknownBranch(variants, value[variants.tag], path)
+      const p = branch.check(value, path)
+      if (p) return p
+      allowed = branch.allowed
+    }
+    return allowExtra ? undefined : checkUnknown(value, allowed, path)
+  }
+}
+
+// --- compiling by type name ----------------------------------------------------------------------------
+
+/** A check that compiles its type on first call, so that recursive types terminate. */
+const ref = (c: Compiler, typeName: string): Check => {
+  const done = c.compiled.get(typeName)
+  if (done) return done
+  let real: Check | undefined
+  const lazy: Check = (value, path) => (real ??= compile(c, typeName))(value, path)
+  c.compiled.set(typeName, lazy)
+  return lazy
+}
+
+const compile = (c: Compiler, typeName: string): Check => {
+  const e = c.byName.get(typeName)
+  if (!e) return () => undefined // a type the schema does not describe: accept
+  switch (e["meta-type"]) {
+    case "builtin":
+      return builtinCheck(e.name)
+    case "enum":
+      return enumCheck(e.values)
+    case "array":
+      return arrayCheck(ref(c, e["element-type"]))
+    case "alternate":
+      return alternateCheck(c, e.members)
+    case "object":
+      return objectCheck(c, e.members, variantsOf(e), false)
+    default:
+      return () => undefined
+  }
+}
+
+// --- the validator -------------------------------------------------------------------------------------
+
 export const make = (entries: ReadonlyArray<SchemaInfo>, options: Options = {}): Validator => {
   const byName = new Map<string, SchemaInfo>()
-  const commands = new Map<string, SchemaInfo & { readonly "meta-type": "command" }>()
+  const commands = new Map<string, SchemaInfoOf<"command">>()
   for (const e of entries) {
     if (e["meta-type"] === "command") commands.set(e.name, e)
     else if (e["meta-type"] !== "event") byName.set(e.name, e)
   }
+  const compiler: Compiler = { byName, compiled: new Map() }
   const open = new Set(options.openCommands ?? ["device_add"])
-  const compiled = new Map<string, Check>()
   const compiledArgs = new Map<string, Check>()
-
-  const kinds = (typeName: string): ReadonlyArray<JsonKind> => {
-    const e = byName.get(typeName)
-    if (!e) return ["any"]
-    switch (e["meta-type"]) {
-      case "object":
-        return ["object"]
-      case "array":
-        return ["array"]
-      case "enum":
-        return ["string"]
-      case "alternate":
-        return e.members.flatMap((m) => kinds(m.type))
-      case "builtin":
-        switch (e["json-type"]) {
-          case "string":
-            return ["string"]
-          case "int":
-          case "number":
-            return ["number"]
-          case "boolean":
-            return ["boolean"]
-          case "null":
-            return ["null"]
-          case "object":
-            return ["object"]
-          case "array":
-            return ["array"]
-          default:
-            return ["any"]
-        }
-      default:
-        return ["any"]
-    }
-  }
-  const kindOf = (u: unknown): JsonKind => {
-    const t = jsonType(u)
-    return t === "integer" ? "number" : (t as JsonKind)
-  }
-
-  // a check that compiles its type on first call, so that recursive types terminate
-  const ref = (typeName: string): Check => {
-    const done = compiled.get(typeName)
-    if (done) return done
-    let real: Check | undefined
-    const lazy: Check = (value, path) => (real ??= compile(typeName))(value, path)
-    compiled.set(typeName, lazy)
-    return lazy
-  }
-
-  const objectCheck = (
-    members: ReadonlyArray<MemberInfo>,
-    variants: { readonly tag: string; readonly cases: ReadonlyMap<string, string> } | undefined,
-    allowExtra: boolean
-  ): Check => {
-    const checks = members.map((m) => ({ name: m.name, optional: has(m, "default"), check: ref(m.type) }))
-    const known = new Set(members.map((m) => m.name))
-    const branchChecks = new Map<string, Check>()
-    const branchMembers = new Map<string, ReadonlySet<string>>()
-    const allowedWith = new Map<string, ReadonlySet<string>>()
-    const branch = (typeName: string): { check: Check; names: ReadonlySet<string> } => {
-      let check = branchChecks.get(typeName)
-      let names = branchMembers.get(typeName)
-      if (!check || !names) {
-        const e = byName.get(typeName)
-        const ms = e && e["meta-type"] === "object" ? e.members : []
-        const vs = e && e["meta-type"] === "object" && e.tag && e.variants
-          ? { tag: e.tag, cases: new Map(e.variants.map((v) => [v.case, v.type])) }
-          : undefined
-        // the branch's own members, checked without the "unknown member" rule (the parent does it)
-        check = objectCheck(ms, vs, true)
-        names = new Set(ms.map((m) => m.name))
-        branchChecks.set(typeName, check)
-        branchMembers.set(typeName, names)
-      }
-      return { check, names }
-    }
-    return (value, path) => {
-      if (!isRecord(value)) return expected("an object", value, path)
-      if (variants && has(value, variants.tag) && value[variants.tag] !== undefined) {
-        const tagValue = value[variants.tag]
-        if (typeof tagValue !== "string" || !variants.cases.has(tagValue)) {
-          return {
-            path: `${path}.${variants.tag}`,
-            message: `unknown union branch ${show(tagValue)}; expected one of ${[...variants.cases.keys()].join(", ")}`
-          }
-        }
-      }
-      for (const c of checks) {
-        if (!has(value, c.name) || value[c.name] === undefined) {
-          if (c.optional) continue
-          return { path: `${path}.${c.name}`, message: "missing required member" }
-        }
-        const p = c.check(value[c.name], `${path}.${c.name}`)
-        if (p) return p
-      }
-      let allowed: ReadonlySet<string> = known
-      if (variants) {
-        const tagValue = value[variants.tag]
-        const branchType = typeof tagValue === "string" ? variants.cases.get(tagValue) : undefined
-        if (branchType === undefined) {
-          return {
-            path: `${path}.${variants.tag}`,
-            message: `unknown union branch ${show(tagValue)}; expected one of ${[...variants.cases.keys()].join(", ")}`
-          }
-        }
-        const b = branch(branchType)
-        const p = b.check(value, path)
-        if (p) return p
-        allowed = allowedWith.get(branchType) ?? new Set([...known, ...b.names])
-        allowedWith.set(branchType, allowed)
-      }
-      if (!allowExtra) {
-        for (const k of Object.keys(value)) {
-          if (!allowed.has(k) && value[k] !== undefined) return { path: `${path}.${k}`, message: "unknown member" }
-        }
-      }
-      return undefined
-    }
-  }
-
-  const compile = (typeName: string): Check => {
-    const e = byName.get(typeName)
-    if (!e) return () => undefined // a type the schema does not describe: accept
-    switch (e["meta-type"]) {
-      case "builtin":
-        switch (e.name) {
-          case "str":
-            return (v, p) => (typeof v === "string" ? undefined : expected("a string", v, p))
-          case "int":
-            return (v, p) => (typeof v === "number" && Number.isInteger(v) ? undefined : expected("an integer", v, p))
-          case "number":
-            return (v, p) => (typeof v === "number" && Number.isFinite(v) ? undefined : expected("a number", v, p))
-          case "bool":
-            return (v, p) => (typeof v === "boolean" ? undefined : expected("a boolean", v, p))
-          case "null":
-            return (v, p) => (v === null ? undefined : expected("null", v, p))
-          default:
-            return (v, p) => (v === undefined ? expected("a value", v, p) : undefined)
-        }
-      case "enum": {
-        const values = new Set(e.values)
-        return (v, p) =>
-          typeof v === "string" && values.has(v)
-            ? undefined
-            : { path: p, message: `expected one of ${e.values.join(", ")}, got ${show(v)}` }
-      }
-      case "array": {
-        const item = ref(e["element-type"])
-        return (v, p) => {
-          if (!Array.isArray(v)) return expected("an array", v, p)
-          for (let i = 0; i < v.length; i++) {
-            const problem = item(v[i], `${p}[${i}]`)
-            if (problem) return problem
-          }
-          return undefined
-        }
-      }
-      case "alternate": {
-        // QEMU picks the branch by the JSON type of the value
-        const branches = e.members.map((m) => ({ kinds: kinds(m.type), check: ref(m.type) }))
-        const names = e.members.map((m) => {
-          const t = byName.get(m.type)
-          return t?.["meta-type"] === "builtin" ? t.name : t?.["meta-type"] ?? m.type
-        })
-        return (v, p) => {
-          const k = kindOf(v)
-          const b = branches.find((x) => x.kinds.includes(k)) ?? branches.find((x) => x.kinds.includes("any"))
-          return b ? b.check(v, p) : { path: p, message: `expected one of ${names.join(" | ")}, got ${jsonType(v)} ${show(v)}` }
-        }
-      }
-      case "object":
-        return objectCheck(
-          e.members,
-          e.tag && e.variants ? { tag: e.tag, cases: new Map(e.variants.map((v) => [v.case, v.type])) } : undefined,
-          false
-        )
-      default:
-        return () => undefined
-    }
-  }
 
   const argsCheck = (command: string, argType: string): Check => {
     let c = compiledArgs.get(command)
     if (!c) {
       const e = byName.get(argType)
       c = open.has(command) && e && e["meta-type"] === "object"
-        ? objectCheck(e.members, undefined, true)
-        : ref(argType)
+        ? objectCheck(compiler, e.members, undefined, true)
+        : ref(compiler, argType)
       compiledArgs.set(command, c)
     }
     return c
