@@ -90,6 +90,16 @@ describe("decodeResult", () => {
     expect(message).toContain("return[0].thread-id")
     expect(Either.flip(decodeResult("query-status", "no")).pipe(Either.getOrThrow).message).toContain("return")
   })
+
+  it("fails with QmpProtocolError, not a stack overflow, on a reply nested 100k levels deep", () => {
+    const deep = JSON.parse("[".repeat(100_000) + "]".repeat(100_000))
+    const error = Either.flip(decodeResult("query-status", deep)).pipe(Either.getOrThrow)
+    expect(error).toBeInstanceOf(QmpProtocolError)
+    expect(error.message).toContain("too deeply nested")
+    const warned = new Set<string>()
+    expect(decodeEvent({ event: "BLOCK_JOB_READY", data: deep }, warned).typed).toBe(false)
+    expect(warned.has("BLOCK_JOB_READY")).toBe(true)
+  })
 })
 
 describe("decodeEvent", () => {

@@ -308,10 +308,20 @@ const makePlan = (rng: Rng, index: number, bigEvery: number): Plan => {
   }
 }
 
+/** A reply that matches the command's typed result. */
+const goodReturn = (execute: string | undefined): string =>
+  execute === "query-status"
+    ? '{"status":"running","singlestep":false,"running":true}'
+    : execute === "query-version"
+    ? '{"qemu":{"major":7,"minor":2,"micro":22},"package":"fake"}'
+    : "{}"
+
 /** Plays the server side of a plan. */
 const playServer = (plan: Plan, rng: Rng) => async (conn: Conn): Promise<void> => {
   const answered: Array<string> = []
   const ids: Array<unknown> = []
+  // what each id asked for, so that some answers are well-typed replies
+  const asked = new Map<string, string>()
   const idText = () => (ids.length > 0 ? JSON.stringify(rng.pick(ids)) : '"eq-0"')
 
   const garbage = async (kind: Kind): Promise<"stop" | void> => {
@@ -319,7 +329,10 @@ const playServer = (plan: Plan, rng: Rng) => async (conn: Conn): Promise<void> =
       case "answer": {
         const id = ids.shift()
         if (id === undefined) return
-        const line = `{"return":${rng.pick(['{}', '{"status":"running"}', "[]", "null", '"x"'])},"id":${JSON.stringify(id)}}\r\n`
+        const good = goodReturn(asked.get(JSON.stringify(id)))
+        const line = `{"return":${rng.pick([good, good, "{}", '{"status":"running"}', "[]", "null", '"x"'])},"id":${
+          JSON.stringify(id)
+        }}\r\n`
         answered.push(line)
         return conn.send(line)
       }
@@ -418,6 +431,7 @@ const playServer = (plan: Plan, rng: Rng) => async (conn: Conn): Promise<void> =
         const c = await conn.command(1000)
         if (!c) break
         ids.push(c.id)
+        asked.set(JSON.stringify(c.id), c.execute)
       }
       await runKinds()
     }

@@ -29,30 +29,34 @@ const checker = (schema: Schema.Schema.AnyNoContext, root: string): Checker => {
   return {
     is,
     explain: (u) => {
-      const result = decode(u)
-      if (Either.isRight(result)) return `${root}: does not match its schema`
-      // a union reports every branch it tried; a branch whose tag did not match
-      // says little ("Expected "s390x""), so prefer an issue from another one
-      const issues = ParseResult.ArrayFormatter.formatErrorSync(result.left)
-      const issue = issues.find((i) => !LITERAL_MISMATCH.test(i.message)) ?? issues[0]
-      return issue ? `${formatPath(root, issue.path)}: ${issue.message}` : `${root}: ${result.left.message}`
+      // the formatter prints the offending value recursively: a reply nested
+      // 100k levels deep (which JSON.parse accepts) overflows the stack
+      try {
+        return explainIssue(decode, root, u)
+      } catch {
+        return `${root}: the value is too deeply nested to describe`
+      }
     }
   }
 }
 
+const explainIssue = (
+  decode: (u: unknown) => Either.Either<unknown, ParseResult.ParseError>,
+  root: string,
+  u: unknown
+): string => {
+  const result = decode(u)
+  if (Either.isRight(result)) return `${root}: does not match its schema`
+  // a union reports every branch it tried; a branch whose tag did not match
+  // says little ("Expected "s390x""), so prefer an issue from another one
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(result.left)
+  const issue = issues.find((i) => !LITERAL_MISMATCH.test(i.message)) ?? issues[0]
+  return issue ? `${formatPath(root, issue.path)}: ${issue.message}` : `${root}: ${result.left.message}`
+}
+
 // Decoders are pure functions of the generated (constant) tables: built on
 // first use, then shared.
-const resultCheckers = new Map<string, Checker>()
 const eventCheckers = new Map<string, Checker>()
-
-const resultChecker = (command: string): Checker | undefined => {
-  let c = resultCheckers.get(command)
-  if (!c && has(Generated.commands, command)) {
-    c = checker(Generated.commands[command as Generated.CommandName].result as Schema.Schema.AnyNoContext, "return")
-    resultCheckers.set(command, c)
-  }
-  return c
-}
 
 const eventChecker = (event: string): Checker | undefined => {
   let c = eventCheckers.get(event)
@@ -73,19 +77,37 @@ const raw = (value: unknown): string => {
 }
 
 /**
+ * The `return` checker of a generated command table (QMP's, or the guest
+ * agent's): a value that passes its command's Schema is returned as it came,
+ * one that fails is a `QmpProtocolError` whose message `describe` builds from
+ * where it failed. Commands the table does not know pass through untouched.
+ */
+export const makeResultDecoder = (
+  table: { readonly [command: string]: { readonly result: unknown } },
+  describe: (command: string, where: string) => string
+) => {
+  const checkers = new Map<string, Checker>()
+  return (command: string, value: unknown): Either.Either<unknown, QmpProtocolError> => {
+    let c = checkers.get(command)
+    if (c === undefined) {
+      if (!has(table, command)) return Either.right(value)
+      c = checker(table[command]!.result as Schema.Schema.AnyNoContext, "return")
+      checkers.set(command, c)
+    }
+    if (c.is(value)) return Either.right(value)
+    return Either.left(new QmpProtocolError({ message: describe(command, c.explain(value)), raw: raw(value) }))
+  }
+}
+
+/**
  * Checks the `return` value of `command` against its generated Schema.
  * Unknown command names pass through untouched.
  */
-export const decodeResult = (command: string, value: unknown): Either.Either<unknown, QmpProtocolError> => {
-  const c = resultChecker(command)
-  if (c === undefined || c.is(value)) return Either.right(value)
-  return Either.left(
-    new QmpProtocolError({
-      message: `reply to ${command} does not match QEMU ${Generated.schemaVersion}'s schema at ${c.explain(value)}`,
-      raw: raw(value)
-    })
+export const decodeResult: (command: string, value: unknown) => Either.Either<unknown, QmpProtocolError> =
+  makeResultDecoder(
+    Generated.commands,
+    (command, where) => `reply to ${command} does not match QEMU ${Generated.schemaVersion}'s schema at ${where}`
   )
-}
 
 /** An event as `decodeEvent` returns it. */
 export interface DecodedEvent<E> {
