@@ -27,7 +27,15 @@ const checker = (schema: Schema.Schema.AnyNoContext, root: string): Checker => {
   const is = Schema.is(schema)
   const decode = Schema.decodeUnknownEither(schema, { errors: "first" })
   return {
-    is,
+    // a recursive Schema (ImageInfo's backing-image…) follows a value as deep
+    // as it goes: one past the stack's depth does not match, it does not crash
+    is: (u) => {
+      try {
+        return is(u)
+      } catch {
+        return false
+      }
+    },
     explain: (u) => {
       // the formatter prints the offending value recursively: a reply nested
       // 100k levels deep (which JSON.parse accepts) overflows the stack
