@@ -137,6 +137,45 @@ const stopPostgres = (dir: string) => {
   cp.execFileSync("bash", [path.join(path.dirname(self), "postgres.sh"), "stop", dir], { stdio: "inherit" })
 }
 
+/**
+ * Cleans up after this process however it ends: tsx SIGKILLs a child that is
+ * slow to answer Ctrl-C (as on a loaded machine), and PostgreSQL runs in a
+ * session of its own. Once this pid is gone, it kills the processes listed in
+ * `<workDir>/pids` (the runners and the client; their QEMUs die with them),
+ * stops PostgreSQL and removes both dirs. Paths go through the environment,
+ * so that the leak check below does not find them in its command line.
+ */
+const startWatchdog = (pgDir: string, workDir: string): cp.ChildProcess => {
+  const script = `
+    while kill -0 "$WATCH_PID" 2>/dev/null; do sleep 0.5; done
+    if [ -f "$WORK_DIR/pids" ]; then
+      for pid in $(cat "$WORK_DIR/pids"); do
+        grep -qa fleet-check "/proc/$pid/cmdline" 2>/dev/null && kill -9 "$pid"
+      done
+      sleep 1
+    fi
+    bash "$PG_SCRIPT" stop "$PG_DIR" >/dev/null 2>&1
+    rm -rf "$WORK_DIR"`
+  const child = cp.spawn("bash", ["-c", script], {
+    detached: true,
+    stdio: "ignore",
+    env: {
+      ...process.env,
+      WATCH_PID: String(process.pid),
+      PG_SCRIPT: path.join(path.dirname(self), "postgres.sh"),
+      PG_DIR: pgDir,
+      WORK_DIR: workDir
+    }
+  })
+  child.unref()
+  return child
+}
+
+/** Remembered for the watchdog. */
+const track = (workDir: string, child: cp.ChildProcess) => {
+  if (child.pid !== undefined) fs.appendFileSync(path.join(workDir, "pids"), `${child.pid}\n`)
+}
+
 const startRunner = async (index: number, url: string, workDir: string): Promise<Runner> => {
   const port = await freePort()
   const log = path.join(workDir, `runner-${index}.log`)
@@ -145,6 +184,7 @@ const startRunner = async (index: number, url: string, workDir: string): Promise
     stdio: ["ignore", "pipe", fd],
     cwd: path.dirname(path.dirname(self))
   })
+  track(workDir, child)
   fs.closeSync(fd)
   const runner: Runner = { index, port, address: `127.0.0.1:${port}`, child, log, exited: false }
   child.on("exit", () => {
@@ -168,6 +208,7 @@ const startOrphanClient = async (url: string, base: string, workDir: string) => 
     stdio: ["ignore", "pipe", fd],
     cwd: path.dirname(path.dirname(self))
   })
+  track(workDir, child)
   fs.closeSync(fd)
   const vms: Array<{ readonly id: string; readonly name: string }> = []
   await new Promise<void>((resolve, reject) => {
@@ -225,10 +266,26 @@ async function main(): Promise<number> {
   let orphansShutDown = 0
   let orphanMs = 0
   let killedQemus: Array<number> = []
+  let watchdog: cp.ChildProcess | undefined
+  // Ctrl-C or a kill: PostgreSQL runs in a session of its own and would outlive
+  // us; the runners' QEMUs die with their runner.
+  const abandon = (signal: NodeJS.Signals) => {
+    console.log(`${signal}: stopping the runners and PostgreSQL, removing ${workDir}`)
+    for (const runner of runners) runner.child.kill("SIGKILL")
+    try {
+      if (pg) stopPostgres(pg.dir)
+    } finally {
+      fs.rmSync(workDir, { recursive: true, force: true })
+      process.exit(130)
+    }
+  }
+  process.once("SIGINT", abandon)
+  process.once("SIGTERM", abandon)
 
   try {
     say("starting PostgreSQL…")
     pg = startPostgres()
+    watchdog = startWatchdog(pg.dir, workDir)
     const url = pg.url
     say(`starting ${RUNNERS} runners…`)
     const starts = await Promise.allSettled(Array.from({ length: RUNNERS }, (_, i) => startRunner(i, url, workDir)))
@@ -376,6 +433,7 @@ async function main(): Promise<number> {
   if (pg) {
     try {
       stopPostgres(pg.dir)
+      watchdog?.kill("SIGKILL")
     } catch (error) {
       leftovers.push(`postgres stop failed: ${String(error)}`)
     }

@@ -19,16 +19,37 @@ find_bindir() {
   return 1
 }
 
+# The exact command, for a user who is not root (or has no apt-get).
+INSTALL_HINT="apt-get install -y postgresql"
+
 ensure_installed() {
   if find_bindir >/dev/null; then return 0; fi
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing postgresql with apt-get…" >&2
+    echo "PostgreSQL is missing: $INSTALL_HINT" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 \
       || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2; }
-    find_bindir >/dev/null && return 0
+    if find_bindir >/dev/null; then stop_default_clusters; return 0; fi
   fi
-  echo "PostgreSQL is not installed. Install it with: sudo apt-get install postgresql" >&2
+  if [ "$(id -u)" = 0 ]; then
+    echo "PostgreSQL is not installed. Install it with: $INSTALL_HINT" >&2
+  else
+    echo "PostgreSQL is not installed. Install it with: sudo $INSTALL_HINT" >&2
+  fi
   exit 1
+}
+
+# Debian's package creates and, where services may start (systemd, no
+# policy-rc.d), starts a default cluster. We only need the binaries: a server
+# that our install started is stopped again, so that the check leaves nothing running.
+stop_default_clusters() {
+  command -v pg_lsclusters >/dev/null || return 0
+  local ver name port status rest
+  pg_lsclusters -h 2>/dev/null | while read -r ver name port status rest; do
+    case "$status" in online*)
+      echo "stopping the default cluster $ver/$name that the install started" >&2
+      pg_ctlcluster "$ver" "$name" stop >&2 || true ;;
+    esac
+  done
 }
 
 as_owner() {
@@ -41,9 +62,12 @@ free_port() {
 
 start() {
   ensure_installed
-  local bin dir port
+  local bin dir port parent
   bin=$(find_bindir)
-  dir=$(mktemp -d "${TMPDIR:-/tmp}/effect-qemu-pg-XXXXXX")
+  parent=${TMPDIR:-/tmp}
+  # as root the server runs as nobody, who must be able to reach the dir
+  if [ "$(id -u)" = 0 ] && ! runuser -u nobody -- test -x "$parent"; then parent=/tmp; fi
+  dir=$(mktemp -d "$parent/effect-qemu-pg-XXXXXX")
   chmod 0700 "$dir"
   [ "$(id -u)" = 0 ] && chown nobody:nogroup "$dir"
   if ! as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1; then
