@@ -7,9 +7,9 @@
  * @since 0.2.0
  */
 import { Deferred, Effect, Exit, FiberId, Queue, Scope, Stream } from "effect"
-import * as net from "node:net"
 import { describeCause } from "../Errors.js"
 import type { QmpClient } from "../index.js"
+import * as Net from "../internal/net.js"
 import * as Address from "./address.js"
 import { CliFailure, EXIT_FATAL } from "./errors.js"
 
@@ -39,23 +39,11 @@ const failure = (message: string) => new CliFailure({ message, exitCode: EXIT_FA
 export const connect = (address: QmpClient.Address): Effect.Effect<LineClient, CliFailure, Scope.Scope> =>
   Effect.gen(function*() {
     const where = Address.format(address)
-    const socket = yield* Effect.acquireRelease(
-      Effect.async<net.Socket, CliFailure>((resume) => {
-        const socket = typeof address === "string"
-          ? net.createConnection({ path: address })
-          : net.createConnection({ host: address.host, port: address.port })
-        const onError = (err: Error) => {
-          socket.destroy()
-          resume(Effect.fail(failure(`cannot connect to ${where}: ${describeCause(err)}`)))
-        }
-        socket.once("error", onError)
-        socket.once("connect", () => {
-          socket.off("error", onError)
-          resume(Effect.succeed(socket))
-        })
-        return Effect.sync(() => socket.destroy())
-      }),
-      (socket) => Effect.sync(() => socket.destroy())
+    // The socket is destroyed with the scope (internal/net); a refused connect says where, in the CLI's words.
+    const socket = yield* Net.connect(address).pipe(
+      Effect.mapError((e) =>
+        failure(e.cause === undefined ? e.detail ?? e.message : `cannot connect to ${where}: ${describeCause(e.cause)}`)
+      )
     )
     const unsolicited = yield* Queue.unbounded<Record<string, unknown> | null>()
     const closed = Deferred.unsafeMake<CliFailure>(FiberId.none)
