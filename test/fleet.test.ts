@@ -6,13 +6,15 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Schedule, Schema } from "effect"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as cp from "node:child_process"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Fleet, FleetErrors, MachineSpec } from "../src/fleet/index.js"
 import { QemuMachine } from "../src/index.js"
 import * as Proc from "../src/internal/process.js"
-import { noneConfig, pollUntil } from "./helpers/machine.js"
+import { noneConfig, pollUntil, processesMentioning } from "./helpers/machine.js"
 import { QEMU, tempDir } from "./helpers/qemu.js"
 
 const spec = (base: string): MachineSpec.MachineSpec => ({
@@ -197,4 +199,171 @@ describe("Fleet (embedded default)", () => {
       }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer({ vmIdleTimeout: "1 second" })))
       expect(fs.readdirSync(base)).toEqual([])
     }))
+})
+
+// ---------------------------------------------------------------------------
+// failure semantics across processes (SQLite file shared on this host)
+
+const member = path.join(import.meta.dirname, "fixtures", "fleet-member.ts")
+
+const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address()
+    server.close(() => resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 0)))
+  })
+})
+
+/**
+ * A fleet member in its own process (test/fixtures/fleet-member.ts), killed
+ * with the scope; succeeds with the first stdout line matching `ready`.
+ */
+const spawnMember = (args: ReadonlyArray<string>, ready: RegExp) =>
+  Effect.gen(function*() {
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        cp.spawn(process.execPath, ["--import", "tsx", member, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      ),
+      (child) =>
+        Effect.async<void>((resume) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+          child.once("exit", () => resume(Effect.void))
+          child.kill("SIGKILL")
+        })
+    )
+    let stderr = ""
+    child.stderr!.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString()
+    })
+    const match = yield* Effect.async<RegExpMatchArray, Error>((resume) => {
+      let seen = ""
+      child.stdout!.on("data", (chunk: Buffer) => {
+        seen += chunk.toString()
+        const m = ready.exec(seen)
+        if (m) resume(Effect.succeed(m))
+      })
+      child.once("exit", (code) => resume(Effect.fail(new Error(`fleet member exited (${code}): ${stderr}`))))
+    }).pipe(Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error(`fleet member not ready: ${stderr}`) }))
+    return { child, match }
+  })
+
+/** Until both runners hold shard locks in the shared storage, and every shard is held. */
+const untilShardsSplit = (addresses: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const sql = yield* SqliteClient.SqliteClient
+    const count = sql<{ readonly address: string; readonly n: number }>`
+      SELECT address, count(*) AS n FROM cluster_locks GROUP BY address`
+    const split = (rows: ReadonlyArray<{ readonly address: string; readonly n: number }>) =>
+      addresses.every((a) => rows.some((r) => r.address === a && r.n > 0)) &&
+      rows.reduce((sum, r) => sum + r.n, 0) >= 300
+    yield* count.pipe(
+      Effect.filterOrFail(split, () => new Error("shards not split between the runners")),
+      Effect.retry({ schedule: Schedule.spaced("250 millis"), times: 480 })
+    )
+  })
+
+describe("Fleet (runners and clients in other processes)", () => {
+  it.scopedLive(
+    "a dead runner's VMs answer VmLost within 30 s and are never re-created; new launches go to the live runner",
+    () =>
+      Effect.gen(function*() {
+        const base = yield* tempDir
+        const filename = path.join(base, "fleet.sqlite")
+        const vms = path.join(base, "vms")
+        fs.mkdirSync(vms)
+        const [here, there] = [yield* freePort, yield* freePort]
+        const self = `127.0.0.1:${here}`
+        const other = `127.0.0.1:${there}`
+        yield* Effect.gen(function*() {
+          const fleet = yield* Fleet.Fleet
+          const { child } = yield* spawnMember(["runner", filename, String(there)], /^ready$/m)
+          yield* untilShardsSplit([self, other])
+          yield* Effect.sleep("3 seconds") // this runner's view of the assignments catches up
+
+          // launch until both runners hold VMs (ids hash to shards; each runner owns about half)
+          const launched: Array<Fleet.RemoteMachine> = []
+          for (let i = 0; i < 16; i++) {
+            launched.push(yield* fleet.launch(`vm-${i}`, spec(vms)))
+            const mine = launched.filter((vm) => vm.runner === self).length
+            if (mine >= 1 && launched.length - mine >= 2) break
+          }
+          const doomed = launched.filter((vm) => vm.runner === other)
+          const survivors = launched.filter((vm) => vm.runner === self)
+          expect(doomed.length).toBeGreaterThanOrEqual(1)
+          expect(survivors.length).toBeGreaterThanOrEqual(1)
+          expect(launched.every((vm) => vm.runner === self || vm.runner === other)).toBe(true)
+          const doomedQemus = doomed.flatMap((vm) => processesMentioning(vm.name))
+          expect(doomedQemus.length).toBe(doomed.length)
+          const doomedDirs = fs.readdirSync(vms).map((dir) => path.join(vms, dir)).filter((dir) =>
+            fs.readdirSync(dir).some((file) => doomed.some((vm) => file.includes(vm.name)))
+          )
+          expect(doomedDirs.length).toBe(doomed.length)
+
+          child.kill("SIGKILL")
+
+          // every call on the dead runner's VMs ends in VmLost naming it, within the issue's 30 s
+          for (const vm of doomed) {
+            const error = yield* Effect.flip(vm.command("query-status")).pipe(
+              Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error(`${vm.id}: no answer within 30 s`) })
+            )
+            expect(error).toMatchObject({ _tag: "VmLost", id: vm.id, runner: other })
+          }
+          // …and so does every later call, including a launch under the same id
+          for (const vm of doomed) {
+            expect(yield* Effect.flip(vm.state)).toMatchObject({ _tag: "VmLost", runner: other })
+            expect(yield* Effect.flip(fleet.attach(vm.id))).toMatchObject({ _tag: "VmLost", runner: other })
+            expect(yield* Effect.flip(fleet.launch(vm.id, spec(vms)))).toMatchObject({ _tag: "VmLost", runner: other })
+          }
+          // the live runner's VMs keep answering
+          for (const vm of survivors) {
+            expect(yield* vm.command("query-status")).toMatchObject({ running: true })
+          }
+          // new launches land on the live runner
+          for (let i = 0; i < 4; i++) {
+            const vm = yield* fleet.launch(`vm-new-${i}`, spec(vms))
+            expect(vm.runner).toBe(self)
+            expect(yield* vm.command("query-status")).toMatchObject({ running: true })
+          }
+          // the dead runner's QEMUs died with it; their temp dirs are swept by the runner that found them lost
+          expect(yield* pollUntil(() => doomedQemus.every((pid) => !Proc.isAlive(pid)), "10 seconds")).toBe(true)
+          expect(yield* pollUntil(() => doomedDirs.every((dir) => !fs.existsSync(dir)), "20 seconds")).toBe(true)
+        }).pipe(
+          Effect.scoped,
+          Effect.provide(Layer.merge(
+            Fleet.runnerLayer({ storage: Fleet.sqlite(filename), address: { host: "127.0.0.1", port: here } }),
+            SqliteClient.layer({ filename })
+          ))
+        )
+        expect(yield* pollUntil(() => fs.readdirSync(vms).length === 0, "20 seconds")).toBe(true)
+      }),
+    180_000
+  )
+
+  it.scopedLive("a client process that dies lets its VMs be shut down by their runner", () =>
+    Effect.gen(function*() {
+      const base = yield* tempDir
+      const filename = path.join(base, "fleet.sqlite")
+      const here = yield* freePort
+      yield* Effect.gen(function*() {
+        const fleet = yield* Fleet.Fleet
+        const { child, match } = yield* spawnMember(["client", filename, base], /^launched (\S+) (\S+)$/m)
+        expect(match[1]).toBe(`127.0.0.1:${here}`)
+        const [qemu] = processesMentioning(match[2]!)
+        expect(qemu).toBeGreaterThan(0)
+        // the client keeps it alive while it beats
+        expect(yield* (yield* fleet.attach("orphan")).state).toEqual({ _tag: "Running" })
+
+        child.kill("SIGKILL")
+        expect(yield* pollUntil(() => !Proc.isAlive(qemu!), "30 seconds")).toBe(true)
+        expect(yield* Effect.flip(fleet.attach("orphan"))).toMatchObject({ _tag: "VmLost", id: "orphan" })
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(Fleet.runnerLayer({
+          storage: Fleet.sqlite(filename),
+          address: { host: "127.0.0.1", port: here },
+          vmIdleTimeout: "2 seconds"
+        }))
+      )
+      expect(fs.readdirSync(base).filter((f) => !f.startsWith("fleet.sqlite"))).toEqual([])
+    }), 120_000)
 })
