@@ -26,7 +26,7 @@ const program = Effect.gen(function*() {
 const [mode, url, port] = process.argv.slice(2)
 
 if (mode === undefined) {
-  // One host: the runner is in this process; storage is SQLite in a temp dir.
+  // One host: the runner is in this process; storage is SQLite in memory.
   NodeRuntime.runMain(program.pipe(Effect.provide(Fleet.runnerLayer())))
 } else if (mode === "runner" && url && port) {
   // A host that runs VMs for the fleet, until Ctrl-C (its VMs stop with it).
