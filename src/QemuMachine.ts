@@ -360,7 +360,18 @@ export interface Machine {
    * checked against its Schema); any other name is untyped.
    */
   readonly command: Qapi.Execute<never, QmpCommandError | QmpArgumentError | QmpError | MachineError, never>
-  /** Every event received from the moment the stream runs. */
+  /**
+   * Every event received from the moment the stream runs.
+   *
+   * Each run of the stream is a subscriber with its own buffer of
+   * `eventStreamBuffer` events (default 4,096). A subscriber that falls that
+   * far behind loses its oldest events, reported once per subscriber with the
+   * count (`Effect.logWarning`; what it lost later, once when it ends). More
+   * than 1,024 live subscribers on one machine log one warning naming the
+   * count: memory grows with subscribers × buffer, and every event is offered
+   * to each, so share one stream (`Stream.broadcast`) instead of running
+   * `events` once per consumer.
+   */
   readonly events: Stream.Stream<QmpMessage.Event, MachineError>
   readonly getQmpEvent: (
     options?: QmpClient.WaitOptions

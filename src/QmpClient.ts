@@ -115,7 +115,8 @@ export interface Options {
   readonly eventCacheBytes?: number | undefined
   /**
    * Events an `events` stream subscriber may fall behind before it loses the
-   * oldest (with a warning that gives the count). Default 4,096.
+   * oldest (with a warning that gives the count, once per subscriber). Each
+   * subscriber holds its own buffer of this size. Default 4,096.
    */
   readonly eventStreamBuffer?: number | undefined
   /**
@@ -218,7 +219,20 @@ export declare namespace QmpClient {
       args?: Arguments,
       options?: ExecuteOptions
     ) => Effect.Effect<QmpMessage.Response, QmpError>
-    /** Every event received from the moment the stream runs; ends when the connection does. */
+    /**
+     * Every event received from the moment the stream runs; ends when the connection does.
+     *
+     * Each run of the stream (and each `subscribe`) is a subscriber with its
+     * own buffer of up to `eventStreamBuffer` events, and every event is
+     * offered to every subscriber. One that falls that far behind loses its
+     * oldest events: a warning (`Effect.logWarning`) names the subscriber and
+     * the count once, after that burst, and what it lost later is reported
+     * once when it unsubscribes. More than 1,024 live subscribers on one
+     * connection log one warning with the count (again only after they fell
+     * back to 512): memory is subscribers × buffer and every event costs one
+     * offer per subscriber, so share one stream (`Stream.broadcast`) rather
+     * than subscribing per consumer.
+     */
     readonly events: Stream.Stream<QmpMessage.Event>
     /** Subscribes now, so that no event after this point is missed, and streams later. */
     readonly subscribe: Effect.Effect<Stream.Stream<QmpMessage.Event>, never, Scope.Scope>

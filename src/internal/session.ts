@@ -88,38 +88,67 @@ export interface FanOut<A> {
 
 /**
  * Every subscriber has its own mailbox of `capacity` items: one that falls
- * behind loses its oldest items, and `onDrop` is told how many (never
- * silently), while the publisher and the other subscribers go on unslowed.
+ * behind loses its oldest items, and `onDrop` is told how many and whose
+ * (subscribers are numbered from 1 in the order they came), never silently,
+ * while the publisher and the other subscribers go on unslowed. Each
+ * subscriber costs one offer per item and up to `capacity` items of memory, so
+ * `crowded.warn` is told once the live subscribers exceed `crowded.above`
+ * (again only after they have fallen back to half of it).
  */
 export const makeFanOut = <A>(options: {
   readonly capacity: number
-  readonly onDrop: (dropped: number) => void
+  readonly onDrop: (dropped: number, subscriber: number) => void
+  /** Runs when a subscriber's scope closes. */
+  readonly onUnsubscribe?: ((subscriber: number) => void) | undefined
+  readonly crowded?: { readonly above: number; readonly warn: (subscribers: number) => void } | undefined
 }): FanOut<A> => {
-  const mailboxes = new Set<Mailbox.Mailbox<A>>()
+  const mailboxes = new Map<Mailbox.Mailbox<A>, number>()
   let ended = false
+  let numbered = 0
+  let crowdedWarned = false
+  const checkCrowded = () => {
+    const crowded = options.crowded
+    if (crowded === undefined) return
+    if (!crowdedWarned && mailboxes.size > crowded.above) {
+      crowdedWarned = true
+      crowded.warn(mailboxes.size)
+    } else if (crowdedWarned && mailboxes.size <= crowded.above / 2) {
+      crowdedWarned = false
+    }
+  }
   return {
     publish: (a) => {
-      for (const mailbox of mailboxes) {
+      mailboxes.forEach((subscriber, mailbox) => {
         // A sliding mailbox drops its oldest item to make room: count it.
         const size = mailbox.unsafeSize()
-        if (size._tag === "Some" && size.value >= options.capacity) options.onDrop(1)
+        if (size._tag === "Some" && size.value >= options.capacity) options.onDrop(1, subscriber)
         mailbox.unsafeOffer(a)
-      }
+      })
     },
     end: () => {
       if (ended) return
       ended = true
-      for (const mailbox of mailboxes) mailbox.unsafeDone(Exit.void)
+      for (const mailbox of mailboxes.keys()) mailbox.unsafeDone(Exit.void)
       mailboxes.clear()
     },
     subscribe: Effect.suspend(() => {
       if (ended) return Effect.succeed(Stream.empty)
+      const subscriber = ++numbered
       return Effect.acquireRelease(
         Effect.tap(
           Mailbox.make<A>({ capacity: options.capacity, strategy: "sliding" }),
-          (mailbox) => Effect.sync(() => mailboxes.add(mailbox))
+          (mailbox) =>
+            Effect.sync(() => {
+              mailboxes.set(mailbox, subscriber)
+              checkCrowded()
+            })
         ),
-        (mailbox) => Effect.sync(() => mailboxes.delete(mailbox))
+        (mailbox) =>
+          Effect.sync(() => {
+            mailboxes.delete(mailbox)
+            checkCrowded()
+            options.onUnsubscribe?.(subscriber)
+          })
       ).pipe(Effect.map(Mailbox.toStream))
     }),
     subscribers: () => mailboxes.size

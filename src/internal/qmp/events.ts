@@ -24,6 +24,8 @@ export interface Options {
   readonly cacheBytes: number
   /** Events a stream subscriber may fall behind before it loses the oldest. */
   readonly streamBuffer: number
+  /** Live stream subscribers above which a warning is logged once. Default `SUBSCRIBER_WARNING`. */
+  readonly subscriberWarning?: number | undefined
   readonly warn: (message: string) => void
 }
 
@@ -106,19 +108,57 @@ const makeCache = (options: Options) => {
   }
 }
 
-/** A fan-out whose drops are counted per burst and reported once the burst is over. */
+/** Live stream subscribers on one connection above which a warning is logged (once). */
+export const SUBSCRIBER_WARNING = 1024
+
+/**
+ * A fan-out whose drops are reported once per subscriber: the first burst
+ * with its count (once the burst is over), and, when that subscriber ends,
+ * what it lost after that warning. Crowding is warned once (again only after
+ * the subscribers have fallen to half the threshold).
+ */
 const makeStreams = (options: Options) => {
-  let dropped = 0
+  // Per subscriber that dropped: drops not yet reported, and whether its first report went out.
+  const drops = new Map<number, { pending: number; reported: boolean }>()
+  const firstReport = (subscriber: number) => {
+    const entry = drops.get(subscriber)
+    if (entry === undefined || entry.reported) return
+    entry.reported = true
+    options.warn(
+      `event stream subscriber #${subscriber} fell more than ${options.streamBuffer} events behind: ${entry.pending} oldest dropped` +
+        " (its later drops are counted and reported when it unsubscribes)"
+    )
+    entry.pending = 0
+  }
+  const above = options.subscriberWarning ?? SUBSCRIBER_WARNING
   return Session.makeFanOut<QmpMessage.Event>({
     capacity: options.streamBuffer,
-    onDrop: (n) => {
-      if (dropped === 0) {
-        setImmediate(() => {
-          options.warn(`an event stream subscriber fell more than ${options.streamBuffer} events behind: ${dropped} oldest dropped`)
-          dropped = 0
-        })
+    onDrop: (n, subscriber) => {
+      const entry = drops.get(subscriber)
+      if (entry === undefined) {
+        drops.set(subscriber, { pending: n, reported: false })
+        // Reported once the burst is over, with its count.
+        setImmediate(() => firstReport(subscriber))
+      } else {
+        entry.pending += n
       }
-      dropped += n
+    },
+    onUnsubscribe: (subscriber) => {
+      const entry = drops.get(subscriber)
+      if (entry === undefined) return
+      if (!entry.reported) firstReport(subscriber)
+      else if (entry.pending > 0) {
+        options.warn(`event stream subscriber #${subscriber} ended having dropped ${entry.pending} more events after its first warning`)
+      }
+      drops.delete(subscriber)
+    },
+    crowded: {
+      above,
+      warn: (subscribers) =>
+        options.warn(
+          `${subscribers} live event stream subscribers on one QMP connection (more than ${above}): each holds its own buffer of up to ` +
+            `${options.streamBuffer} events and gets a copy of every event; share one stream (Stream.broadcast) instead of subscribing per consumer`
+        )
     }
   })
 }
