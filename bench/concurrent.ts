@@ -24,7 +24,7 @@ process.on("exit", cleanUp)
 const [side, countText, commandsText] = process.argv.slice(2)
 const count = Number(countText ?? 32)
 const commands = Number(commandsText ?? 0)
-const fiber = side === "library"
+const fiber: Fiber.RuntimeFiber<object, unknown> | undefined = side === "library"
   ? Effect.runFork(Lib.concurrentLaunch(count, commands, gc))
   : side === "guests"
   ? Effect.runFork(Lib.guestsBoot(count, gc))

@@ -4,8 +4,9 @@
  * noise hits both alike. Prints a table and writes bench/results.json.
  *
  *   --quick        a few iterations of everything, no pass/fail, no results.json (CI smoke)
- *   --only=a,b     run only these metrics (launch, lifecycle, roundtrips, inflight, events, console, concurrent, many)
- *   --guests       also boot 32 real test guests at once (TCG; minutes, needs `npm run guest`)
+ *   --only=a,b     run only these metrics (launch, lifecycle, roundtrips, typed-roundtrips, inflight, events, console, concurrent, many)
+ *   --guests       also boot 32 real test guests at once (TCG; minutes, needs `npm run guest`);
+ *                  `--only=guests` runs that row alone
  *   --strict       exit 1 when a target is missed
  */
 import { Effect, Fiber } from "effect"
@@ -23,8 +24,8 @@ const benchDir = import.meta.dirname ?? path.dirname(new URL(import.meta.url).pa
 const argv = process.argv.slice(2)
 const quick = argv.includes("--quick")
 const strict = argv.includes("--strict")
-const guests = argv.includes("--guests")
 const only = argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",")
+const guests = argv.includes("--guests") || (only?.includes("guests") ?? false)
 const enabled = (metric: string) => only === undefined || only.includes(metric)
 
 const plan = quick
@@ -207,6 +208,51 @@ const benchLifecycle = async () => {
   notes.push(`lifecycle: raw behind the exec helper ${fmtMs(withSetpriv.median)}; library / that = ${(summarize(lib!).median / withSetpriv.median).toFixed(3)}×`)
 }
 
+/** Sequential round trips: per-trip latencies and the total. */
+interface Trips {
+  readonly total: number
+  readonly latencies: Float64Array
+}
+
+/** `plan.rtRounds` runs of `plan.rtOps` round trips per side, each run interleaved in blocks so that noise hits both alike. */
+const interleavedTrips = async (lib: (n: number) => Promise<Trips>, baseline: (n: number) => Promise<Trips>) => {
+  const block = Math.min(1_000, plan.rtOps)
+  const blocks = Math.ceil(plan.rtOps / block)
+  const merge = (xs: Array<Trips>): Trips => ({
+    total: xs.reduce((t, x) => t + x.total, 0),
+    latencies: concat(xs.map((x) => x.latencies))
+  })
+  const r = { lib: [] as Array<Trips>, raw: [] as Array<Trips> }
+  for (let round = 0; round < plan.rtRounds; round++) {
+    const [l, b] = await interleaveMany<Trips>(blocks, 0, [() => lib(block), () => baseline(block)])
+    r.lib.push(merge(l!))
+    r.raw.push(merge(b!))
+  }
+  return r
+}
+
+/** A round-trip row: the median run's rate, latencies over every trip, the spread of the per-run ratio. */
+const tripsRow = (id: string, metric: string, r: { lib: Array<Trips>; raw: Array<Trips> }, min: number, against: string): Row => {
+  const rate = (x: Trips) => (x.latencies.length / x.total) * 1000
+  const libRate = summarize(r.lib.map(rate))
+  const rawRate = summarize(r.raw.map(rate))
+  const libLat = summarize(concat(r.lib.map((x) => x.latencies)))
+  const rawLat = summarize(concat(r.raw.map((x) => x.latencies)))
+  const ratio = libRate.median / rawRate.median
+  const perRound = r.lib.map((x, i) => rate(x) / rate(r.raw[i]!))
+  return {
+    id,
+    metric,
+    library: `${fmtRate(libRate.median)} (p50 ${fmtUs(libLat.median)}, p95 ${fmtUs(libLat.p95)})`,
+    baseline: `${fmtRate(rawRate.median)} (p50 ${fmtUs(rawLat.median)}, p95 ${fmtUs(rawLat.p95)})`,
+    ratio,
+    ratioText: `${ratio.toFixed(3)}×${spreadText(perRound)}`,
+    target: `≥ ${min.toFixed(2)}× ${against}`,
+    pass: ratio >= min,
+    data: { libraryRate: libRate, baselineRate: rawRate, libraryLatencyMs: libLat, baselineLatencyMs: rawLat, unit: "round trips/s", roundRatios: perRound }
+  }
+}
+
 /** The measurements that reuse one machine per side. */
 const benchOnOneMachine = async () => {
   const lib = await openMachine()
@@ -216,41 +262,17 @@ const benchOnOneMachine = async () => {
       log(`sequential query-status: ${plan.rtRounds} rounds of ${plan.rtOps}`)
       await run(Lib.roundTrips(lib.vm, plan.rtWarm))
       await Raw.roundTrips(raw, plan.rtWarm)
-      // Each run is rtOps round trips per side, interleaved in blocks so that noise hits both alike.
-      const block = Math.min(1_000, plan.rtOps)
-      const blocks = Math.ceil(plan.rtOps / block)
-      type Trips = { total: number; latencies: Float64Array }
-      const r = { lib: [] as Array<Trips>, raw: [] as Array<Trips> }
-      const merge = (xs: Array<Trips>): Trips => ({
-        total: xs.reduce((t, x) => t + x.total, 0),
-        latencies: concat(xs.map((x) => x.latencies))
-      })
-      for (let round = 0; round < plan.rtRounds; round++) {
-        const [l, b] = await interleaveMany<Trips>(blocks, 0, [
-          () => run(Lib.roundTrips(lib.vm, block)),
-          () => Raw.roundTrips(raw, block)
-        ])
-        r.lib.push(merge(l!))
-        r.raw.push(merge(b!))
-      }
-      const rate = (x: { total: number; latencies: Float64Array }) => (x.latencies.length / x.total) * 1000
-      const libRate = summarize(r.lib.map(rate))
-      const rawRate = summarize(r.raw.map(rate))
-      const libLat = summarize(concat(r.lib.map((x) => x.latencies)))
-      const rawLat = summarize(concat(r.raw.map((x) => x.latencies)))
-      const ratio = libRate.median / rawRate.median
-      const perRound = r.lib.map((x, i) => rate(x) / rate(r.raw[i]!))
-      rows.push({
-        id: "roundtrips",
-        metric: `sequential query-status (${plan.rtOps.toLocaleString("en")} round trips)`,
-        library: `${fmtRate(libRate.median)} (p50 ${fmtUs(libLat.median)}, p95 ${fmtUs(libLat.p95)})`,
-        baseline: `${fmtRate(rawRate.median)} (p50 ${fmtUs(rawLat.median)}, p95 ${fmtUs(rawLat.p95)})`,
-        ratio,
-        ratioText: `${ratio.toFixed(3)}×${spreadText(perRound)}`,
-        target: "≥ 0.93× raw rate",
-        pass: ratio >= 0.93,
-        data: { libraryRate: libRate, baselineRate: rawRate, libraryLatencyMs: libLat, baselineLatencyMs: rawLat, unit: "round trips/s", roundRatios: perRound }
-      })
+      const r = await interleavedTrips((n) => run(Lib.roundTrips(lib.vm, n)), (n) => Raw.roundTrips(raw, n))
+      rows.push(tripsRow("roundtrips", `sequential query-status (${plan.rtOps.toLocaleString("en")} round trips)`, r, 0.93, "raw rate"))
+    }
+
+    if (enabled("typed-roundtrips")) {
+      // Both sides on the library's machine: what differs is the typed path (unwrap, result Schema check).
+      log(`typed vs untyped query-status: ${plan.rtRounds} rounds of ${plan.rtOps}`)
+      await run(Lib.roundTrips(lib.vm, plan.rtWarm))
+      await run(Lib.untypedRoundTrips(lib.vm, plan.rtWarm))
+      const r = await interleavedTrips((n) => run(Lib.roundTrips(lib.vm, n)), (n) => run(Lib.untypedRoundTrips(lib.vm, n)))
+      rows.push(tripsRow("typed-roundtrips", `typed round trips: vm.command vs vm.qmp ("query-status", ${plan.rtOps.toLocaleString("en")})`, r, 0.95, "untyped rate"))
     }
 
     if (enabled("inflight")) {
@@ -456,19 +478,36 @@ const benchMany = async (id: string, count: number, commands: number, rounds: nu
   })
 }
 
+interface GuestsResult {
+  readonly wall: number
+  readonly booted: number
+  readonly atPrompt: Array<number>
+  readonly bootMs: Array<number>
+  readonly failures: Array<string>
+  readonly rssDelta: number
+  readonly heapDelta: number
+  readonly rssHeld: number
+  readonly heapHeld: number
+  readonly close: number
+}
+
 const benchGuests = async () => {
-  log(`${plan.guestCount} test guests booted at once (TCG), library only`)
-  const r = await manyRound("guests", plan.guestCount, 0)()
+  const count = plan.guestCount
+  log(`${count} test guests booted at once (TCG), library only`)
+  const r = (await manyRound("guests", count, 0)()) as unknown as GuestsResult
+  const perGuest = Math.max(r.booted, 1)
+  const boot = summarize(r.bootMs.length > 0 ? r.bootMs : [Number.NaN])
+  for (const failure of new Set(r.failures)) notes.push(`guests: ${r.failures.filter((f) => f === failure).length} failed to boot: ${failure}`)
   rows.push({
     id: "guests",
-    metric: `${plan.guestCount} test guests booted at once to the shell (TCG)`,
-    library: `all at the prompt ${fmtMs(r.wall)}, closed ${fmtMs(r.close)}, RSS ${fmtKb(r.rssDelta / plan.guestCount)}/guest (heap ${fmtKb(r.heapDelta / plan.guestCount)})`,
+    metric: `${count} test guests booted at once to the shell (TCG)`,
+    library: `${r.booted}/${count} at the prompt in ${fmtMs(r.wall)} (each cont→prompt p50 ${fmtMs(boot.median)}, p95 ${fmtMs(boot.p95)}), closed ${fmtMs(r.close)}; per guest: RSS ${fmtKb(r.rssHeld / perGuest)} given back by closing (${fmtKb(r.rssDelta / perGuest)} over the start), heap ${fmtKb(r.heapDelta / perGuest)}`,
     baseline: "—",
     ratio: Number.NaN,
     ratioText: "—",
     target: "informational",
-    pass: undefined,
-    data: { bootMs: r.wall, closeMs: r.close, rssPerGuest: r.rssDelta / plan.guestCount, heapPerGuest: r.heapDelta / plan.guestCount }
+    pass: r.booted === count ? undefined : false,
+    data: { bootedGuests: r.booted, allAtPromptMs: r.wall, bootMs: boot, closeMs: r.close, rssPerGuest: r.rssDelta / perGuest, rssHeldPerGuest: r.rssHeld / perGuest, heapPerGuest: r.heapDelta / perGuest, heapHeldPerGuest: r.heapHeld / perGuest, failures: r.failures }
   })
 }
 
@@ -498,7 +537,7 @@ const main = async () => {
   log(`effect-qemu bench${quick ? " (quick)" : ""}: ${qemuVersion}, node ${process.version}, ${os.cpus().length} cpus`)
   if (enabled("launch")) await benchLaunch()
   if (enabled("lifecycle")) await benchLifecycle()
-  if (enabled("roundtrips") || enabled("inflight")) await benchOnOneMachine()
+  if (enabled("roundtrips") || enabled("typed-roundtrips") || enabled("inflight")) await benchOnOneMachine()
   if (enabled("events")) await benchEvents()
   if (enabled("console")) await benchConsole()
   if (enabled("concurrent")) await benchMany("concurrent", plan.concCount, 0, plan.concRounds, undefined)

@@ -1,10 +1,12 @@
 /**
  * The library side of each measurement, through the public API only
- * (`QemuMachine.launch`, `vm.command`, `QmpClient.subscribe`, `ConsoleSocket`).
+ * (`QemuMachine.launch`, `vm.command`, `vm.qmp`, `QmpClient.subscribe`, `ConsoleSocket`).
  * Every timing is taken inside the Effect, around exactly the work measured.
  */
-import { Deferred, Effect, ExecutionStrategy, Exit, Fiber, Option, Scope, Stream } from "effect"
+import { Deferred, Duration, Effect, ExecutionStrategy, Exit, Fiber, Option, Scope, Stream } from "effect"
 import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import type { QemuMachine as QemuMachineTypes } from "../src/index.js"
 import { ConsoleSocket, Guest, QemuMachine } from "./lib.js"
 import { QEMU } from "./raw.js"
@@ -43,18 +45,24 @@ export const openMachine = (cfg: QemuMachineTypes.Config = config()) =>
     return { vm, close: Scope.close(scope, Exit.void) }
   })
 
-/** `n` sequential `query-status` round trips; per-trip latencies and the total. */
-export const roundTrips = (vm: QemuMachineTypes.Machine, n: number) =>
+/** `n` sequential calls of `call`; per-call latencies and the total. */
+const timedTrips = (call: () => Effect.Effect<unknown, unknown>, n: number) =>
   Effect.gen(function*() {
     const latencies = new Float64Array(n)
     const t0 = now()
     for (let i = 0; i < n; i++) {
       const a = now()
-      yield* vm.command("query-status")
+      yield* call()
       latencies[i] = now() - a
     }
     return { total: now() - t0, latencies }
   })
+
+/** `n` sequential `query-status` round trips, typed (the reply checked against its Schema). */
+export const roundTrips = (vm: QemuMachineTypes.Machine, n: number) => timedTrips(() => vm.command("query-status"), n)
+
+/** `n` sequential `query-status` round trips on the untyped path: `vm.qmp` returns the response as it came. */
+export const untypedRoundTrips = (vm: QemuMachineTypes.Machine, n: number) => timedTrips(() => vm.qmp("query-status"), n)
 
 const hundred = Array.from({ length: 100 }, (_, i) => i)
 
@@ -210,22 +218,73 @@ export const concurrentLaunch = (count: number, commands: number, gc: () => void
     }
   })
 
-/** `count` test guests booted at once (TCG) to the shell prompt; RSS of this process while they run. */
+/** The last non-empty lines of a guest's console log (why a guest that failed to boot failed). */
+const consoleTail = (file: string, lines = 8): string => {
+  try {
+    const text = fs.readFileSync(file, "utf8").replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "")
+    return text.split("\n").filter((l) => l.trim() !== "").slice(-lines).join(" | ")
+  } catch (e) {
+    return `no console log (${String(e)})`
+  }
+}
+
+/**
+ * `count` test guests booted at once (TCG) to the shell prompt; RSS of this process while they run.
+ * A guest that fails to boot is counted and its error kept with the tail of its console log, so one
+ * failure does not hide the others' figures.
+ */
 export const guestsBoot = (count: number, gc: () => void) =>
   Effect.gen(function*() {
+    // Build (or find) the guest first, so the memory measured is the guests' and not the first use of the module.
+    yield* Guest.build()
+    const logDir = fs.mkdtempSync(path.join(os.tmpdir(), "eq-bench-guests-"))
+    tempDirs.add(logDir)
+    // V8's memory reducer hands start-up garbage back to the OS ~8 s after start (measured: RSS 222 → 194 MB
+    // in an idle bench process): take the baseline after it, or it hides the guests' memory.
+    gc()
+    yield* Effect.sleep("10 seconds")
     gc()
     const before = process.memoryUsage()
     const scope = yield* Scope.make(ExecutionStrategy.parallel)
     const t0 = now()
-    yield* Effect.forEach(
+    const outcomes = yield* Effect.forEach(
       Array.from({ length: count }, (_, i) => i),
-      () => Guest.launch({ bootTimeout: "10 minutes" }).pipe(Scope.extend(scope), Effect.tap((g) => Effect.sync(() => tempDirs.add(g.vm.tempDir)))),
-      { concurrency: "unbounded", discard: true }
-    ).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+      (i) => {
+        const consoleLog = path.join(logDir, `guest-${i}.log`)
+        return Guest.launch({ bootTimeout: "10 minutes", consoleLog }).pipe(
+          Scope.extend(scope),
+          Effect.tap((g) => Effect.sync(() => tempDirs.add(g.vm.tempDir))),
+          Effect.map((g) => ({ atPrompt: now() - t0, bootMs: Duration.toMillis(g.bootTime) })),
+          Effect.mapError((e) => `${String((e as { message?: string }).message ?? e)}; console: ${consoleTail(consoleLog)}`),
+          Effect.either
+        )
+      },
+      { concurrency: "unbounded" }
+    ).pipe(Effect.onInterrupt(() => Scope.close(scope, Exit.void)))
     const wall = now() - t0
     gc()
+    gc()
     const after = process.memoryUsage()
+    const booted = outcomes.flatMap((o) => o._tag === "Right" ? [o.right] : [])
+    const failures = outcomes.flatMap((o) => o._tag === "Left" ? [o.left] : [])
     const t1 = now()
     yield* Scope.close(scope, Exit.void)
-    return { wall, rssDelta: after.rss - before.rss, heapDelta: after.heapUsed - before.heapUsed, close: now() - t1 }
+    const close = now() - t1
+    fs.rmSync(logDir, { recursive: true, force: true })
+    gc()
+    gc()
+    const closed = process.memoryUsage()
+    return {
+      wall,
+      booted: booted.length,
+      atPrompt: booted.map((b) => b.atPrompt),
+      bootMs: booted.map((b) => b.bootMs),
+      failures,
+      rssDelta: after.rss - before.rss,
+      heapDelta: after.heapUsed - before.heapUsed,
+      // What closing gave back: the start-up garbage V8 returns meanwhile cannot hide it.
+      rssHeld: after.rss - closed.rss,
+      heapHeld: after.heapUsed - closed.heapUsed,
+      close
+    }
   })
