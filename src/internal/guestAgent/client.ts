@@ -10,6 +10,7 @@
  * QEMU's socket buffer and are answered when the agent opens its port.
  */
 import { Deferred, Duration, Effect, Either, FiberId, Runtime, Schema } from "effect"
+import type { Scope } from "effect"
 import { GuestAgentError, QmpConnectionError, QmpProtocolError, QmpTimeoutError } from "../../Errors.js"
 import type { QmpError } from "../../Errors.js"
 import * as Net from "../net.js"
@@ -71,11 +72,15 @@ export interface Channel {
   readonly call: (command: string, args: Readonly<Record<string, unknown>> | undefined, options?: CallOptions) => Effect.Effect<unknown, Failure>
   /** Syncs now, under the lock. */
   readonly sync: (timeout: Duration.Duration) => Effect.Effect<void, QmpError>
-  /** Sends a command that gets no reply on success; completes when `done` does or the channel closes. */
+  /**
+   * Sends a command that gets no reply on success; completes when the wait
+   * that `watch` returns does, or the channel closes. `watch` runs before the
+   * command is sent, in a scope that ends with the call.
+   */
   readonly callNoReply: (
     command: string,
     args: Readonly<Record<string, unknown>> | undefined,
-    done: Effect.Effect<void>,
+    watch: Effect.Effect<Effect.Effect<void>, never, Scope.Scope>,
     options?: CallOptions
   ) => Effect.Effect<void, Failure>
   readonly transport: Transport.Transport
@@ -144,6 +149,112 @@ const request = (command: string, args: Readonly<Record<string, unknown>> | unde
 const syncRequest = (id: number) =>
   Buffer.concat([Buffer.of(Transport.DELIMITER), Buffer.from(JSON.stringify({ execute: "guest-sync-delimited", arguments: { id } }) + "\n")])
 
+type Router = ReturnType<typeof makeRouter>
+type RoundTrip = (command: string, sync: boolean, payload: (id: number) => Uint8Array | string) => Effect.Effect<unknown, Failure>
+
+/**
+ * Sends one message and waits for its reply; an interrupted wait leaves the
+ * reply to be dropped by id. Ids start from a random base, so replies meant
+ * for a previous client on the same chardev are stale too.
+ */
+const makeRoundTrip = (transport: Transport.Transport, state: Router["state"]): RoundTrip => {
+  let nextId = 1 + Math.floor(Math.random() * 2 ** 30)
+  return (command, sync, payload) =>
+    Effect.suspend(() => {
+      const closedBy = transport.cause()
+      if (closedBy) return Effect.fail(closedBy)
+      const id = nextId++
+      const pending: Pending = { id, sync, command, deferred: Deferred.unsafeMake<unknown, Failure>(FiberId.none) }
+      state.current = pending
+      return transport.write(payload(id)).pipe(
+        Effect.zipRight(Deferred.await(pending.deferred)),
+        Effect.ensuring(Effect.sync(() => {
+          if (state.current === pending) state.current = undefined
+        }))
+      )
+    })
+}
+
+/** Each attempt waits a little longer; replies to earlier attempts are dropped, the latest one counts. */
+const syncAttempts = (roundTrip: RoundTrip, state: Router["state"], wait: number): Effect.Effect<void, QmpError> =>
+  roundTrip("guest-sync-delimited", true, syncRequest).pipe(
+    Effect.timeout(Duration.millis(wait)),
+    Effect.catchTag("TimeoutException", () => syncAttempts(roundTrip, state, Math.min(Math.round(wait * 1.5), MAX_SYNC_ATTEMPT))),
+    Effect.catchTag("GuestAgentError", (e) => Effect.die(e)),
+    Effect.tap(() =>
+      Effect.sync(() => {
+        state.synced = true
+      })
+    )
+  )
+
+/** Connects (retrying while QEMU has not created the socket) within `timeout`; the transport closes with the scope. */
+const connectTransport = (options: Options, router: Router, timeout: Duration.Duration, address: string) =>
+  Effect.gen(function*() {
+    const socket = yield* Transport.connect(options.address).pipe(
+      Effect.timeoutFail({ duration: timeout, onTimeout: () => new QmpTimeoutError({ operation: `guest agent connect ${address}`, timeout }) })
+    )
+    const transport = Transport.fromSocket(socket, options.maxMessageSize ?? DEFAULT_MAX_MESSAGE, {
+      onLine: router.onLine,
+      onOversized: (size, head) =>
+        router.onProtocolError(new QmpProtocolError({ message: `guest agent message of ${size} bytes is over the limit`, raw: truncate(head) })),
+      onClose: router.onClose
+    })
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => transport.close(new QmpConnectionError({ reason: "Closed", detail: "guest agent client closed" })))
+    )
+    return transport
+  })
+
+/** The calls of a connected channel: one at a time under `lock`, synced first, each within its deadline. */
+const makeChannel = (
+  transport: Transport.Transport,
+  state: Router["state"],
+  lock: Effect.Semaphore,
+  address: string,
+  commandTimeout: Duration.Duration
+): Channel => {
+  const roundTrip = makeRoundTrip(transport, state)
+  const ensureSynced = Effect.suspend(() => state.synced ? Effect.void : syncAttempts(roundTrip, state, 200))
+
+  /** Under the lock, synced first, within the call's deadline; a timeout leaves the channel to re-sync. */
+  const locked = <A, E>(command: string, callOptions: CallOptions | undefined, self: Effect.Effect<A, E>) => {
+    const limit = callOptions?.timeout === undefined ? commandTimeout : Duration.decode(callOptions.timeout)
+    return lock.withPermits(1)(Effect.zipRight(ensureSynced, self)).pipe(
+      Effect.timeoutFail({ duration: limit, onTimeout: () => new QmpTimeoutError({ operation: `guest agent ${command}`, timeout: limit }) }),
+      Effect.tapErrorTag("QmpTimeoutError", () =>
+        Effect.sync(() => {
+          state.synced = false
+        })),
+      Effect.withSpan("GuestAgent.execute", { attributes: { command } })
+    )
+  }
+
+  // A reply is an error (or an agent that does reply); the channel closing is the success.
+  const noReply = (command: string, args: Readonly<Record<string, unknown>> | undefined, done: Effect.Effect<void>) =>
+    Effect.suspend(() => {
+      const closedBefore = transport.cause()
+      if (closedBefore) return Effect.fail(closedBefore)
+      const reply = roundTrip(command, false, request(command, args)).pipe(
+        Effect.asVoid,
+        Effect.catchTag("QmpConnectionError", (e) => transport.cause() !== undefined ? Effect.void : Effect.fail(e))
+      )
+      return Effect.raceFirst(reply, done)
+    })
+
+  return {
+    call: (command, args, callOptions) => locked(command, callOptions, roundTrip(command, false, request(command, args))),
+    callNoReply: (command, args, watch, callOptions) =>
+      locked(command, callOptions, Effect.scoped(Effect.flatMap(watch, (done) => noReply(command, args, done)))),
+    sync: (limit) =>
+      lock.withPermits(1)(syncAttempts(roundTrip, state, 200)).pipe(
+        Effect.timeoutFail({ duration: limit, onTimeout: () => new QmpTimeoutError({ operation: `guest agent sync ${address}`, timeout: limit }) })
+      ),
+    transport,
+    commandTimeout
+  }
+}
+
 /** Connects and syncs within `timeout`. */
 export const open = (options: Options) =>
   Effect.gen(function*() {
@@ -157,92 +268,9 @@ export const open = (options: Options) =>
     const router = makeRouter((level, message) =>
       Runtime.runFork(runtime)((level === "Debug" ? Effect.logDebug : Effect.logWarning)(`guest agent ${address}: ${message}`))
     )
-    const { state } = router
-    let nextId = 1 + Math.floor(Math.random() * 2 ** 30)
-
-    const socket = yield* Transport.connect(options.address).pipe(
-      Effect.timeoutFail({ duration: timeout, onTimeout: () => new QmpTimeoutError({ operation: `guest agent connect ${address}`, timeout }) })
-    )
-    const transport = Transport.fromSocket(socket, options.maxMessageSize ?? DEFAULT_MAX_MESSAGE, {
-      onLine: router.onLine,
-      onOversized: (size, head) =>
-        router.onProtocolError(new QmpProtocolError({ message: `guest agent message of ${size} bytes is over the limit`, raw: truncate(head) })),
-      onClose: router.onClose
-    })
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => transport.close(new QmpConnectionError({ reason: "Closed", detail: "guest agent client closed" })))
-    )
-
-    /** Sends one message and waits for its reply; an interrupted wait leaves the reply to be dropped by id. */
-    const roundTrip = (command: string, sync: boolean, payload: (id: number) => Uint8Array | string) =>
-      Effect.suspend(() => {
-        const closedBy = transport.cause()
-        if (closedBy) return Effect.fail(closedBy)
-        const id = nextId++
-        const pending: Pending = { id, sync, command, deferred: Deferred.unsafeMake<unknown, Failure>(FiberId.none) }
-        state.current = pending
-        return transport.write(payload(id)).pipe(
-          Effect.zipRight(Deferred.await(pending.deferred)),
-          Effect.ensuring(Effect.sync(() => {
-            if (state.current === pending) state.current = undefined
-          }))
-        )
-      })
-
-    // Each attempt waits a little longer; replies to earlier attempts are dropped, the latest one counts.
-    const syncAttempts = (wait: number): Effect.Effect<void, QmpError> =>
-      roundTrip("guest-sync-delimited", true, syncRequest).pipe(
-        Effect.timeout(Duration.millis(wait)),
-        Effect.catchTag("TimeoutException", () => syncAttempts(Math.min(Math.round(wait * 1.5), MAX_SYNC_ATTEMPT))),
-        Effect.catchTag("GuestAgentError", (e) => Effect.die(e)),
-        Effect.tap(() =>
-          Effect.sync(() => {
-            state.synced = true
-          })
-        )
-      )
-    const ensureSynced = Effect.suspend(() => state.synced ? Effect.void : syncAttempts(200))
-
+    const transport = yield* connectTransport(options, router, timeout, address)
     const lock = yield* Effect.makeSemaphore(1)
-    const syncLocked = (limit: Duration.Duration) =>
-      lock.withPermits(1)(syncAttempts(200)).pipe(
-        Effect.timeoutFail({ duration: limit, onTimeout: () => new QmpTimeoutError({ operation: `guest agent sync ${address}`, timeout: limit }) })
-      )
-    const commandTimeout = Duration.decode(options.commandTimeout ?? DEFAULT_COMMAND_TIMEOUT)
-
-    /** Under the lock, synced first, within the call's deadline; a timeout leaves the channel to re-sync. */
-    const locked = <A, E>(command: string, callOptions: CallOptions | undefined, self: Effect.Effect<A, E>) => {
-      const limit = callOptions?.timeout === undefined ? commandTimeout : Duration.decode(callOptions.timeout)
-      return lock.withPermits(1)(Effect.zipRight(ensureSynced, self)).pipe(
-        Effect.timeoutFail({ duration: limit, onTimeout: () => new QmpTimeoutError({ operation: `guest agent ${command}`, timeout: limit }) }),
-        Effect.tapErrorTag("QmpTimeoutError", () =>
-          Effect.sync(() => {
-            state.synced = false
-          })),
-        Effect.withSpan("GuestAgent.execute", { attributes: { command } })
-      )
-    }
-
-    const call: Channel["call"] = (command, args, callOptions) =>
-      locked(command, callOptions, roundTrip(command, false, request(command, args)))
-
-    const callNoReply: Channel["callNoReply"] = (command, args, done, callOptions) =>
-      locked(
-        command,
-        callOptions,
-        Effect.suspend(() => {
-          const closedBefore = transport.cause()
-          if (closedBefore) return Effect.fail(closedBefore)
-          // A reply is an error (or an agent that does reply); the channel closing is the success.
-          const reply = roundTrip(command, false, request(command, args)).pipe(
-            Effect.asVoid,
-            Effect.catchTag("QmpConnectionError", (e) => transport.cause() !== undefined ? Effect.void : Effect.fail(e))
-          )
-          return Effect.raceFirst(reply, done)
-        })
-      )
-
-    yield* syncLocked(timeout)
-    const channel: Channel = { call, callNoReply, sync: syncLocked, transport, commandTimeout }
+    const channel = makeChannel(transport, router.state, lock, address, Duration.decode(options.commandTimeout ?? DEFAULT_COMMAND_TIMEOUT))
+    yield* channel.sync(timeout)
     return channel
   })

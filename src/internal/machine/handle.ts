@@ -84,12 +84,16 @@ export const makeGuestAgent = (
   let connected: GuestAgentApi.GuestAgent.Service | undefined
   const lock = Effect.unsafeMakeSemaphore(1)
   const address = prepared.guestAgentPath
-  const guestShutdown = qmp
-    ? Effect.raceFirst(
-      child.exited,
-      Stream.runHead(Stream.filter(qmp.events, (event) => event.event === "SHUTDOWN"))
-    )
-    : child.exited
+  // Subscribed before guest-shutdown is sent (the watch runs first): a SHUTDOWN that
+  // arrives before the agent's socket says anything is not missed. A subscription
+  // takes nothing from the event cache, so `vm.eventWait("SHUTDOWN")` still sees it.
+  const guestShutdown: GuestAgentService.ShutdownWatch = qmp
+    ? Effect.map(qmp.subscribe, (events) =>
+      Effect.asVoid(Effect.raceFirst(
+        child.exited,
+        Stream.runHead(Stream.filter(events, (event) => event.event === "SHUTDOWN"))
+      )))
+    : Effect.succeed(Effect.asVoid(child.exited))
   return {
     get: (options) =>
       lock.withPermits(1)(Effect.suspend((): Effect.Effect<GuestAgentApi.GuestAgent.Service, QmpError | MachineError> => {
@@ -101,7 +105,7 @@ export const makeGuestAgent = (
         return GuestAgentService.connect({
           address,
           timeout: options?.timeout ?? DEFAULT_GUEST_AGENT_TIMEOUT,
-          shutdownComplete: guestShutdown
+          shutdownWatch: guestShutdown
         }).pipe(
           Scope.extend(scope),
           Effect.tap((agent) => Effect.sync(() => (connected = agent)))
