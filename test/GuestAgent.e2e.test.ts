@@ -38,6 +38,9 @@ describe("GuestAgent on the real guest", () => {
     it.effect("ping and info: the agent's 42 commands, the disabled one marked", () =>
       Effect.gen(function*() {
         const { agent, guest } = yield* Shared
+        // The launcher's agent is the machine's own (QemuMachine.addGuestAgent, vm.guestAgent).
+        expect(yield* guest.vm.guestAgent()).toBe(agent)
+        expect(guest.agentAddress).toBe(Guest.agentSocketPath(guest.vm.sockDir, guest.vm.name))
         yield* agent.ping
         // QEMU saw the agent open its port (the port has a device id, so the event is sent).
         const open = yield* guest.vm.eventWait("VSERPORT_CHANGE", { match: { data: { open: true } }, timeout: "10 seconds" })
@@ -155,7 +158,8 @@ describe("GuestAgent on the real guest", () => {
     it.effect("shutdown() powers the guest off: SHUTDOWN event and QEMU exit code 0", () =>
       Effect.gen(function*() {
         const { agent, guest } = yield* Shared
-        yield* agent.shutdown()
+        // Completes on the SHUTDOWN it watched for from before guest-shutdown was sent (or QEMU's exit).
+        yield* agent.shutdown({ timeout: "30 seconds" })
         const event = yield* guest.vm.eventWait("SHUTDOWN", { timeout: "30 seconds" })
         expect(event.data).toMatchObject({ guest: true })
         yield* guest.vm.wait({ timeout: "30 seconds" })

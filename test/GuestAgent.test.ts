@@ -4,12 +4,14 @@
  * guest never runs an agent.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Fiber } from "effect"
+import { Deferred, Effect, Either, Exit, Fiber } from "effect"
 import * as net from "node:net"
 import * as path from "node:path"
 import * as GuestAgent from "../src/GuestAgent.js"
 import * as QemuMachine from "../src/QemuMachine.js"
+import * as GuestAgentService from "../src/internal/guestAgent/service.js"
 import { makeFramer } from "../src/internal/guestAgent/transport.js"
+import * as MachineConfig from "../src/internal/machine/config.js"
 import { Guest } from "../src/testing/index.js"
 import { QEMU, tempDir } from "./helpers/qemu.js"
 
@@ -259,6 +261,26 @@ describe("GuestAgent protocol", () => {
       expect(yield* agent.isConnected).toBe(true)
     }))
 
+  it.scopedLive("shutdown starts watching before guest-shutdown is sent, so an immediate shutdown is not missed", () =>
+    Effect.gen(function*() {
+      const steps: Array<string> = []
+      const shutDown = yield* Deferred.make<void>()
+      const { address } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (request.execute !== "guest-shutdown") return reply(ok(request))
+        // The guest is gone the moment the request arrives, before anything else happens.
+        steps.push("received")
+        Deferred.unsafeDone(shutDown, Exit.void)
+      })
+      const watch = Effect.acquireRelease(
+        Effect.sync(() => steps.push("watching")),
+        () => Effect.sync(() => steps.push("released"))
+      ).pipe(Effect.as(Deferred.await(shutDown)))
+      const agent = yield* GuestAgentService.connect({ address, timeout: "10 seconds", shutdownWatch: watch })
+      yield* agent.shutdown({ timeout: "10 seconds" })
+      expect(steps).toEqual(["watching", "received", "released"])
+    }))
+
   it.scopedLive("readFile and writeFile close the guest handle when a chunk fails", () =>
     Effect.gen(function*() {
       const { address, seen } = yield* fakeAgent((request, reply) => {
@@ -391,7 +413,7 @@ describe("GuestAgent command line", () => {
     ])
   })
 
-  it("Guest.config with guestAgent asks the guest to start the agent and adds the host side in sockDir", () => {
+  it("Guest.config with guestAgent asks the guest to start the agent and adds the channel with QemuMachine.addGuestAgent", () => {
     const files: Guest.Files = {
       dir: "/g",
       kernel: "/g/vmlinuz",
@@ -405,10 +427,17 @@ describe("GuestAgent command line", () => {
     const append = withAgent.args[withAgent.args.indexOf("-append") + 1]
     expect(append).toContain(" effect_qemu.ga=1 effect_qemu.ga_block=guest-exec,guest-file-open")
     expect(withAgent.sockDir).toBe("/s")
-    expect(withAgent.args.join(" ")).toContain(GuestAgent.commandLineArgs(Guest.agentSocketPath("/s")).join(" "))
-    expect(Guest.agentSocketPath("/s")).toBe("/s/guest-qga.sock")
+    expect(withAgent.guestAgent).toBe(true)
+    // No hand-written channel: the machine adds it where it puts its sockets.
+    expect(withAgent.args.join(" ")).not.toContain("virtserialport")
+    const socket = Guest.agentSocketPath("/s")
+    expect(socket).toBe("/s/guest-qga.sock")
+    const line = MachineConfig.commandLine(withAgent, { monitorAddress: "/s/guest.sock", consolePath: "/s/guest-console.sock", guestAgentPath: socket }).join(" ")
+    expect(line).toContain(GuestAgent.commandLineArgs(socket).join(" "))
+    expect(Guest.config(files, { guestAgent: true }).guestAgent).toBe(true)
     const without = Guest.config(files)
     expect(without.args.join(" ")).not.toContain("effect_qemu.ga")
     expect(without.args.join(" ")).not.toContain("virtserialport")
+    expect(without.guestAgent).toBe(false)
   })
 })

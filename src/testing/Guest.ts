@@ -31,7 +31,6 @@
 import { Data, Duration, Effect, Scope } from "effect"
 import * as cp from "node:child_process"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import type * as ConsoleSocket from "../ConsoleSocket.js"
@@ -141,20 +140,20 @@ export type ConfigOptions = BaseConfigOptions & GuestAgentOptions
 
 /**
  * With `guestAgent: true` the guest starts its agent and the machine gets the
- * host side (see {@link agentArgs}), its socket in `sockDir` (which the
- * caller creates, mode 0700, and removes).
+ * host side through `QemuMachine.addGuestAgent` (`vm.guestAgent()` connects).
+ * Its socket is in the machine's `sockDir`: the private temp dir, or `sockDir`
+ * when given (which the caller creates, mode 0700, and removes), where it is
+ * {@link agentSocketPath}.
  *
  * @since 0.2.0
  * @category models
  */
-export type GuestAgentOptions =
-  | { readonly guestAgent?: false | undefined; readonly sockDir?: string | undefined }
-  | {
-    readonly guestAgent: true
-    readonly sockDir: string
-    /** Agent commands to disable in the guest (qemu-ga `-b`). */
-    readonly guestAgentDisabled?: ReadonlyArray<string> | undefined
-  }
+export interface GuestAgentOptions {
+  readonly guestAgent?: boolean | undefined
+  readonly sockDir?: string | undefined
+  /** Agent commands to disable in the guest (qemu-ga `-b`). */
+  readonly guestAgentDisabled?: ReadonlyArray<string> | undefined
+}
 
 /**
  * @since 0.2.0
@@ -175,7 +174,9 @@ export interface BaseConfigOptions {
 }
 
 /**
- * Where the agent socket of a guest configured with `sockDir` is.
+ * Where `QemuMachine.addGuestAgent` puts the agent socket of the machine
+ * named `name` in `sockDir` (a guest configured with `guestAgent` and a
+ * `sockDir` but no name is named `guest`).
  *
  * @since 0.2.0
  * @category constructors
@@ -184,12 +185,17 @@ export const agentSocketPath = (sockDir: string, name?: string | undefined): str
   path.join(sockDir, `${name ?? "guest"}-qga.sock`)
 
 /**
- * The host side of the guest agent channel on `socketPath`.
+ * The host side of the guest agent channel on `socketPath`, for a machine
+ * launched some other way (`Guest.config` uses `QemuMachine.addGuestAgent`).
  *
  * @since 0.2.0
  * @category constructors
  */
 export const agentArgs: (socketPath: string) => Array<string> = GuestAgent.commandLineArgs
+
+/** A name for the machine, so that a `sockDir` given without one has its agent socket at a known path. */
+const machineName = (options: ConfigOptions): string | undefined =>
+  options.name ?? (options.guestAgent === true && options.sockDir !== undefined ? "guest" : undefined)
 
 const agentAppend = (options: ConfigOptions): string => {
   if (options.guestAgent !== true) return ""
@@ -211,11 +217,12 @@ export const config = (files: Files, options: ConfigOptions = {}): QemuMachine.C
     binary: options.binary ?? "qemu-system-x86_64",
     consoleLog: options.consoleLog,
     baseTempDir: options.baseTempDir,
-    name: options.name,
+    name: machineName(options),
     sockDir: options.sockDir
   }).pipe(
     QemuMachine.setMachine("q35"),
     QemuMachine.setConsole(),
+    (config) => options.guestAgent === true ? QemuMachine.addGuestAgent(config) : config,
     QemuMachine.addArgs(
       "-accel",
       "tcg",
@@ -231,7 +238,6 @@ export const config = (files: Files, options: ConfigOptions = {}): QemuMachine.C
       `console=ttyS0 quiet panic=-1${agentAppend(options)}${options.append ? ` ${options.append}` : ""}`,
       "-S",
       ...(options.pvpanic ? ["-device", "pvpanic-pci"] : []),
-      ...(options.guestAgent === true ? agentArgs(agentSocketPath(options.sockDir, options.name)) : []),
       ...(options.args ?? [])
     )
   )
@@ -272,9 +278,10 @@ export interface Guest {
    */
   readonly agentAddress: string | undefined
   /**
-   * The guest agent client: connects and waits for the agent's first sync on
-   * first use (`agentTimeout`, default 60 seconds), the same one after. Fails
-   * with `MachineError` when the guest was launched without `guestAgent`.
+   * The guest agent client, `vm.guestAgent()`: connects and waits for the
+   * agent's first sync on first use (`agentTimeout`, default 60 seconds), the
+   * same one after. Fails with `MachineError` when the guest was launched
+   * without `guestAgent`.
    *
    * @since 0.2.0
    */
@@ -304,19 +311,7 @@ export const launch = (
 > =>
   Effect.gen(function*() {
     const files = yield* build()
-    const scope = yield* Effect.scope
-    // Released after the machine (finalizers run in reverse): QEMU's socket lives in it.
-    const sockDir = options.guestAgent
-      ? options.sockDir ?? (yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "eq-qga-"))),
-        (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
-      ))
-      : undefined
-    const agentAddress = sockDir === undefined ? undefined : agentSocketPath(sockDir, options.name)
-    const configOptions: ConfigOptions = sockDir === undefined
-      ? { ...options, guestAgent: false }
-      : { ...options, guestAgent: true, sockDir }
-    const vm = yield* QemuMachine.launch(config(files, configOptions))
+    const vm = yield* QemuMachine.launch(config(files, options))
     // QEMU drops serial output while nothing is connected: connect, then run the CPU.
     const console = yield* vm.console
     const started = Date.now()
@@ -345,9 +340,10 @@ export const launch = (
         return { output: cleanOutput(output), status: Number(match[1]) }
       }))
 
+    const agentAddress = options.guestAgent === true ? agentSocketPath(vm.sockDir, vm.name) : undefined
     const agent = agentAddress === undefined
       ? Effect.fail(new MachineError({ message: "the guest was launched without guestAgent: true" }))
-      : yield* memoizedAgent(scope, { address: agentAddress, timeout: options.agentTimeout ?? Duration.seconds(60) })
+      : vm.guestAgent({ timeout: options.agentTimeout ?? Duration.seconds(60) })
 
     return { vm, console, files, bootTime, run, agentAddress, agent }
   }).pipe(Effect.withSpan("Guest.launch"))
@@ -356,32 +352,8 @@ export const launch = (
  * @since 0.2.0
  * @category models
  */
-export type LaunchOptions = BaseConfigOptions & {
+export type LaunchOptions = ConfigOptions & {
   readonly bootTimeout?: Duration.DurationInput | undefined
-  /** Start the guest agent and add its host side; the socket goes in a private temp dir unless `sockDir` is given. */
-  readonly guestAgent?: boolean | undefined
-  readonly sockDir?: string | undefined
-  /** Agent commands to disable in the guest (qemu-ga `-b`). */
-  readonly guestAgentDisabled?: ReadonlyArray<string> | undefined
   /** How long `agent` waits for the agent's first sync. Default 60 seconds. */
   readonly agentTimeout?: Duration.DurationInput | undefined
 }
-
-/** Connects on first use, in the guest's scope (a failed connect releases its socket and is not kept). */
-const memoizedAgent = (scope: Scope.Scope, options: GuestAgent.ConnectOptions) =>
-  Effect.gen(function*() {
-    const lock = yield* Effect.makeSemaphore(1)
-    let service: GuestAgent.GuestAgent.Service | undefined
-    return lock.withPermits(1)(Effect.suspend(() =>
-      service
-        ? Effect.succeed(service)
-        : GuestAgent.connect(options).pipe(
-          Scope.extend(scope),
-          Effect.tap((s) =>
-            Effect.sync(() => {
-              service = s
-            })
-          )
-        )
-    ))
-  })
