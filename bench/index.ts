@@ -4,7 +4,9 @@
  * noise hits both alike. Prints a table and writes bench/results.json.
  *
  *   --quick        a few iterations of everything, no pass/fail, no results.json (CI smoke)
- *   --only=a,b     run only these metrics (launch, lifecycle, roundtrips, typed-roundtrips, inflight, events, console, concurrent, many)
+ *   --only=a,b     run only these metrics (launch, lifecycle, roundtrips, typed-roundtrips, inflight, events, console, concurrent, many,
+ *                  guest-agent)
+ *   --merge        with --only: write the rows measured into results.json, replacing those of the same id (the rest kept)
  *   --guests       also boot 32 real test guests at once (TCG; minutes, needs `npm run guest`);
  *                  `--only=guests` runs that row alone
  *   --strict       exit 1 when a target is missed
@@ -27,6 +29,7 @@ const strict = argv.includes("--strict")
 const only = argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",")
 const guests = argv.includes("--guests") || (only?.includes("guests") ?? false)
 const enabled = (metric: string) => only === undefined || only.includes(metric)
+const merge = argv.includes("--merge")
 
 const plan = quick
   ? { warmup: 1, launch: 3, lifecycle: 3, rtRounds: 1, rtOps: 300, rtWarm: 50, inflight: 3, evWarm: 1, evRounds: 1, evPairs: 50, conRounds: 1, conSamples: 20, localSamples: 50, concRounds: 1, concCount: 32, manyRounds: 1, manyCount: 16, manyCommands: 10, guestCount: 2 }
@@ -511,6 +514,61 @@ const benchGuests = async () => {
   })
 }
 
+interface GuestAgentSummary {
+  readonly n: number
+  readonly median: number
+  readonly p95: number
+  readonly min: number
+  readonly max: number
+}
+
+interface GuestAgentResult {
+  readonly agentReadyMs: GuestAgentSummary
+  readonly portOpenToSyncMs: GuestAgentSummary
+  readonly execRoundTripMs: GuestAgentSummary
+  readonly writeMBps: GuestAgentSummary
+  readonly readMBps: GuestAgentSummary
+  readonly fileMiB: number
+}
+
+/** The guest agent on the real test guest (TCG), library only, in a fresh process (see bench/guestAgent.ts). */
+const benchGuestAgent = async () => {
+  log("guest agent on the test guest (TCG): boots, exec round trips, file transfer")
+  let r: GuestAgentResult
+  try {
+    const out = await new Promise<string>((resolve, reject) =>
+      cp.execFile(process.execPath, [...process.execArgv, path.join(benchDir, "guestAgent.ts"), "--json", ...(quick ? ["--quick"] : [])], { encoding: "utf8", maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) =>
+        error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout))
+    )
+    r = JSON.parse(out.trim().split("\n").pop()!) as GuestAgentResult
+  } catch (error) {
+    notes.push(`guest-agent: not measured: ${String(error).split("\n").slice(0, 3).join(" ")}`)
+    return
+  }
+  const informational = { baseline: "—", ratio: Number.NaN, ratioText: "—", target: "informational", pass: undefined } as const
+  rows.push({
+    id: "guest-agent-ready",
+    metric: "guest agent ready after launch (launch → first sync, TCG)",
+    library: `p50 ${fmtMs(r.agentReadyMs.median)} (min ${fmtMs(r.agentReadyMs.min)}, max ${fmtMs(r.agentReadyMs.max)}, n=${r.agentReadyMs.n}); port open → sync p50 ${fmtMs(r.portOpenToSyncMs.median)}`,
+    ...informational,
+    data: { agentReadyMs: r.agentReadyMs, portOpenToSyncMs: r.portOpenToSyncMs, unit: "ms" }
+  })
+  rows.push({
+    id: "guest-agent-exec",
+    metric: "guest agent exec round trip (/bin/true: guest-exec + status polls)",
+    library: `p50 ${fmtMs(r.execRoundTripMs.median)} (p95 ${fmtMs(r.execRoundTripMs.p95)}, n=${r.execRoundTripMs.n})`,
+    ...informational,
+    data: { execRoundTripMs: r.execRoundTripMs, unit: "ms" }
+  })
+  rows.push({
+    id: "guest-agent-file",
+    metric: `guest agent file throughput (${r.fileMiB} MiB writeFile / readFile)`,
+    library: `write ${r.writeMBps.median.toFixed(1)} MB/s, read ${r.readMBps.median.toFixed(1)} MB/s (n=${r.writeMBps.n})`,
+    ...informational,
+    data: { writeMBps: r.writeMBps, readMBps: r.readMBps, fileMiB: r.fileMiB, unit: "MB/s" }
+  })
+}
+
 // --- report ----------------------------------------------------------------------------------------------
 
 const table = (header: ReadonlyArray<string>, body: ReadonlyArray<ReadonlyArray<string>>): string => {
@@ -542,6 +600,7 @@ const main = async () => {
   if (enabled("console")) await benchConsole()
   if (enabled("concurrent")) await benchMany("concurrent", plan.concCount, 0, plan.concRounds, undefined)
   if (enabled("many")) await benchMany("many", plan.manyCount, plan.manyCommands, plan.manyRounds, 200 * 1024)
+  if (enabled("guest-agent")) await benchGuestAgent()
   if (guests) await benchGuests()
   const seconds = (now() - started) / 1000
 
@@ -558,6 +617,20 @@ const main = async () => {
   const left = leftovers()
   process.stdout.write(`${left.length === 0 ? "nothing left behind" : `LEFT BEHIND: ${left.join("; ")}`}; ${seconds.toFixed(0)} s\n`)
 
+  const toMetric = ({ id, metric, library, baseline, ratio, target, pass, data }: Row) => ({ id, metric, libraryText: library, baselineText: baseline, ratio, target, pass, ...data })
+  if (!quick && only !== undefined && merge && rows.length > 0) {
+    // A partial run updates its own rows; the others keep the figures (and date) of the run that measured them.
+    const file = path.join(benchDir, "results.json")
+    const results = JSON.parse(fs.readFileSync(file, "utf8")) as { metrics: Array<{ id: string; measuredAt?: string }> }
+    const fresh = rows.map((r) => ({ ...toMetric(r), measuredAt: new Date().toISOString() }))
+    const ids = new Set(fresh.map((m) => m.id))
+    const kept = results.metrics.filter((m) => !ids.has(m.id))
+    const at = results.metrics.findIndex((m) => ids.has(m.id))
+    results.metrics = at < 0 ? [...kept, ...fresh] : [...kept.slice(0, at), ...fresh, ...kept.slice(at)]
+    fs.writeFileSync(`${file}.tmp`, `${JSON.stringify(results, null, 2)}\n`)
+    fs.renameSync(`${file}.tmp`, file)
+    process.stdout.write(`merged ${[...ids].join(", ")} into ${path.relative(process.cwd(), file)}\n`)
+  }
   if (!quick && only === undefined) {
     const results = {
       date: new Date().toISOString(),
@@ -565,7 +638,7 @@ const main = async () => {
       environment: { node: process.version, qemu: qemuVersion, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, platform: `${os.type()} ${os.release()}` },
       plan,
       notes,
-      metrics: rows.map(({ id, metric, library, baseline, ratio, target, pass, data }) => ({ id, metric, libraryText: library, baselineText: baseline, ratio, target, pass, ...data }))
+      metrics: rows.map(toMetric)
     }
     const file = path.join(benchDir, "results.json")
     fs.writeFileSync(`${file}.tmp`, `${JSON.stringify(results, null, 2)}\n`)
