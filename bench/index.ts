@@ -221,15 +221,15 @@ interface Trips {
 const interleavedTrips = async (lib: (n: number) => Promise<Trips>, baseline: (n: number) => Promise<Trips>) => {
   const block = Math.min(1_000, plan.rtOps)
   const blocks = Math.ceil(plan.rtOps / block)
-  const merge = (xs: Array<Trips>): Trips => ({
+  const joined = (xs: Array<Trips>): Trips => ({
     total: xs.reduce((t, x) => t + x.total, 0),
     latencies: concat(xs.map((x) => x.latencies))
   })
   const r = { lib: [] as Array<Trips>, raw: [] as Array<Trips> }
   for (let round = 0; round < plan.rtRounds; round++) {
     const [l, b] = await interleaveMany<Trips>(blocks, 0, [() => lib(block), () => baseline(block)])
-    r.lib.push(merge(l!))
-    r.raw.push(merge(b!))
+    r.lib.push(joined(l!))
+    r.raw.push(joined(b!))
   }
   return r
 }
