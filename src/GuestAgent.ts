@@ -245,7 +245,9 @@ export interface ConnectOptions {
   readonly maxMessageSize?: number | undefined
   /**
    * Completes when the guest has shut down (e.g. QEMU's SHUTDOWN event):
-   * `shutdown` succeeds then, besides when the socket closes.
+   * `shutdown` succeeds then, besides when the socket closes. It is started
+   * before `guest-shutdown` is sent and interrupted when `shutdown` ends; a
+   * failure of it counts as not complete.
    */
   readonly shutdownComplete?: Effect.Effect<unknown, unknown> | undefined
 }
