@@ -428,17 +428,17 @@ modname() { local n="${1##*/}"; n="${n%%.ko*}"; REPLY="${n//-/_}"; }
 # .modinfo (`depends=a,b`, written by the kernel build: the .deb ships no
 # modules.dep, and depmod over the whole package is what this avoids).
 index_modules() {
-  local path rel deps
+  local line rel deps
   decompress_modules
-  while IFS= read -r path; do
-    rel="${path#"$kmod"/}"
+  # One grep for all: "kernel/drivers/virtio/virtio.ko:depends=virtio_ring".
+  while IFS= read -r line; do
+    rel="${line%%:depends=*}"
+    deps="${line#*:depends=}"
     modname "$rel"
     [[ -n "${mod_path[$REPLY]:-}" ]] && continue
     mod_path[$REPLY]="$rel"
-    deps="$(tr '\0' '\n' <"$path" | grep -a -m1 '^depends=' || true)"
-    deps="${deps#depends=}"
     mod_deps[$REPLY]="${deps//,/ }"
-  done < <(find "$kmod" -name '*.ko' | LC_ALL=C sort)
+  done < <(cd "$kmod" && find kernel -name '*.ko' | LC_ALL=C sort | xargs -r grep -a -o -H -m1 'depends=[^[:cntrl:]]*')
 }
 
 index_modules
@@ -496,13 +496,16 @@ fi
 
 gmod="$rootfs/lib/modules/$kernel_version"
 mkdir -p "$gmod"
-: >"$rootfs/etc/modules"
+rels=()
 for name in "${load_order[@]}"; do
-  rel="${mod_path[$name]}"
-  mkdir -p "$gmod/$(dirname "$rel")"
-  cp "$kmod/$rel" "$gmod/$rel"
-  echo "/lib/modules/$kernel_version/$rel" >>"$rootfs/etc/modules"
+  rels+=("${mod_path[$name]}")
 done
+if ((${#rels[@]})); then
+  (cd "$kmod" && cp --parents -- "${rels[@]}" "$gmod/")
+  printf '%s\n' "${rels[@]/#//lib/modules/$kernel_version/}" >"$rootfs/etc/modules"
+else
+  : >"$rootfs/etc/modules"
+fi
 for f in modules.builtin modules.order; do
   [[ -f "$kmod/$f" ]] && cp "$kmod/$f" "$gmod/$f"
 done
@@ -511,12 +514,13 @@ done
 phase_done modules
 
 # --- pack -------------------------------------------------------------------
-# gzip -6: ~0.5 s of CPU less than -9 for an initramfs 0.5% larger.
+# gzip -1: on this 8.7 MB cpio, 0.2 s of CPU against 0.45 s for -6 and 1.5 s
+# for -9, for 4.1 MB instead of 3.8 MB; the guest inflates all of them equally fast.
 echo "guest: packing initramfs"
 (
   cd "$rootfs"
   find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet
-) | gzip -6 -n >"$work/initramfs.cpio.gz"
+) | gzip -1 -n >"$work/initramfs.cpio.gz"
 mv -f "$vmlinuz" "$work/vmlinuz"
 phase_done pack
 
