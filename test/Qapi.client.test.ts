@@ -6,24 +6,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Logger } from "effect"
-import * as fs from "node:fs"
 import * as QmpClient from "../src/QmpClient.js"
-import { fakeServer, type FakeConnection } from "./helpers/fakeQmp.js"
-
-const snapshot = JSON.parse(fs.readFileSync(new URL("../src/generated/qmp-schema.json", import.meta.url), "utf8")) as {
-  readonly schema: ReadonlyArray<unknown>
-}
-
-/** Answers query-qmp-schema with the snapshot and `{}` to anything else; records what it received. */
-const answering = (received: Array<string>) => (conn: FakeConnection) =>
-  Effect.gen(function*() {
-    yield* conn.negotiate()
-    for (;;) {
-      const command = yield* conn.nextCommand
-      received.push(command.execute)
-      yield* conn.reply(command.id, command.execute === "query-qmp-schema" ? snapshot.schema : {})
-    }
-  }).pipe(Effect.ignore)
+import { fakeServer, schemaAnswering } from "./helpers/fakeQmp.js"
 
 // Each: a command, arguments QEMU 7.2 would refuse, and the path the error must name.
 const bad: ReadonlyArray<readonly [string, Record<string, unknown>, string]> = [
@@ -67,7 +51,7 @@ describe("typed QAPI in the client (fake server)", () => {
   it.scopedLive("validateArgs refuses 20+ bad argument shapes with the path, and none of them reaches the server", () =>
     Effect.gen(function*() {
       const received: Array<string> = []
-      const server = yield* fakeServer(answering(received))
+      const server = yield* fakeServer(schemaAnswering(received))
       const qmp = yield* QmpClient.connect({ address: server.path, validateArgs: true })
       for (const [command, args, path] of bad) {
         const error = yield* Effect.flip(qmp.execute(command as string, args))
@@ -85,7 +69,7 @@ describe("typed QAPI in the client (fake server)", () => {
   it.scopedLive("without validateArgs the same bad arguments are sent, and QEMU is left to judge them", () =>
     Effect.gen(function*() {
       const received: Array<string> = []
-      const server = yield* fakeServer(answering(received))
+      const server = yield* fakeServer(schemaAnswering(received))
       const qmp = yield* QmpClient.connect({ address: server.path })
       yield* qmp.execute("blockdev-add" as string, { driver: "no-such-driver" })
       expect(received).toEqual(["blockdev-add"])

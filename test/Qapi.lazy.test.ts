@@ -11,31 +11,14 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { QemuMachine } from "../src/index.js"
 import * as QmpClient from "../src/QmpClient.js"
-import { fakeServer, type FakeConnection } from "./helpers/fakeQmp.js"
+import { fakeServer, schemaAnswering, schemaSnapshot } from "./helpers/fakeQmp.js"
 import { noneConfig } from "./helpers/machine.js"
 import { tempDir } from "./helpers/qemu.js"
 
-const snapshot = JSON.parse(fs.readFileSync(new URL("../src/generated/qmp-schema.json", import.meta.url), "utf8")) as {
-  readonly schema: ReadonlyArray<unknown>
-}
-
 const STATUS = { status: "running", running: true, singlestep: false }
 
-/** Answers like QEMU 7.2 for the schema and query-status, `{}` to anything else; records every command name. */
-const counting = (received: Array<string>) => (conn: FakeConnection) =>
-  Effect.gen(function*() {
-    yield* conn.negotiate()
-    for (;;) {
-      const command = yield* conn.nextCommand
-      received.push(command.execute)
-      const reply = command.execute === "query-qmp-schema"
-        ? snapshot.schema
-        : command.execute === "query-status"
-        ? STATUS
-        : {}
-      yield* conn.reply(command.id, reply)
-    }
-  }).pipe(Effect.ignore)
+/** Answers like QEMU 7.2 for the schema and query-status; records every command name. */
+const counting = (received: Array<string>) => schemaAnswering(received, { "query-status": STATUS })
 
 /** The requests QEMU handled, from its `handle_qmp_command` trace (`-trace … -D file`). */
 const handled = (traceFile: string): Array<string> =>
@@ -74,7 +57,7 @@ describe("introspection is fetched lazily", () => {
       expect(yield* qmp.supports("query-status")).toBe(true)
       expect(received).toEqual(["query-qmp-schema"])
       expect(yield* qmp.supports("no-such-command")).toBe(false)
-      expect((yield* qmp.introspect).length).toBe(snapshot.schema.length)
+      expect((yield* qmp.introspect).length).toBe(schemaSnapshot.length)
       yield* qmp.execute("query-status")
       expect(received).toEqual(["query-qmp-schema", "query-status"])
     }))

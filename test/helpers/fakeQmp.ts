@@ -254,3 +254,32 @@ export const fakeServer = (
 
     return { path: sockPath }
   })
+
+/** The introspection snapshot the generated types came from (QEMU 7.2's `query-qmp-schema`). */
+export const schemaSnapshot: ReadonlyArray<unknown> = (JSON.parse(
+  fs.readFileSync(new URL("../../src/generated/qmp-schema.json", import.meta.url), "utf8")
+) as { readonly schema: ReadonlyArray<unknown> }).schema
+
+/**
+ * A handler that negotiates, then answers `query-qmp-schema` with the
+ * snapshot, a command named in `answers` with its value, and `{}` to anything
+ * else; every command name it receives is pushed to `received`.
+ */
+export const schemaAnswering = (
+  received: Array<string>,
+  answers: Readonly<Record<string, unknown>> = {}
+) =>
+(conn: FakeConnection): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    yield* conn.negotiate()
+    for (;;) {
+      const command = yield* conn.nextCommand
+      received.push(command.execute)
+      const reply = command.execute === "query-qmp-schema"
+        ? schemaSnapshot
+        : Object.prototype.hasOwnProperty.call(answers, command.execute)
+        ? answers[command.execute]
+        : {}
+      yield* conn.reply(command.id, reply)
+    }
+  }).pipe(Effect.ignore)
