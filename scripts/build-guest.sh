@@ -27,13 +27,13 @@ set -euo pipefail
 
 READY_MARKER="EFFECT-QEMU-READY"
 # Bumped when the guest's contents change: an older cache is rebuilt.
-GUEST_FORMAT=2
+GUEST_FORMAT=3
 # The guest agent and the shared libraries it loads (resolved at build time).
 AGENT_PACKAGES=(qemu-guest-agent libglib2.0-0 libnuma1 libudev1 liburing2 libpcre2-8-0 libc6)
 KERNEL_META="${EFFECT_QEMU_KERNEL_META:-linux-image-cloud-amd64}"
 WANTED_MODULES=(
   virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-  virtio_console button evdev pvpanic pvpanic_pci pvpanic_mmio
+  virtio_console virtio_blk button evdev pvpanic pvpanic_pci pvpanic_mmio
 )
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
