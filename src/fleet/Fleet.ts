@@ -31,7 +31,6 @@ import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as SocketRunner from "@effect/cluster/SocketRunner"
 import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
-import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import type { SocketServerError } from "@effect/platform/SocketServer"
 import * as RpcSerialization from "@effect/rpc/RpcSerialization"
 import * as PgClient from "@effect/sql-pg/PgClient"
@@ -53,6 +52,7 @@ import type * as QmpMessage from "../QmpMessage.js"
 import * as FleetErrors from "./FleetErrors.js"
 import * as Registry from "./internal/registry.js"
 import * as MachineSpec from "./MachineSpec.js"
+import * as Transport from "./internal/transport.js"
 import * as VmEntity from "./VmEntity.js"
 
 // ---------------------------------------------------------------------------
@@ -95,6 +95,47 @@ const sqlLayer = (storage: Storage): Layer.Layer<SqlClient.SqlClient, SqlError |
       return PgClient.layer({ url: Redacted.make(storage.url), maxConnections: 4 })
   }
 }
+
+// ---------------------------------------------------------------------------
+// transport
+
+/**
+ * The fleet's certificates, for mutual TLS between runners and clients: the
+ * fleet's CA, and this member's certificate (signed by that CA) and key. Each
+ * is PEM text or the path of a PEM file (read when the layer starts).
+ *
+ * Every member presents its certificate and checks the other's against `ca`
+ * (and only `ca`): a peer without a certificate, with another CA's, or with
+ * an expired one is refused during the handshake. Host names are not checked:
+ * the CA is what a fleet trusts.
+ *
+ * @since 0.3.0
+ * @category transport
+ */
+export interface Tls {
+  readonly _tag: "Tls"
+  readonly ca: string
+  readonly cert: string
+  readonly key: string
+}
+
+/**
+ * @since 0.3.0
+ * @category transport
+ */
+export const tls = (options: { readonly ca: string; readonly cert: string; readonly key: string }): Tls => ({
+  _tag: "Tls",
+  ca: options.ca,
+  cert: options.cert,
+  key: options.key
+})
+
+const transportMode = (
+  options: { readonly tls?: Tls | undefined; readonly insecure?: boolean | undefined }
+): Effect.Effect<Transport.Mode, ConfigError> =>
+  options.tls === undefined
+    ? Effect.succeed({ _tag: "Plain", insecure: options.insecure === true })
+    : Effect.map(Transport.load(options.tls), (material) => ({ _tag: "Tls", material }))
 
 // ---------------------------------------------------------------------------
 // client
@@ -315,8 +356,19 @@ export interface RunnerOptions {
    * is alone (no network); with PostgreSQL storage it is required.
    */
   readonly address?: Address | undefined
-  /** Where to listen, when it differs from `address` (e.g. `0.0.0.0`). */
+  /**
+   * Where to listen, when it differs from `address` (e.g. `0.0.0.0`). Without
+   * `tls`, only a loopback address is accepted (unless `insecure`).
+   */
   readonly listen?: Address | undefined
+  /** Mutual TLS with the other members (`Fleet.tls`). */
+  readonly tls?: Tls | undefined
+  /**
+   * Without `tls`, listen and connect on other than loopback anyway, in plain
+   * TCP: anyone who reaches the port may launch VMs (within the policy). A
+   * warning is logged at start.
+   */
+  readonly insecure?: boolean | undefined
   /** A VM whose client sends no heartbeat for this long is shut down (default 30 s). */
   readonly vmIdleTimeout?: Duration.DurationInput | undefined
   /** Tuning of the cluster (same for every runner and client of a fleet). */
@@ -329,6 +381,10 @@ export interface RunnerOptions {
  */
 export interface ClientOptions {
   readonly storage: Storage
+  /** Mutual TLS with the runners (`Fleet.tls`). */
+  readonly tls?: Tls | undefined
+  /** Without `tls`, talk plain TCP to runners other than on loopback. */
+  readonly insecure?: boolean | undefined
   /** Tuning of the cluster (same for every runner and client of a fleet). */
   readonly shardingConfig?: Partial<ShardingConfig.ShardingConfig["Type"]> | undefined
 }
@@ -372,21 +428,32 @@ export const runnerLayer = (
   })
   const sharding: Layer.Layer<
     Sharding.Sharding,
-    SocketServerError,
+    SocketServerError | ConfigError,
     ShardingConfig.ShardingConfig | MessageStorage.MessageStorage | RunnerStorage.RunnerStorage
   > = options.address === undefined
     ? Sharding.layer.pipe(Layer.provide([Runners.layerNoop, RunnerHealth.layerNoop]))
-    : SocketRunner.layer.pipe(
-      Layer.provide(RunnerHealth.layerPing.pipe(Layer.provide(Runners.layerRpc))),
-      Layer.provide([NodeClusterSocket.layerSocketServer, NodeClusterSocket.layerClientProtocol]),
-      Layer.provide(RpcSerialization.layerMsgPack)
-    )
+    : networked(options, options.listen ?? options.address)
   const entity = VmEntity.layer({ maxIdleTime: options.vmIdleTimeout ?? Duration.seconds(30) })
   return Layer.merge(entity, Layer.effect(Fleet, make)).pipe(
     Layer.provideMerge(sharding),
     Layer.provide(base(storage, config))
   )
 }
+
+const networked = (
+  options: RunnerOptions,
+  listen: Address
+): Layer.Layer<
+  Sharding.Sharding,
+  SocketServerError | ConfigError,
+  ShardingConfig.ShardingConfig | MessageStorage.MessageStorage | RunnerStorage.RunnerStorage
+> =>
+  Layer.unwrapEffect(Effect.map(transportMode(options), (mode) =>
+    SocketRunner.layer.pipe(
+      Layer.provide(RunnerHealth.layerPing.pipe(Layer.provide(Runners.layerRpc))),
+      Layer.provide([Transport.socketServer(listen, mode), Transport.clientProtocol(mode)]),
+      Layer.provide(RpcSerialization.layerMsgPack)
+    )))
 
 const base = (storage: Storage, config: Layer.Layer<ShardingConfig.ShardingConfig>) =>
   Layer.mergeAll(
@@ -413,7 +480,7 @@ export const clientLayer = (options: ClientOptions): Layer.Layer<Fleet | Shardin
   })
   return Layer.effect(Fleet, make).pipe(
     Layer.provideMerge(SocketRunner.layerClientOnly),
-    Layer.provide(NodeClusterSocket.layerClientProtocol),
+    Layer.provide(Layer.unwrapEffect(Effect.map(transportMode(options), Transport.clientProtocol))),
     Layer.provide(RpcSerialization.layerMsgPack),
     Layer.provide(base(options.storage, config))
   )
