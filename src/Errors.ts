@@ -281,6 +281,34 @@ export class VmLost extends Data.TaggedError("VmLost")<{
 }
 
 /**
+ * Why a snapshot could not be saved, opened, restored or cloned.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type SnapshotErrorReason = "NotMigratable" | "VersionMismatch" | "Corrupt" | "WritableDisk" | "Io"
+
+/**
+ * A snapshot, template or clone failed: QEMU cannot migrate this machine
+ * (`NotMigratable`, its blockers in the message), the QEMU restoring it
+ * refuses the state of another version (`VersionMismatch`, both named), the
+ * saved files are missing, truncated or damaged (`Corrupt`), a template's
+ * arguments open a writable disk (`WritableDisk`), or the file system failed
+ * (`Io`: full disk, permissions).
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class SnapshotError extends Data.TaggedError("SnapshotError")<{
+  readonly reason: SnapshotErrorReason
+  readonly message: string
+  readonly cause?: unknown
+}> {
+  /** @since 0.3.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+}
+
+/**
  * Any QMP-level failure of a command round trip, other than QEMU's own
  * `{ error }` answer.
  *
@@ -303,7 +331,8 @@ export const isEffectQemuError = (u: unknown): u is
   | MachineError
   | QmpArgumentError
   | GuestAgentError
-  | VmLost => typeof u === "object" && u !== null && ErrorTypeId in u
+  | VmLost
+  | SnapshotError => typeof u === "object" && u !== null && ErrorTypeId in u
 
 const truncate = (s: string, max: number): string => s.length > max ? `${s.slice(0, max)}… (${s.length - max} more chars)` : s
 

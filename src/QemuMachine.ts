@@ -32,17 +32,20 @@ import type {
   QmpArgumentError,
   QmpCommandError,
   QmpConnectionError,
-  QmpError
+  QmpError,
+  SnapshotError
 } from "./Errors.js"
 import type * as EventMatch from "./EventMatch.js"
 import type * as GuestAgent from "./GuestAgent.js"
 import * as config_ from "./internal/machine/config.js"
 import { qmpDisabled } from "./internal/machine/handle.js"
 import * as launch_ from "./internal/machine/launch.js"
+import * as restore_ from "./internal/snapshot/restore.js"
 import * as state_ from "./internal/machine/state.js"
 import type * as Qapi from "./Qapi.js"
 import * as QmpClient from "./QmpClient.js"
 import type * as QmpMessage from "./QmpMessage.js"
+import type * as Snapshot from "./Snapshot.js"
 
 /**
  * @since 0.1.0
@@ -150,6 +153,12 @@ export interface Config extends Pipeable.Pipeable {
   readonly qmp: boolean
   readonly guestAgent: boolean
   readonly fds: ReadonlyArray<PassedFd>
+  /**
+   * Disks added with {@link addDisk}.
+   *
+   * @since 0.3.0
+   */
+  readonly disks: ReadonlyArray<Disk>
 }
 
 /**
@@ -235,6 +244,47 @@ export const addGuestAgent: (self: Config) => Config = config_.addGuestAgent
  */
 export const addFd: (passed: PassedFd) => (self: Config) => Config = config_.addFd
 
+
+/**
+ * A disk the library knows about (see {@link addDisk}).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Disk {
+  readonly path: string
+  /** QEMU's block format (`raw`, `qcow2`, ...). */
+  readonly format: string
+  readonly readOnly: boolean
+  /** The drive id; the virtio-blk device is `<id>-dev`. */
+  readonly id: string
+}
+
+/**
+ * Options of {@link addDisk}.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DiskOptions {
+  readonly path: string
+  /** Default: `qcow2` for a `.qcow2` file, else `raw`. */
+  readonly format?: string | undefined
+  readonly readOnly?: boolean | undefined
+  /** Default `disk<N>`. */
+  readonly id?: string | undefined
+}
+
+/**
+ * Adds a disk as a virtio-blk device (`-drive if=none,...` and
+ * `-device virtio-blk-pci`). Unlike a raw `-drive` in the arguments, the
+ * library knows it: a template turns it into a read-only backing file and
+ * every clone writes to its own qcow2 overlay.
+ *
+ * @since 0.3.0
+ * @category combinators
+ */
+export const addDisk: (disk: DiskOptions) => (self: Config) => Config = config_.addDisk
 
 /**
  * Paths and addresses a launch resolves before starting QEMU.
@@ -420,6 +470,18 @@ export interface Machine {
   readonly sendFdScm: (
     fd: number | { readonly path: string }
   ) => Effect.Effect<void, QmpConnectionError | MachineError>
+  /**
+   * Saves the machine's device and RAM state and its configuration into a
+   * directory (mode 0700): pauses it, migrates to a file, writes
+   * `manifest.json` last, and lets it run again unless `keepPaused`. Disks
+   * are not copied. A machine QEMU cannot migrate fails with `SnapshotError`
+   * `NotMigratable` naming QEMU's blockers.
+   *
+   * @since 0.3.0
+   */
+  readonly snapshot: (
+    options?: Snapshot.SaveOptions
+  ) => Effect.Effect<Snapshot.Snapshot, SnapshotError | QmpError>
 }
 
 /**
@@ -439,6 +501,34 @@ export class QemuMachine extends Context.Tag("effect-qemu/QemuMachine")<QemuMach
  * @category constructors
  */
 export const launch: (config: Config) => Effect.Effect<Machine, LaunchFailure, Scope.Scope> = launch_.launch
+
+/**
+ * Options of {@link restore}.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface RestoreOptions {
+  /** Leave the restored machine paused (`cont` runs it). Default: it runs when `restore` returns. */
+  readonly paused?: boolean | undefined
+}
+
+/**
+ * Starts a machine from a snapshot, scoped like {@link launch}: the
+ * recorded configuration with the recorded machine type, `-incoming defer`,
+ * `migrate-incoming` from the state file, then running (unless `paused`).
+ * The console, QMP and the guest agent work as after a launch; with a guest
+ * agent, the guest clock is set from the host in the background. A state
+ * the QEMU refuses fails with `SnapshotError` (`VersionMismatch` naming both
+ * versions when they differ, `Corrupt` otherwise) and leaves nothing running.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const restore: (
+  snapshot: Snapshot.Snapshot,
+  options?: RestoreOptions
+) => Effect.Effect<Machine, LaunchFailure | SnapshotError, Scope.Scope> = restore_.restore
 
 /**
  * A layer that launches the machine and provides both `QemuMachine` and

@@ -21,3 +21,5 @@ export * as QemuMachine from "./QemuMachine.js"
 export * as Qapi from "./Qapi.js"
 /** @since 0.2.0 */
 export * as GuestAgent from "./GuestAgent.js"
+/** @since 0.3.0 */
+export * as Snapshot from "./Snapshot.js"

@@ -41,10 +41,12 @@ export const make = (options: Api.Options): Api.Config =>
     eventStreamBuffer: options.eventStreamBuffer,
     validateArgs: options.validateArgs ?? false,
     machine: undefined,
+    accel: undefined,
     console: undefined,
     qmp: true,
     guestAgent: false,
-    fds: []
+    fds: [],
+    disks: []
   })
 
 export const addArgs = (...args: ReadonlyArray<string>) => (self: Api.Config): Api.Config =>
@@ -54,6 +56,11 @@ export const setMachine: {
   (machineType: string): (self: Api.Config) => Api.Config
   (self: Api.Config, machineType: string): Api.Config
 } = dual(2, (self: Api.Config, machineType: string): Api.Config => update(self, { machine: machineType }))
+
+export const setAccel: {
+  (accel: Api.AccelChoice): (self: Api.Config) => Api.Config
+  (self: Api.Config, accel: Api.AccelChoice): Api.Config
+} = dual(2, (self: Api.Config, accel: Api.AccelChoice): Api.Config => update(self, { accel }))
 
 export const setConsole =
   (options: { readonly deviceType?: string | undefined; readonly index?: number | undefined } = {}) =>
@@ -74,6 +81,24 @@ export const addFd = (passed: Api.PassedFd) => (self: Api.Config): Api.Config =>
   return update(self, { args: [...self.args, "-add-fd", options.join(",")], fds: [...self.fds, passed] })
 }
 
+const formatOf = (path: string): string => (/\.qcow2$/i.test(path) ? "qcow2" : "raw")
+
+export const addDisk = (disk: Api.DiskOptions) => (self: Api.Config): Api.Config => {
+  const id = disk.id ?? `disk${self.disks.length}`
+  const added: Api.Disk = { path: disk.path, format: disk.format ?? formatOf(disk.path), readOnly: disk.readOnly ?? false, id }
+  return update(self, { disks: [...self.disks, added] })
+}
+
+/** QEMU's option syntax doubles a comma inside a value. */
+const escapeOption = (value: string): string => value.replace(/,/g, ",,")
+
+export const diskArgs = (disk: Api.Disk): Array<string> => [
+  "-drive",
+  `if=none,id=${disk.id},file=${escapeOption(disk.path)},format=${disk.format}${disk.readOnly ? ",readonly=on" : ""}`,
+  "-device",
+  `virtio-blk-pci,drive=${disk.id},id=${disk.id}-dev`
+]
+
 type Sockets = Pick<Api.Resolved, "monitorAddress" | "consolePath"> & { readonly guestAgentPath?: string | undefined }
 
 export const baseArgs = (config: Api.Config, resolved: Sockets): Array<string> => {
@@ -86,6 +111,8 @@ export const baseArgs = (config: Api.Config, resolved: Sockets): Array<string> =
     args.push("-chardev", chardev, "-mon", "chardev=mon,mode=control")
   }
   if (config.machine !== undefined) args.push("-machine", config.machine)
+  // `auto` is resolved by launch before the command line is built; left unresolved, QEMU's default (TCG) applies.
+  if (config.accel !== undefined && config.accel !== "auto") args.push("-accel", config.accel)
   if (config.console) {
     for (let i = 0; i < config.console.index; i++) args.push("-serial", "null")
     args.push("-chardev", `socket,id=console,path=${resolved.consolePath},server=on,wait=off`)
@@ -93,6 +120,7 @@ export const baseArgs = (config: Api.Config, resolved: Sockets): Array<string> =
     else args.push("-device", `${config.console.deviceType},chardev=console`)
   }
   if (config.guestAgent && resolved.guestAgentPath !== undefined) args.push(...guestAgentArgs(resolved.guestAgentPath))
+  for (const disk of config.disks ?? []) args.push(...diskArgs(disk))
   return args
 }
 

@@ -16,6 +16,7 @@ import * as Console from "../console.js"
 import * as GuestAgentService from "../guestAgent/service.js"
 import * as Proc from "../process.js"
 import * as Client from "../qmp/client.js"
+import * as Save from "../snapshot/save.js"
 import { TypeId } from "./config.js"
 import type * as Lifecycle from "./lifecycle.js"
 import type { Prepared } from "./prepare.js"
@@ -123,6 +124,8 @@ export interface HandleDeps {
   readonly console: ConsoleHolder
   readonly guestAgent: GuestAgentHolder
   readonly log: () => Option.Option<string>
+  /** The configuration a snapshot records (a restored machine's is the one it was restored from). */
+  readonly recorded: Api.Config
 }
 
 const sendFdScm = (client: QmpApi.QmpClient.Service, fd: number | { readonly path: string }) => {
@@ -197,7 +200,8 @@ export const make = (deps: HandleDeps): Api.Machine => {
     log: Effect.sync(deps.log),
     console: deps.console.get,
     guestAgent: deps.guestAgent.get,
-    sendFdScm: (fd) => Effect.flatMap(requireQmp, (client) => sendFdScm(client, fd))
+    sendFdScm: (fd) => Effect.flatMap(requireQmp, (client) => sendFdScm(client, fd)),
+    snapshot: (options) => Save.save(machine, deps.recorded, options)
   }
   return machine
 }

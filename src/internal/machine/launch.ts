@@ -19,7 +19,7 @@ import * as State from "./state.js"
 // Built once: providing the layer to every launch rebuilt it each time (a fifth of a millisecond).
 const nodeFileSystem = Effect.runSync(Effect.provide(FileSystem.FileSystem, NodeFileSystem.layer))
 
-const build = (config: Api.Config, scope: Scope.CloseableScope) =>
+const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Config) =>
   Effect.gen(function*() {
     const prepared = yield* prepare(config, scope, nodeFileSystem)
     const { child, killAndFail, qmp } = yield* start(config, prepared, scope)
@@ -65,14 +65,18 @@ const build = (config: Api.Config, scope: Scope.CloseableScope) =>
     )
     yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
     const guestAgent = Handle.makeGuestAgent(prepared, scope, child, qmp, ladder.started)
-    return Handle.make({ prepared, child, qmp, state, shutdown: ladder, console, guestAgent, log: () => log })
+    return Handle.make({ prepared, child, qmp, state, shutdown: ladder, console, guestAgent, log: () => log, recorded })
   })
 
-export const launch = (config: Api.Config): Effect.Effect<Api.Machine, LaunchFailure, Scope.Scope> =>
+/** `recorded`: what `vm.snapshot()` saves as the machine's configuration (a restore launches with more). */
+export const launch = (
+  config: Api.Config,
+  recorded: Api.Config = config
+): Effect.Effect<Api.Machine, LaunchFailure, Scope.Scope> =>
   Effect.gen(function*() {
     const parent = yield* Effect.scope
     const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
-    return yield* build(config, scope).pipe(
+    return yield* build(config, scope, recorded).pipe(
       Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
     )
   }).pipe(

@@ -1,0 +1,138 @@
+/**
+ * `QemuMachine.restore`: the recorded config with the recorded machine type,
+ * paused (`-S`) and waiting (`-incoming defer`), then `migrate-incoming`
+ * from the state file. QEMU exits when the state does not load: that, a
+ * failed migration and a refused machine type become `SnapshotError`
+ * (`VersionMismatch` when the versions differ, else `Corrupt`), and the
+ * machine is gone before the error is seen.
+ */
+import { Duration, Effect, Scope } from "effect"
+import * as cp from "node:child_process"
+import * as fs from "node:fs"
+import * as nodePath from "node:path"
+import type { LaunchFailure } from "../../Errors.js"
+import { SnapshotError } from "../../Errors.js"
+import type * as Api from "../../QemuMachine.js"
+import type * as SnapshotApi from "../../Snapshot.js"
+import { launch } from "../machine/launch.js"
+import * as Args from "./args.js"
+import * as Manifest from "./manifest.js"
+import * as Migrate from "./migrate.js"
+
+export interface RestoreOptions {
+  readonly paused?: boolean | undefined
+}
+
+export interface Incoming {
+  /** The config to launch (before the machine type and `-incoming` are added). */
+  readonly config: Api.Config
+  /** What a snapshot of the new machine records. */
+  readonly recorded: Api.Config
+  readonly ignoreShared: boolean
+}
+
+const tail = (text: string, lines = 6) => text.trim().split("\n").slice(-lines).join("\n")
+
+const readLog = (vm: Migrate.Machine) => {
+  try {
+    return fs.readFileSync(nodePath.join(vm.logDir, `${vm.name}.log`), "utf8")
+  } catch {
+    return ""
+  }
+}
+
+/** `QEMU emulator version 10.0.3 (Debian ...)` → `10.0.3`, or what it printed. */
+const binaryVersion = (config: Api.Config) =>
+  Effect.async<string>((resume) => {
+    const [command, ...rest] = [...config.wrapper, config.binary, "--version"]
+    const child = cp.execFile(command!, rest, { timeout: 10_000 }, (error, stdout) => {
+      const match = /version (\d+\.\d+\.\d+)/.exec(stdout)
+      resume(Effect.succeed(match ? match[1]! : error ? "unknown" : stdout.trim()))
+    })
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+const refused = (snapshot: SnapshotApi.Snapshot, target: string, detail: string) =>
+  snapshot.manifest.qemuVersion !== target
+    ? new SnapshotError({
+      reason: "VersionMismatch",
+      message: `snapshot ${snapshot.dir} was saved by QEMU ${snapshot.manifest.qemuVersion} ` +
+        `(${snapshot.manifest.machineType}); QEMU ${target} refuses it: ${detail}`
+    })
+    : new SnapshotError({ reason: "Corrupt", message: `snapshot ${snapshot.dir} does not load: ${detail}` })
+
+const launchRecorded = (snapshot: SnapshotApi.Snapshot, incoming: Incoming) => {
+  const typed = Args.withMachineType(incoming.config, snapshot.manifest.machineType)
+  // Paused after loading whatever the saved run state was: running is our call.
+  const config = Args.withArgs(typed, ...(typed.args.includes("-S") ? [] : ["-S"]), "-incoming", "defer")
+  return launch(config, incoming.recorded).pipe(
+    Effect.catchTag("LaunchFailure", (e: LaunchFailure): Effect.Effect<never, LaunchFailure | SnapshotError> =>
+      /machine type|unsupported machine|invalid machine/i.test(e.output)
+        ? Effect.flatMap(binaryVersion(config), (target) => Effect.fail(refused(snapshot, target, tail(e.output))))
+        : Effect.fail(e))
+  )
+}
+
+/** Sets the guest clock from the host through the agent, in the background: a guest without one is not waited for. */
+const setGuestClock = (vm: Api.Machine) =>
+  Effect.gen(function*() {
+    const agent = yield* vm.guestAgent({ timeout: Duration.seconds(30) })
+    const now = BigInt(Date.now()) * 1_000_000n
+    yield* agent.execute("guest-set-time", { time: Number(now) })
+  }).pipe(
+    Effect.catchAll((e) => Effect.logDebug(`guest clock not set after restore: ${e.message}`)),
+    Effect.forkScoped,
+    Effect.asVoid
+  )
+
+export const incoming = (
+  snapshot: SnapshotApi.Snapshot,
+  incoming: Incoming,
+  options: RestoreOptions = {}
+): Effect.Effect<Api.Machine, LaunchFailure | SnapshotError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const vm = yield* launchRecorded(snapshot, incoming)
+    const target = Migrate.versionOf(vm)
+    const load = Effect.gen(function*() {
+      yield* Migrate.setCapabilities(vm, incoming.ignoreShared)
+      yield* vm.command("migrate-incoming", { uri: `exec:cat ${Manifest.shellQuote(snapshot.stateFile)}` })
+      const outcome = yield* Migrate.awaitEnd(vm)
+      if (outcome.status !== "completed") {
+        return yield* Effect.fail(refused(snapshot, target, outcome.error ?? outcome.status))
+      }
+      if (options.paused !== true) yield* vm.command("cont")
+    }).pipe(
+      Effect.catchIf(
+        (e): e is Exclude<typeof e, SnapshotError> => e._tag !== "SnapshotError",
+        (e) =>
+          Effect.gen(function*() {
+            // QEMU ends itself when the state does not load; what it said is the reason.
+            yield* Effect.ignore(vm.kill)
+            const log = tail(readLog(vm))
+            return yield* Effect.fail(refused(snapshot, target, log || e.message))
+          })
+      ),
+      Effect.tapError(() => Effect.ignore(vm.kill))
+    )
+    yield* load
+    if (incoming.recorded.guestAgent && options.paused !== true) yield* setGuestClock(vm)
+    return vm
+  })
+
+export const restore = (
+  snapshot: SnapshotApi.Snapshot,
+  options: RestoreOptions = {}
+): Effect.Effect<Api.Machine, LaunchFailure | SnapshotError, Scope.Scope> =>
+  Effect.gen(function*() {
+    // Checked again: the files may have changed since the snapshot was opened.
+    const checked = yield* Manifest.open(snapshot.dir)
+    const { extra, manifest } = checked
+    const memory = extra.memory
+    const config = memory
+      ? Args.withArgs(manifest.config, ...Args.memoryArgs(nodePath.join(checked.dir, memory.file), memory.size, false))
+      : manifest.config
+    const recorded = memory
+      ? Args.withArgs(manifest.config, ...Args.anonymousMemoryArgs(memory.size))
+      : manifest.config
+    return yield* incoming(checked, { config, recorded, ignoreShared: memory !== undefined }, options)
+  }).pipe(Effect.withSpan("QemuMachine.restore", { captureStackTrace: false }))
