@@ -175,6 +175,11 @@ export class QmpProtocolError extends Data.TaggedError("QmpProtocolError")<{
   readonly message: string
   /** The offending bytes, truncated to a few hundred characters. */
   readonly raw: string
+  /**
+   * Where a typed reply or event did not match its schema (`return.singlestep`,
+   * `data.reason`), when that is what failed; absent for framing and JSON errors.
+   */
+  readonly path?: string | undefined
 }> {
   /** @since 0.1.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId

@@ -30,17 +30,50 @@
 import type { Effect, Schema } from "effect"
 import type * as Generated from "./generated/qmp.js"
 import * as generated from "./generated/qmp.js"
+import * as decode from "./internal/qapi/decode.js"
 import type { ArgsTupleOf, CommandInfo, EventInfo } from "./internal/qapi/info.js"
 
 export type * from "./generated/qmp.js"
 
 /**
- * The QEMU version the types were generated from, e.g. `"7.2.22"`.
+ * The newest QEMU version the types were generated from, e.g. `"11.1.3"`
+ * (all of them: `versions`).
  *
  * @since 0.2.0
  * @category constants
  */
 export const schemaVersion: string = generated.schemaVersion
+
+/**
+ * Every QEMU version the types were generated from, oldest first (e.g.
+ * `["7.2.22", "10.0.13", "11.1.3"]`: Debian 12, 13 and sid). A connection to
+ * one of them (by major.minor) checks replies and events against that
+ * version's own schema; any other version against these merged types,
+ * leniently (see `isUnchecked`).
+ *
+ * @since 0.3.0
+ * @category constants
+ */
+export const versions: ReadonlyArray<string> = generated.versions
+
+/**
+ * Whether a reply value or event reached you without matching its types:
+ * the QEMU it came from is not one of `versions` (newer, say) and sent
+ * something the merged types do not allow. It is delivered as QEMU sent it,
+ * with one warning per command or event name on the connection's log. From
+ * a QEMU of one of `versions`, such a value is a `QmpProtocolError` instead,
+ * so this is always `false` there.
+ *
+ * @example
+ * ```ts
+ * const shutdown = yield* vm.eventWait("SHUTDOWN")
+ * if (Qapi.isUnchecked(shutdown)) console.warn("QEMU is newer than the types: data not checked")
+ * ```
+ *
+ * @since 0.3.0
+ * @category refinements
+ */
+export const isUnchecked: (value: unknown) => boolean = decode.isUnchecked
 
 /**
  * For every command: `{ args, result, allowOob, features }`, where `args` and

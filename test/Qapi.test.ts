@@ -5,48 +5,70 @@
  * agent schema reader.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Either, Schema } from "effect"
+import { Effect, Either, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { parseQapiSource, toSchemaInfo } from "../scripts/qapi/qgaSource.js"
 import { QmpArgumentError, QmpProtocolError } from "../src/Errors.js"
 import * as Qga from "../src/generated/qga.js"
-import { decodeEvent, decodeResult, makeEventDecoder } from "../src/internal/qapi/decode.js"
+import { forVersion } from "../src/internal/qapi/decode.js"
 import { isSchemaInfoList } from "../src/internal/qapi/schemaInfo.js"
 import * as Validate from "../src/internal/qapi/validate.js"
 import * as Qapi from "../src/Qapi.js"
 
-const snapshot = JSON.parse(
-  fs.readFileSync(path.join(import.meta.dirname, "..", "src", "generated", "qmp-schema.json"), "utf8")
-) as { version: { qemu: { major: number; minor: number; micro: number } }; schema: unknown }
+type Snapshot = { version: { qemu: { major: number; minor: number; micro: number } }; schema: unknown }
+const readSnapshot = (version: string): Snapshot =>
+  JSON.parse(
+    fs.readFileSync(path.join(import.meta.dirname, "..", "src", "generated", `qmp-schema-${version}.json`), "utf8")
+  ) as Snapshot
+const snapshots = ["7.2", "10.0", "11.1"].map(readSnapshot)
+const snapshot = snapshots[0]!
 const entries = isSchemaInfoList(snapshot.schema) ? snapshot.schema : []
+const entriesOf = (s: Snapshot) => (isSchemaInfoList(s.schema) ? s.schema : [])
 const validator = Validate.make(entries)
+const versionOf = (s: Snapshot) => `${s.version.qemu.major}.${s.version.qemu.minor}.${s.version.qemu.micro}`
+
+/** A connection's checks for a QEMU of this version (warnings collected). */
+const decodersFor = (version: string, warnings: Array<string> = []) => {
+  const [major, minor, micro] = version.split(".").map(Number)
+  return Effect.runPromise(forVersion({ major: major!, minor: minor!, micro: micro! }, (m) => warnings.push(m)))
+}
 
 describe("Qapi tables", () => {
-  it("has every command and event of the snapshot, and its version", () => {
-    const v = snapshot.version.qemu
-    expect(Qapi.schemaVersion).toBe(`${v.major}.${v.minor}.${v.micro}`)
-    const commands = entries.filter((e) => e["meta-type"] === "command").map((e) => e.name)
-    const events = entries.filter((e) => e["meta-type"] === "event").map((e) => e.name)
-    expect(Object.keys(Qapi.commands)).toEqual(commands)
-    expect(Object.keys(Qapi.events)).toEqual(events)
+  it("has every command and event of every version's snapshot, and the versions", () => {
+    expect(Qapi.versions).toEqual(snapshots.map(versionOf))
+    expect(Qapi.schemaVersion).toBe(versionOf(snapshots[2]!))
+    const names = (kind: string) =>
+      new Set(snapshots.flatMap((s) => entriesOf(s).filter((e) => e["meta-type"] === kind).map((e) => e.name)))
+    expect(new Set(Object.keys(Qapi.commands))).toEqual(names("command"))
+    expect(new Set(Object.keys(Qapi.events))).toEqual(names("event"))
     expect(Qapi.isCommandName("query-status")).toBe(true)
     expect(Qapi.isCommandName("toString")).toBe(false)
     expect(Qapi.isEventName("SHUTDOWN")).toBe(true)
   })
 
-  it("carries allow-oob and features", () => {
+  it("carries allow-oob (from any version) and features", () => {
     const oob = Object.entries(Qapi.commands).filter(([, c]) => c.allowOob).map(([n]) => n).sort()
-    expect(oob).toEqual(["migrate-pause", "migrate-recover", "query-yank", "yank"])
+    const expected = new Set(
+      snapshots.flatMap((s) => entriesOf(s).filter((e) => e["meta-type"] === "command" && e["allow-oob"]).map((e) => e.name))
+    )
+    expect(oob).toEqual([...expected].sort())
+    expect(oob).toContain("migrate-pause")
     expect(Qapi.commands["x-query-irq"].features).toContain("unstable")
     expect(Qapi.commands["drive-backup"].features).toContain("deprecated")
-    expect(Qapi.events.MEM_UNPLUG_ERROR.features).toContain("deprecated")
   })
 
   it("builds each Schema once, on first use", () => {
     expect(Qapi.commands["query-status"]).toBe(Qapi.commands["query-status"])
     expect(Qapi.commands["query-status"].result).toBe(Qapi.schema("StatusInfo"))
     expect(Qapi.commands["blockdev-add"].args).toBe(Qapi.schema("BlockdevOptions"))
+  })
+
+  it("merges the versions: a member some lack is optional, enums are the union", () => {
+    const status = Schema.is(Qapi.schema("StatusInfo"))
+    expect(status({ running: true, status: "running" })).toBe(true) // 10.0+: no singlestep
+    expect(status({ running: true, singlestep: false, status: "running" })).toBe(true) // 7.2
+    expect(status({ running: true })).toBe(false)
   })
 
   it("decodes a recursive flat union (blockdev-add's BlockdevOptions)", () => {
@@ -63,75 +85,130 @@ describe("Qapi tables", () => {
   })
 })
 
-describe("decodeResult", () => {
-  it("returns a matching reply as it came, extra members included", () => {
+describe("replies, checked against the connected QEMU's own schema", () => {
+  it("returns a matching reply as it came, extra members included", async () => {
+    const d = await decodersFor("7.2.22")
+    expect(d).toMatchObject({ version: "7.2.22", known: true })
     const reply = { running: true, singlestep: false, status: "running", "from-a-newer-qemu": 1 }
-    expect(decodeResult("query-status", reply)).toEqual(Either.right(reply))
-    expect(Either.getOrThrow(decodeResult("query-status", reply))).toBe(reply)
+    expect(Either.getOrThrow(d.result("query-status", reply))).toBe(reply)
   })
 
-  it("passes replies to unknown commands through", () => {
+  it("passes replies to unknown commands through", async () => {
+    const d = await decodersFor("7.2.22")
     const reply = { anything: [1, 2] }
-    expect(Either.getOrThrow(decodeResult("x-vendor-command", reply))).toBe(reply)
-    expect(Either.getOrThrow(decodeResult("toString", reply))).toBe(reply)
+    expect(Either.getOrThrow(d.result("x-vendor-command", reply))).toBe(reply)
+    expect(Either.getOrThrow(d.result("toString", reply))).toBe(reply)
   })
 
-  it("fails with QmpProtocolError naming the path of the bad member", () => {
-    const bad = decodeResult("query-status", { running: true, singlestep: false, status: "sleeping" })
-    expect(Either.isLeft(bad)).toBe(true)
+  it("is each version's own: 7.2 requires query-status's singlestep, 10.0 and 11.1 do not have it", async () => {
+    const modern = { running: true, status: "running" }
+    const old = await decodersFor("7.2.0")
+    const error = Either.flip(old.result("query-status", modern)).pipe(Either.getOrThrow)
+    expect(error).toBeInstanceOf(QmpProtocolError)
+    expect(error.path).toBe("return.singlestep")
+    expect(error.message).toBe("reply to query-status does not match QEMU 7.2.22's schema at return.singlestep: is missing")
+    for (const version of ["10.0.2", "11.1.3"]) {
+      const d = await decodersFor(version)
+      expect(d.known).toBe(true)
+      expect(Either.getOrThrow(d.result("query-status", modern))).toBe(modern)
+      // a known version that sends what its own schema forbids is still an error
+      expect(Either.isLeft(d.result("query-status", { running: "yes", status: "running" }))).toBe(true)
+    }
+  })
+
+  it("fails with QmpProtocolError naming the path of the bad member", async () => {
+    const d = await decodersFor("7.2.22")
+    const bad = d.result("query-status", { running: true, singlestep: false, status: "sleeping" })
     const error = Either.flip(bad).pipe(Either.getOrThrow)
     expect(error).toBeInstanceOf(QmpProtocolError)
+    expect(error.path).toBe("return.status")
     expect(error.message).toContain("query-status")
-    expect(error.message).toContain("return.status")
     expect(error.raw).toContain("sleeping")
 
     const cpus = [{ "cpu-index": 0, "qom-path": "/machine/unattached/device[0]", "thread-id": "12", target: "x86_64" }]
-    const message = Either.flip(decodeResult("query-cpus-fast", cpus)).pipe(Either.getOrThrow).message
-    expect(message).toContain("return[0].thread-id")
-    expect(Either.flip(decodeResult("query-status", "no")).pipe(Either.getOrThrow).message).toContain("return")
+    expect(Either.flip(d.result("query-cpus-fast", cpus)).pipe(Either.getOrThrow).path).toBe("return[0].thread-id")
+    expect(Either.flip(d.result("query-status", "no")).pipe(Either.getOrThrow).path).toBe("return")
   })
 
-  it("fails with QmpProtocolError, not a stack overflow, on a reply nested 100k levels deep", () => {
+  it("fails with QmpProtocolError, not a stack overflow, on a reply nested 100k levels deep", async () => {
     const deep = JSON.parse("[".repeat(100_000) + "]".repeat(100_000))
-    const error = Either.flip(decodeResult("query-status", deep)).pipe(Either.getOrThrow)
+    const d = await decodersFor("7.2.22")
+    const error = Either.flip(d.result("query-status", deep)).pipe(Either.getOrThrow)
     expect(error).toBeInstanceOf(QmpProtocolError)
     expect(error.message).toContain("too deeply nested")
-    const warned = new Set<string>()
-    expect(decodeEvent({ event: "BLOCK_JOB_READY", data: deep }, warned).typed).toBe(false)
-    expect(warned.has("BLOCK_JOB_READY")).toBe(true)
+    expect(Either.isLeft(d.event({ event: "BLOCK_JOB_READY", data: deep }))).toBe(true)
+    const warnings: Array<string> = []
+    const newer = await decodersFor("12.0.0", warnings)
+    expect(Either.isRight(newer.event({ event: "BLOCK_JOB_READY", data: deep }))).toBe(true)
+    expect(warnings).toHaveLength(1)
+  })
+
+  it("on a QEMU newer than the types: checks against the merged types, delivers a mismatch with one warning per name", async () => {
+    const warnings: Array<string> = []
+    const d = await decodersFor("12.0.1", warnings)
+    expect(d).toMatchObject({ version: "12.0.1", known: false })
+    const fine = { running: true, status: "running" }
+    expect(Either.getOrThrow(d.result("query-status", fine))).toBe(fine)
+    expect(Qapi.isUnchecked(fine)).toBe(false)
+    const odd = { running: true, status: "hibernating-on-the-moon" }
+    expect(Either.getOrThrow(d.result("query-status", odd))).toBe(odd)
+    expect(Qapi.isUnchecked(odd)).toBe(true)
+    expect(warnings).toHaveLength(1)
+    expect(warnings[0]).toContain("reply to query-status from QEMU 12.0.1 does not match the types of QEMU 7.2.22")
+    expect(warnings[0]).toContain("return.status")
+    d.result("query-status", { running: 1 })
+    expect(warnings).toHaveLength(1)
+    // another connection warns again
+    const again: Array<string> = []
+    ;(await decodersFor("12.0.1", again)).result("query-status", { running: 1 })
+    expect(again).toHaveLength(1)
+  })
+
+  it("older versions than the types (Ubuntu's 8.2) are checked leniently too", async () => {
+    const d = await decodersFor("8.2.2")
+    expect(d.known).toBe(false)
   })
 })
 
-describe("decodeEvent", () => {
+describe("events, checked against the connected QEMU's own schema", () => {
   const shutdown = (data: unknown) => ({ event: "SHUTDOWN", data, timestamp: { seconds: 1, microseconds: 2 } }) as {
     event: string
     data?: unknown
   }
 
-  it("types an event whose data matches, and one without data", () => {
+  it("passes an event whose data matches, and one without data", async () => {
+    const d = await decodersFor("10.0.13")
     const event = shutdown({ guest: true, reason: "guest-shutdown" })
-    expect(decodeEvent(event, new Set())).toEqual({ event, typed: true, warning: undefined })
+    expect(Either.getOrThrow(d.event(event))).toBe(event)
     const stop = { event: "STOP", timestamp: { seconds: 1, microseconds: 2 } }
-    expect(decodeEvent(stop, new Set()).typed).toBe(true)
+    expect(Either.isRight(d.event(stop))).toBe(true)
   })
 
-  it("delivers an event that does not decode untyped, with one warning per event name", () => {
-    const decode = makeEventDecoder()
-    const first = decode(shutdown({ guest: "yes", reason: "guest-shutdown" }))
-    expect(first.typed).toBe(false)
-    expect(first.event.data).toEqual({ guest: "yes", reason: "guest-shutdown" })
-    expect(first.warning).toContain("SHUTDOWN")
-    expect(first.warning).toContain("data.guest")
-    const second = decode(shutdown({ guest: true, reason: "a-reason-from-qemu-9" }))
-    expect(second).toMatchObject({ typed: false, warning: undefined })
-    expect(decode({ event: "RESET", data: { guest: 1, reason: "x" } }).warning).toContain("RESET")
-    // another connection warns again
-    expect(makeEventDecoder()(shutdown({ guest: 1 })).warning).toBeDefined()
+  it("a known version's event that does not match is a QmpProtocolError with its path", async () => {
+    const d = await decodersFor("7.2.22")
+    const error = Either.flip(d.event(shutdown({ guest: "yes", reason: "guest-shutdown" }))).pipe(Either.getOrThrow)
+    expect(error.path).toBe("data.guest")
+    expect(error.message).toContain("event SHUTDOWN does not match QEMU 7.2.22's schema")
   })
 
-  it("leaves unknown events alone", () => {
+  it("an unknown version's event that does not match is delivered, marked unchecked, warned once per name", async () => {
+    const warnings: Array<string> = []
+    const d = await decodersFor("13.1.0", warnings)
+    const first = shutdown({ guest: "yes", reason: "guest-shutdown" })
+    expect(Either.getOrThrow(d.event(first))).toBe(first)
+    expect(Qapi.isUnchecked(first)).toBe(true)
+    expect(warnings[0]).toContain("data.guest")
+    d.event(shutdown({ guest: true, reason: "a-reason-from-qemu-13" }))
+    expect(warnings).toHaveLength(1)
+    d.event({ event: "RESET", data: { guest: 1, reason: "x" } })
+    expect(warnings).toHaveLength(2)
+    expect(warnings[1]).toContain("RESET")
+  })
+
+  it("leaves unknown events alone", async () => {
+    const d = await decodersFor("7.2.22")
     const event = { event: "X_VENDOR_EVENT", data: { a: 1 } }
-    expect(decodeEvent(event, new Set())).toEqual({ event, typed: false, warning: undefined })
+    expect(Either.getOrThrow(d.event(event))).toBe(event)
   })
 })
 

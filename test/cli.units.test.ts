@@ -8,7 +8,7 @@ import * as Schema from "../src/cli/schema.js"
 import { root } from "./helpers/cli.js"
 
 // The introspection snapshot qapi:gen keeps: QEMU's real query-qmp-schema reply.
-const snapshot = JSON.parse(fs.readFileSync(path.join(root, "src", "generated", "qmp-schema.json"), "utf8")) as unknown
+const snapshot = JSON.parse(fs.readFileSync(path.join(root, "src", "generated", "qmp-schema-7.2.json"), "utf8")) as unknown
 const schemaEntries = Array.isArray(snapshot) ? snapshot : (snapshot as { schema?: unknown; return?: unknown }).schema ??
   (snapshot as { return?: unknown }).return
 const catalog = Catalog.fromSchema(schemaEntries)

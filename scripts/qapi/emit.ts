@@ -5,6 +5,7 @@
  * tables. Structurally identical types are emitted once.
  */
 import type { SchemaInfo, SchemaInfoOf } from "../../src/internal/qapi/schemaInfo.js"
+import type { Availability } from "./merge.js"
 
 export interface EmitInput {
   readonly kind: "qmp" | "qga"
@@ -16,8 +17,20 @@ export interface EmitInput {
   /** Guest agent commands that send no reply on success. */
   readonly noSuccessResponse?: ReadonlySet<string>
   readonly header: ReadonlyArray<string>
+  /** The version of `schemaVersion` (the newest, for a merged schema). */
   readonly version: string
   readonly docUrl: string
+  /** For a schema merged from several versions: which versions have what. */
+  readonly availability?: Availability | undefined
+  /** Lines added after `versions` in a merged module. */
+  readonly extra?: ReadonlyArray<string> | undefined
+}
+
+/** The runtime tables of an emitted module: one JSON line per type, command, event. */
+export interface EmitTables {
+  readonly types: ReadonlyArray<string>
+  readonly commands: ReadonlyArray<string>
+  readonly events: ReadonlyArray<string>
 }
 
 export interface EmitStats {
@@ -87,7 +100,23 @@ const featureTags = (features: ReadonlyArray<string> | undefined): Array<string>
   return tags
 }
 
-export const emit = (input: EmitInput): { readonly code: string; readonly stats: EmitStats } => {
+/** A JSON line as a TypeScript string literal. */
+const quote = (line: string): string => `'${line.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`
+/** An array body of JSON lines, one per line. */
+const lines = (items: ReadonlyArray<string>): string => items.map((l) => `  ${quote(l)}`).join(",\n")
+
+/** `QEMU 10.0, 11.1` from `["10.0.13", "11.1.3"]`. */
+export const versionList = (versions: ReadonlyArray<string>): string =>
+  `QEMU ${versions.map((v) => v.split(".").slice(0, 2).join(".")).join(", ")}`
+
+export const emit = (
+  input: EmitInput
+): { readonly code: string; readonly stats: EmitStats; readonly tables: EmitTables } => {
+  const avail = input.availability
+  const memberVersions = (type: string, member: string) => avail?.members.get(type)?.get(member)
+  const requiredVersions = (type: string, member: string) => avail?.requiredIn.get(type)?.get(member)
+  const valueVersions = (type: string, value: string) => avail?.values.get(type)?.get(value)
+  const caseVersions = (type: string, value: string) => avail?.cases.get(type)?.get(value)
   const byName = new Map<string, SchemaInfo>()
   for (const e of input.entries) byName.set(e.name, e)
   const get = (name: string): SchemaInfo => {
@@ -126,14 +155,26 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
       case "object":
         return JSON.stringify([
           "O",
-          e.members.map((m) => [m.name, isOptional(m), m.features ?? []]),
+          e.members.map((m) => [
+            m.name,
+            isOptional(m),
+            m.features ?? [],
+            memberVersions(e.name, m.name) ?? null,
+            requiredVersions(e.name, m.name) ?? null
+          ]),
           e.tag ?? null,
-          (e.variants ?? []).map((v) => v.case),
+          (e.variants ?? []).map((v) => [v.case, caseVersions(e.name, v.case) ?? null]),
           openTypes.has(e.name),
           f
         ])
       case "enum":
-        return JSON.stringify(["E", e.values, (e.members ?? []).map((m) => m.features ?? []), f])
+        return JSON.stringify([
+          "E",
+          e.values,
+          (e.members ?? []).map((m) => m.features ?? []),
+          e.values.map((v) => valueVersions(e.name, v) ?? null),
+          f
+        ])
       case "array":
         return "A"
       case "alternate":
@@ -257,10 +298,22 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
     lines.length === 0 ? "" : lines.length === 1
       ? `${indent}/** ${lines[0]} */\n`
       : `${indent}/**\n${lines.map((l) => `${indent} * ${l}`).join("\n")}\n${indent} */\n`
-  const memberLines = (members: ReadonlyArray<Obj["members"][number]>, open: boolean): string => {
+  const memberDoc = (type: string, m: Obj["members"][number]): Array<string> => {
+    const lines: Array<string> = []
+    const having = memberVersions(type, m.name)
+    const requiring = requiredVersions(type, m.name)
+    if (having && requiring && having.length === requiring.length) {
+      lines.push(`Only in ${versionList(having)}, where it is always present.`)
+    } else {
+      if (having) lines.push(`Only in ${versionList(having)}.`)
+      if (requiring) lines.push(`Required in ${versionList(requiring)}.`)
+    }
+    return [...lines, ...featureTags(m.features)]
+  }
+  const memberLines = (type: string, members: ReadonlyArray<Obj["members"][number]>, open: boolean): string => {
     const lines = members.map((m) => {
       const opt = isOptional(m)
-      return `${doc(featureTags(m.features), "  ")}  readonly ${key(m.name)}${opt ? "?" : ""}: ${tsRef(m.type)}${
+      return `${doc(memberDoc(type, m), "  ")}  readonly ${key(m.name)}${opt ? "?" : ""}: ${tsRef(m.type)}${
         opt ? " | undefined" : ""
       }`
     })
@@ -278,6 +331,18 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
       if (flagged.length > 0) {
         lines.push(`Values with features: ${flagged.map((m) => `\`${m.name}\` (${(m.features ?? []).join(", ")})`).join(", ")}.`)
       }
+      const some = e.values.flatMap((v) => {
+        const having = valueVersions(e.name, v)
+        return having ? [`\`${v}\` (${versionList(having)})`] : []
+      })
+      if (some.length > 0) lines.push(`Values of some versions only: ${some.join(", ")}.`)
+    }
+    if (e["meta-type"] === "object" && e.variants) {
+      const some = e.variants.flatMap((v) => {
+        const having = caseVersions(e.name, v.case)
+        return having ? [`\`${v.case}\` (${versionList(having)})`] : []
+      })
+      if (some.length > 0) lines.push(`Branches of some versions only: ${some.join(", ")}.`)
     }
     return [...lines, ...featureTags(e.features)]
   }
@@ -303,7 +368,7 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
       case "object": {
         const open = openTypes.has(e.name)
         if (!e.variants || !e.tag) {
-          const body = e.members.length === 0 && !open ? "" : `\n${memberLines(e.members, open)}\n`
+          const body = e.members.length === 0 && !open ? "" : `\n${memberLines(e.name, e.members, open)}\n`
           text = `${doc(typeDoc(e, name))}export interface ${name} {${body}}\n`
           spec = [name, open ? "O" : "o", memberSpecs(e.members)]
           break
@@ -324,14 +389,18 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
           if (group) group.cases.push(value)
           else groups.push({ cases: [value], type: t })
         }
+        // a tag some versions lack (SevInfo became a union in 9.1): a branch without it, base members only
+        if (tagMember && isOptional(tagMember)) groups.push({ cases: [], type: undefined })
         const baseName = `${name}Base`
         const branches = groups.map((g) =>
-          `(${baseName} & { readonly ${key(tag)}: ${g.cases.map((v) => JSON.stringify(v)).join(" | ")} }${
-            g.type ? ` & ${tsRef(g.type)}` : ""
-          })`
+          g.cases.length === 0
+            ? `(${baseName} & { readonly ${key(tag)}?: undefined })`
+            : `(${baseName} & { readonly ${key(tag)}: ${g.cases.map((v) => JSON.stringify(v)).join(" | ")} }${
+              g.type ? ` & ${tsRef(g.type)}` : ""
+            })`
         )
         text = `${doc([`The members every branch of \`${name}\` has.`])}export interface ${baseName} {\n${
-          memberLines(baseMembers, false)
+          memberLines(e.name, baseMembers, false)
         }\n}\n` + `${doc(typeDoc(e, name))}export type ${name} =\n${branches.map((b) => `  | ${b}`).join("\n")}\n`
         spec = [name, "u", memberSpecs(baseMembers), tag, groups.map((g) => [g.cases, g.type ? ref(g.type) : null])]
         break
@@ -357,14 +426,14 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
   const argsRef = (c: SchemaInfoOf<"command">): string | null => isEmptyObject(get(c["arg-type"])) ? null : ref(c["arg-type"])
   const cmdDoc = (c: { readonly name: string; readonly features?: ReadonlyArray<string> }, what: string): Array<string> => {
     const lines = [`${what} \`${c.name}\`.`]
+    const having = avail?.entries.get(c.name)
+    if (having) lines.push(`Only in ${versionList(having)}.`)
     const other = (c.features ?? []).filter((f) => f !== "deprecated" && f !== "unstable")
     if (other.length > 0) lines.push(`Features: ${other.join(", ")}.`)
     return [...lines, ...featureTags(c.features)]
   }
   const guest = input.kind === "qga"
   const infoType = guest ? "GuestCommandInfo" : "CommandInfo"
-  const quote = (line: string): string => `'${line.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`
-  const lines = (items: ReadonlyArray<string>): string => items.map((l) => `  ${quote(l)}`).join(",\n")
   let tables = `/** Every named type, by name (see \`schema\`). */\nexport interface Types {\n` +
     [...state].map((c) => className.get(c)!).concat(used.has("Empty") ? [] : ["Empty"]).map((n) => `  readonly ${n}: ${n}`).join("\n") + "\n}\n\n"
   tables += `// One line per type: [name, kind, ...]; the Schemas are built from it on first use.\n` +
@@ -390,12 +459,12 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
     `export const commands: { readonly [N in CommandName]: ${infoType}<Args<N>, Result<N>> } = B.commands(registry, [\n${
       lines(cmdSpecs)
     }\n])\n`
+  const evSpecs = events.map((ev) =>
+    JSON.stringify([ev.name, isEmptyObject(get(ev["arg-type"])) ? null : ref(ev["arg-type"]), ev.features ?? []])
+  )
   if (!guest) {
     const dataTs = (ev: SchemaInfoOf<"event">): string =>
       isEmptyObject(get(ev["arg-type"])) ? "Empty | undefined" : tsRef(ev["arg-type"])
-    const evSpecs = events.map((ev) =>
-      JSON.stringify([ev.name, isEmptyObject(get(ev["arg-type"])) ? null : ref(ev["arg-type"]), ev.features ?? []])
-    )
     tables += `\n/** The \`data\` of every event (\`Empty | undefined\` for events that carry none). */\nexport interface Events {\n` +
       events.map((ev) => `${doc(cmdDoc(ev, "Event"), "  ")}  readonly ${key(ev.name)}: ${dataTs(ev)}`).join("\n") +
       "\n}\n\n" +
@@ -406,6 +475,8 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
 
   const imports = guest
     ? `import type { ArgsTupleOf, GuestCommandInfo } from "../internal/qapi/info.js"`
+    : avail
+    ? `import type { ArgsTupleOf, CommandInfo, EventInfo, VersionTables } from "../internal/qapi/info.js"`
     : `import type { ArgsTupleOf, CommandInfo, EventInfo } from "../internal/qapi/info.js"`
   const code = [
     `/**\n${input.header.map((l) => ` * ${l}`.trimEnd()).join("\n")}\n *\n * GENERATED by scripts/qapi-gen.ts: do not edit.\n */`,
@@ -414,8 +485,18 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
     imports,
     `import * as B from "../internal/qapi/build.js"`,
     "",
-    `/** The QEMU version this module was generated from. */`,
-    `export const schemaVersion = ${JSON.stringify(input.version)}`,
+    ...(avail
+      ? [
+        `/** The newest QEMU version these types were generated from. */`,
+        `export const schemaVersion = ${JSON.stringify(input.version)}`,
+        `/** Every QEMU version these types were generated from, oldest first. */`,
+        `export const versions = ${JSON.stringify(avail.all)} as const`,
+        ...(input.extra ?? [])
+      ]
+      : [
+        `/** The QEMU version this module was generated from. */`,
+        `export const schemaVersion = ${JSON.stringify(input.version)}`
+      ]),
     `/** QEMU's reference documentation of these commands and types. */`,
     `export const documentation = ${JSON.stringify(input.docUrl)}`,
     "",
@@ -429,5 +510,38 @@ export const emit = (input: EmitInput): { readonly code: string; readonly stats:
     emittedTypes: state.size,
     realNamed: [...order].filter((c) => candidate.get(c)!.real).length
   }
-  return { code, stats }
+  return { code, stats, tables: { types: table, commands: cmdSpecs, events: evSpecs } }
+}
+
+/**
+ * The module of one version's own schema: only the runtime tables (no
+ * TypeScript types), for checking replies and events of a QEMU of exactly
+ * that version. Imported on demand, when a connection greets with it.
+ */
+export const emitVersionTables = (version: string, source: string, tables: EmitTables): string => {
+  return [
+    `/**`,
+    ` * The schema of QEMU ${version} (${source}) as runtime tables, for checking`,
+    ` * the replies and events of a QEMU of this version against its own schema.`,
+    ` *`,
+    ` * GENERATED by scripts/qapi-gen.ts: do not edit.`,
+    ` */`,
+    `/* eslint-disable */`,
+    `import type { CommandInfo, EventInfo } from "../internal/qapi/info.js"`,
+    `import * as B from "../internal/qapi/build.js"`,
+    "",
+    `/** The QEMU version of this schema. */`,
+    `export const version = ${JSON.stringify(version)}`,
+    "",
+    `const registry = B.registry([\n${lines(tables.types)}\n])`,
+    "",
+    `/** Every command of this version. */`,
+    `export const commands: { readonly [name: string]: CommandInfo<unknown, unknown> } = B.commands(registry, [\n${
+      lines(tables.commands)
+    }\n])`,
+    "",
+    `/** Every event of this version. */`,
+    `export const events: { readonly [name: string]: EventInfo<unknown> } = B.events(registry, [\n${lines(tables.events)}\n])`,
+    ""
+  ].join("\n")
 }

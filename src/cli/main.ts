@@ -115,7 +115,7 @@ const schema = Command.make(
         onSome: (a) => Schema.fetchLive(a),
         onNone: () => Schema.fetchFromBinary(options.binary)
       })
-      const generated = yield* Schema.loadGenerated
+      const generated = yield* Schema.loadGeneratedFor(live.version)
       const diff = Schema.compare(live, generated)
       process.stdout.write(options.json ? `${JSON.stringify(diff)}\n` : Schema.render(diff))
       return Schema.isSame(diff) ? EXIT_OK : 1

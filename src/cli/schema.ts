@@ -80,25 +80,51 @@ export const fetchFromBinary = (binary: string): Effect.Effect<Names, CliFailure
     })
   )
 
+/** Imports a generated module when asked for: the other commands do not pay for loading it. */
+const importGenerated = <A>(load: () => Promise<A>): Effect.Effect<A, CliFailure> =>
+  Effect.tryPromise({
+    try: load,
+    catch: (e) =>
+      new CliFailure({
+        message: `cannot load the generated QAPI types: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`,
+        exitCode: EXIT_FATAL
+      })
+  })
+
 /**
- * The generated types' names, from the `Qapi` module. Imported when asked
- * for: the other commands do not pay for loading the generated code.
+ * The generated types' names, from the `Qapi` module (merged across every
+ * version they were generated from).
  *
  * @since 0.2.0
  * @category constructors
  */
-export const loadGenerated: Effect.Effect<Names, CliFailure> = Effect.tryPromise({
-  try: () => import("../Qapi.js"),
-  catch: (e) =>
-    new CliFailure({
-      message: `cannot load the generated QAPI types: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`,
-      exitCode: EXIT_FATAL
-    })
-}).pipe(Effect.map((Qapi) => ({
-  version: Qapi.schemaVersion,
+export const loadGenerated: Effect.Effect<Names, CliFailure> = importGenerated(() => import("../Qapi.js")).pipe(Effect.map((Qapi) => ({
+  version: Qapi.versions.join(", "),
   commands: Object.keys(Qapi.commands).sort(),
   events: Object.keys(Qapi.events).sort()
 })))
+
+/**
+ * The names to compare a live QEMU with: that version's own schema when the
+ * types were generated from it (same major.minor), else the merged types.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const loadGeneratedFor = (version: string | undefined): Effect.Effect<Names, CliFailure> => {
+  const key = version?.split(".").slice(0, 2).join(".")
+  return Effect.flatMap(importGenerated(() => import("../generated/qmp.js")), (generated) => {
+    const load = key !== undefined && Object.prototype.hasOwnProperty.call(generated.versionTables, key)
+      ? generated.versionTables[key]
+      : undefined
+    if (load === undefined) return loadGenerated
+    return Effect.map(Effect.promise(load), (own) => ({
+      version: own.version,
+      commands: Object.keys(own.commands).sort(),
+      events: Object.keys(own.events).sort()
+    }))
+  })
+}
 
 const minus = (a: ReadonlyArray<string>, b: ReadonlyArray<string>) => {
   const other = new Set(b)

@@ -257,7 +257,7 @@ export const fakeServer = (
 
 /** The introspection snapshot the generated types came from (QEMU 7.2's `query-qmp-schema`). */
 export const schemaSnapshot: ReadonlyArray<unknown> = (JSON.parse(
-  fs.readFileSync(new URL("../../src/generated/qmp-schema.json", import.meta.url), "utf8")
+  fs.readFileSync(new URL("../../src/generated/qmp-schema-7.2.json", import.meta.url), "utf8")
 ) as { readonly schema: ReadonlyArray<unknown> }).schema
 
 /**

@@ -11,7 +11,8 @@
  * program that imports the library.
  *
  * Kinds: `o` object, `O` object that accepts extra members, `u` flat union
- * (base members, tag, branches), `e` enum, `a` alternate. Type references are
+ * (base members, tag, branches; a branch without cases is the one without
+ * the tag, for a union some QEMU versions do not have), `e` enum, `a` alternate. Type references are
  * a type name, a builtin (`str`, `int`, `number`, `bool`, `null`, `any`) or
  * `[ref]` for an array.
  */
@@ -90,7 +91,10 @@ export const registry = (lines: ReadonlyArray<string>): Registry => {
         const tag = s[3]
         return Schema.Union(
           ...s[4].map(([cases, ref]) =>
-            Schema.Struct({ ...base, [tag]: Schema.Literal(...cases), ...(ref === null ? {} : objectFields(ref)) })
+            cases.length === 0
+              // the branch of versions without the tag (merged types): the tag must be absent
+              ? Schema.Struct({ ...base, [tag]: Schema.optionalWith(Schema.Never, { exact: true }) })
+              : Schema.Struct({ ...base, [tag]: Schema.Literal(...cases), ...(ref === null ? {} : objectFields(ref)) })
           )
         )
       }

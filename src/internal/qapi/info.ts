@@ -33,3 +33,11 @@ export interface EventInfo<D> {
 export type ArgsTupleOf<A> = [A] extends [void] ? [args?: Readonly<Record<string, never>> | undefined]
   : {} extends A ? [args?: A | undefined]
   : [args: A]
+
+/** One QEMU version's own schema, as the generated `qmp-X.Y.ts` modules give it. */
+export interface VersionTables {
+  /** `10.0.13` */
+  readonly version: string
+  readonly commands: { readonly [name: string]: CommandInfo<unknown, unknown> }
+  readonly events: { readonly [name: string]: EventInfo<unknown> }
+}

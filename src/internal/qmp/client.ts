@@ -2,7 +2,7 @@
  * The QMP client service over a connection: negotiation, commands, the event
  * path (streams, waiters, cache), fd passing, and the live schema.
  */
-import { Duration, Effect, Option, Scope, Stream } from "effect"
+import { Duration, Effect, Either, Option, Scope, Stream } from "effect"
 import type * as net from "node:net"
 import { QmpCommandError, QmpConnectionError, QmpProtocolError, QmpTimeoutError } from "../../Errors.js"
 import type { QmpArgumentError } from "../../Errors.js"
@@ -74,15 +74,27 @@ const sendFd = (connection: Connection.Connection, fd: number): Effect.Effect<vo
     })
   })
 
-/** Fails with a `QmpProtocolError` naming the path when a known command's reply does not match its Schema. */
-const decodeReturn = (command: string) => (value: unknown): Effect.Effect<unknown, QmpProtocolError> => {
-  const decoded = QapiDecode.decodeResult(command, value)
-  return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
+/** Until the greeting names the QEMU version, nothing is checked (no typed call can be made before it). */
+const unchecked: QapiDecode.Decoders = {
+  version: "unknown",
+  known: false,
+  result: (_, value) => Either.right(value),
+  event: (event) => Either.right(event)
 }
 
-const makeService = (connection: Connection.Connection, options: Api.Options): Service => {
+/** The connection's checks: set once the greeting says which QEMU it is. */
+interface DecoderRef {
+  current: QapiDecode.Decoders
+}
+
+const makeService = (connection: Connection.Connection, options: Api.Options, decoders: DecoderRef): Service => {
   const { events } = connection
   const executeRaw = connection.executeRaw
+  // A known command's reply is checked against the connected QEMU's schema (see internal/qapi/decode).
+  const decodeReturn = (command: string) => (value: unknown): Effect.Effect<unknown, QmpProtocolError> => {
+    const decoded = decoders.current.result(command, value)
+    return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
+  }
   const run = (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
     Effect.flatMap(executeRaw(command, args, executeOptions), (response) =>
       Effect.flatMap(unwrap(command)(response), decodeReturn(command)))
@@ -107,12 +119,10 @@ const makeService = (connection: Connection.Connection, options: Api.Options): S
       Effect.zipRight(validated(command, args), run(command, args, executeOptions))
     : run) as Service["execute"]
 
-  // Typed waiters check an event's data against its Schema: one warning per event name that does not.
-  const checkEvent = QapiDecode.makeEventDecoder()
-  const checked = (event: QmpMessage.Event) => {
-    const { warning } = checkEvent(event)
-    if (warning) connection.log("Warning", warning)
-    return event
+  // Typed waiters check an event's data against the connected QEMU's schema.
+  const checked = (event: QmpMessage.Event): Effect.Effect<QmpMessage.Event, QmpProtocolError> => {
+    const decoded = decoders.current.event(event)
+    return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
   }
 
   const pullEvent = (options?: Api.WaitOptions) =>
@@ -143,7 +153,7 @@ const makeService = (connection: Connection.Connection, options: Api.Options): S
     clearEvents: Effect.sync(() => void events.takeAll()),
     eventsWait: (pairs, options) => {
       const timeout = options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
-      return Effect.map(
+      return Effect.flatMap(
         events.take(matchesAny(pairs), timeout, `waiting for event ${pairs.map(([n]) => n).join(" | ")}`),
         checked
       )
@@ -159,9 +169,13 @@ const makeService = (connection: Connection.Connection, options: Api.Options): S
 }
 
 /** Waits for the greeting, negotiates, and marks the connection ready. */
-const negotiate = (connection: Connection.Connection, service: Service, options: Api.Options) =>
+const negotiate = (connection: Connection.Connection, service: Service, options: Api.Options, decoders: DecoderRef) =>
   Effect.gen(function*() {
     const greeting = yield* connection.greeting
+    decoders.current = yield* QapiDecode.forVersion(
+      greeting.QMP.version?.qemu,
+      (message) => connection.log("Warning", message)
+    )
     const enable = options.oob && greeting.QMP.capabilities.includes("oob") ? ["oob"] : []
     yield* connection.executeRaw("qmp_capabilities", enable.length > 0 ? { enable } : undefined).pipe(
       Effect.flatMap(unwrap("qmp_capabilities")),
@@ -179,14 +193,15 @@ export const fromSocket = (
   Effect.gen(function*() {
     const connection = Connection.open(socket, options, yield* Effect.runtime<never>())
     yield* Effect.addFinalizer(() => Effect.sync(connection.close))
-    const service = makeService(connection, options)
+    const decoders: DecoderRef = { current: unchecked }
+    const service = makeService(connection, options, decoders)
     const timeout = Duration.decode(options.negotiationTimeout ?? DEFAULT_NEGOTIATION_TIMEOUT)
     const negotiated = Duration.isFinite(timeout)
-      ? Effect.timeoutFail(negotiate(connection, service, options), {
+      ? Effect.timeoutFail(negotiate(connection, service, options, decoders), {
         duration: timeout,
         onTimeout: () => new QmpTimeoutError({ operation: "QMP greeting and negotiation", timeout })
       })
-      : negotiate(connection, service, options)
+      : negotiate(connection, service, options, decoders)
     return yield* Effect.tapError(negotiated, () => Effect.sync(connection.close))
   }).pipe(Effect.withSpan("QmpClient.negotiate"))
 
