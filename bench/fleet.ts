@@ -98,7 +98,7 @@ async function main(): Promise<number> {
         const vms = yield* Effect.forEach(ids("embedded-par"), (id) => fleet.launch(id, spec))
         const commands = yield* throughput(vms.map((vm) => vm.command("query-status")))
         return { stats, rate, commands }
-      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer()))
+      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer({ policy: Fleet.policy({ dirs: [base] }) })))
     )
 
     const file = path.join(dir, "fleet.sqlite")
@@ -165,7 +165,11 @@ async function main(): Promise<number> {
 if (process.argv[2] === "runner") {
   const [file, port] = [process.argv[3]!, Number(process.argv[4])]
   Effect.gen(function*() {
-    yield* Layer.build(Fleet.runnerLayer({ storage: Fleet.sqlite(file), address: { host: "127.0.0.1", port } }))
+    yield* Layer.build(Fleet.runnerLayer({
+      storage: Fleet.sqlite(file),
+      address: { host: "127.0.0.1", port },
+      policy: Fleet.policy({ dirs: [os.tmpdir()] })
+    }))
     process.stdout.write("ready\n")
     return yield* Effect.never
   }).pipe(Effect.scoped, NodeRuntime.runMain)

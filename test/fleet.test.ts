@@ -17,6 +17,9 @@ import * as Proc from "../src/internal/process.js"
 import { noneConfig, pollUntil, processesMentioning } from "./helpers/machine.js"
 import { QEMU, tempDir } from "./helpers/qemu.js"
 
+/** The tests' VMs live in temp dirs under the OS's: the runners' policy lets them. */
+const policy = Fleet.policy({ dirs: [os.tmpdir()] })
+
 const spec = (base: string): MachineSpec.MachineSpec => ({
   binary: QEMU,
   machine: "none",
@@ -85,7 +88,7 @@ describe("Fleet (embedded default)", () => {
         expect(yield* next.state).toEqual({ _tag: "Running" })
         expect(pid).toBeGreaterThan(0)
         return { pid, runner: vm.runner }
-      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer()))
+      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer({ policy })))
       expect(runner).toMatch(/:/)
       // the scope ended: QEMU is gone and its temp dir removed
       expect(Proc.isAlive(pid)).toBe(false)
@@ -116,7 +119,7 @@ describe("Fleet (embedded default)", () => {
 
       const unknown = yield* Effect.flip(fleet.attach("vm-never"))
       expect(unknown).toMatchObject({ _tag: "VmNotFound", id: "vm-never" })
-      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer()))
+      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer({ policy })))
       expect(fs.readdirSync(base)).toEqual([])
     }))
 
@@ -132,7 +135,7 @@ describe("Fleet (embedded default)", () => {
       expect(yield* Effect.flip(vm.command("query-status"))).toMatchObject({ _tag: "VmNotFound" })
       const second = yield* fleet.launch("vm-d", spec(base))
       expect(yield* second.command("query-status")).toMatchObject({ running: true })
-      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer()))
+      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer({ policy })))
       expect(fs.readdirSync(base)).toEqual([])
     }))
 
@@ -165,7 +168,7 @@ describe("Fleet (embedded default)", () => {
         const again = yield* fleet.launch("vm-e", spec(base))
         expect(yield* again.command("query-status")).toMatchObject({ running: true })
       }).pipe(
-        Effect.provide(Layer.merge(Fleet.runnerLayer({ storage: Fleet.sqlite(filename) }), SqliteClient.layer({ filename })))
+        Effect.provide(Layer.merge(Fleet.runnerLayer({ storage: Fleet.sqlite(filename), policy }), SqliteClient.layer({ filename })))
       )
     }))
 
@@ -176,7 +179,7 @@ describe("Fleet (embedded default)", () => {
         const fleet = yield* Fleet.Fleet
         const vm = yield* fleet.launch("vm-f", spec(base))
         return yield* pidOf(vm)
-      }).pipe(Effect.provide(Fleet.runnerLayer()))
+      }).pipe(Effect.provide(Fleet.runnerLayer({ policy })))
       expect(Proc.isAlive(pid)).toBe(false)
       expect(fs.readdirSync(base)).toEqual([])
     }))
@@ -196,7 +199,7 @@ describe("Fleet (embedded default)", () => {
         expect(lost).toMatchObject({ _tag: "VmLost", id: "vm-g" })
         expect(Proc.isAlive(keptPid)).toBe(true)
         expect(yield* kept.state).toEqual({ _tag: "Running" })
-      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer({ vmIdleTimeout: "1 second" })))
+      }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer({ vmIdleTimeout: "1 second", policy })))
       expect(fs.readdirSync(base)).toEqual([])
     }))
 })
@@ -330,7 +333,7 @@ describe("Fleet (runners and clients in other processes)", () => {
         }).pipe(
           Effect.scoped,
           Effect.provide(Layer.merge(
-            Fleet.runnerLayer({ storage: Fleet.sqlite(filename), address: { host: "127.0.0.1", port: here } }),
+            Fleet.runnerLayer({ storage: Fleet.sqlite(filename), address: { host: "127.0.0.1", port: here }, policy }),
             SqliteClient.layer({ filename })
           ))
         )
@@ -360,6 +363,7 @@ describe("Fleet (runners and clients in other processes)", () => {
         Effect.scoped,
         Effect.provide(Fleet.runnerLayer({
           storage: Fleet.sqlite(filename),
+          policy,
           address: { host: "127.0.0.1", port: here },
           vmIdleTimeout: "2 seconds"
         }))

@@ -52,6 +52,7 @@ import type * as QmpMessage from "../QmpMessage.js"
 import * as FleetErrors from "./FleetErrors.js"
 import * as Registry from "./internal/registry.js"
 import * as MachineSpec from "./MachineSpec.js"
+import * as Policy from "./Policy.js"
 import * as Transport from "./internal/transport.js"
 import * as VmEntity from "./VmEntity.js"
 
@@ -137,6 +138,15 @@ const transportMode = (
     ? Effect.succeed({ _tag: "Plain", insecure: options.insecure === true })
     : Effect.map(Transport.load(options.tls), (material) => ({ _tag: "Tls", material }))
 
+/**
+ * A runner's policy: what launches and QMP commands it accepts from the
+ * fleet. Strict without options; see the `Policy` module for every rule and why.
+ *
+ * @since 0.3.0
+ * @category policy
+ */
+export const policy: (options?: Policy.Options) => Policy.Policy = Policy.make
+
 // ---------------------------------------------------------------------------
 // client
 
@@ -188,6 +198,7 @@ export type CallError =
   | FleetErrors.MachineError
   | FleetErrors.VmLost
   | FleetErrors.VmNotFound
+  | FleetErrors.PolicyDenied
 
 /**
  * @since 0.2.0
@@ -199,6 +210,7 @@ export type LaunchError =
   | FleetErrors.VmAlreadyLaunched
   | FleetErrors.MachineError
   | FleetErrors.InvalidSpec
+  | FleetErrors.PolicyDenied
 
 /**
  * @since 0.2.0
@@ -369,6 +381,11 @@ export interface RunnerOptions {
    * warning is logged at start.
    */
   readonly insecure?: boolean | undefined
+  /**
+   * What the fleet may ask of this runner (`Fleet.policy`); default
+   * `Fleet.policy()`: strict (see the `Policy` module for every rule).
+   */
+  readonly policy?: Policy.Policy | undefined
   /** A VM whose client sends no heartbeat for this long is shut down (default 30 s). */
   readonly vmIdleTimeout?: Duration.DurationInput | undefined
   /** Tuning of the cluster (same for every runner and client of a fleet). */
@@ -433,7 +450,7 @@ export const runnerLayer = (
   > = options.address === undefined
     ? Sharding.layer.pipe(Layer.provide([Runners.layerNoop, RunnerHealth.layerNoop]))
     : networked(options, options.listen ?? options.address)
-  const entity = VmEntity.layer({ maxIdleTime: options.vmIdleTimeout ?? Duration.seconds(30) })
+  const entity = VmEntity.layer({ maxIdleTime: options.vmIdleTimeout ?? Duration.seconds(30), policy: options.policy })
   return Layer.merge(entity, Layer.effect(Fleet, make)).pipe(
     Layer.provideMerge(sharding),
     Layer.provide(base(storage, config))

@@ -227,3 +227,22 @@ export const fromQmpError = (
       return new MachineError({ message: `${e.command}: ${e.path}: ${e.message}` })
   }
 }
+
+/**
+ * The runner's policy (`Fleet.policy`) refused a launch or a command: nothing
+ * was run or written. `what` says which rule: the `binary`, a `wrapper`, a
+ * `path` of the spec, an `argument` of the command line, or a QMP `command`.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class PolicyDenied extends Schema.TaggedError<PolicyDenied>("effect-qemu/fleet/PolicyDenied")("PolicyDenied", {
+  id: Schema.String,
+  what: Schema.Literal("binary", "wrapper", "path", "argument", "command"),
+  reason: Schema.String
+}) {
+  /** @since 0.3.0 */
+  override get message(): string {
+    return `refused by the runner's policy (${this.what}) for ${this.id}: ${this.reason}`
+  }
+}

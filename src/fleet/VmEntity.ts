@@ -23,6 +23,7 @@ import * as FleetErrors from "./FleetErrors.js"
 import { Registry } from "./internal/registry.js"
 import * as VmSlot from "./internal/vm.js"
 import * as MachineSpec from "./MachineSpec.js"
+import * as Policy from "./Policy.js"
 
 /**
  * The run state of a remote machine (the same tags as `QemuMachine`'s `MachineState`).
@@ -75,7 +76,8 @@ const CallError = Schema.Union(
   FleetErrors.QmpTimeoutError,
   FleetErrors.MachineError,
   FleetErrors.VmLost,
-  FleetErrors.VmNotFound
+  FleetErrors.VmNotFound,
+  FleetErrors.PolicyDenied
 )
 
 /**
@@ -89,7 +91,8 @@ export const Launch = Rpc.make("Launch", {
     FleetErrors.LaunchFailure,
     FleetErrors.VmLost,
     FleetErrors.VmAlreadyLaunched,
-    FleetErrors.MachineError
+    FleetErrors.MachineError,
+    FleetErrors.PolicyDenied
   )
 })
 
@@ -180,7 +183,7 @@ const answer = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | FleetEr
  * The handlers of one entity. Built once per entity id on the runner that
  * owns it; the VM lives in the entity's scope.
  */
-const handlers = Effect.gen(function*() {
+const handlers = (policy: Policy.Policy) => Effect.gen(function*() {
   const ctx = yield* VmSlot.make({
     id: (yield* Entity.CurrentAddress).entityId,
     runner: formatRunner(yield* Entity.CurrentRunnerAddress),
@@ -199,13 +202,20 @@ const handlers = Effect.gen(function*() {
         : { _tag: local._tag }))
 
   return Vm.of({
-    Launch: ({ payload }) => answer(VmSlot.launch(ctx, payload.spec)),
+    // the policy first: a refused launch or command runs and writes nothing
+    Launch: ({ payload }) =>
+      answer(Effect.flatMap(Policy.checkSpec(policy, ctx.id, payload.spec), (spec) =>
+        VmSlot.launch(ctx, { ...spec, args: [...(spec.args ?? []), ...Policy.sandboxArgs(policy)] }))),
     Command: ({ payload }) =>
-      answer(Effect.flatMap(held, ({ vm }) =>
-        Effect.mapError(vm.command(payload.command, payload.args), FleetErrors.fromQmpError))),
+      answer(Effect.zipRight(
+        Policy.checkCommand(policy, ctx.id, payload.command, payload.args),
+        Effect.flatMap(held, ({ vm }) => Effect.mapError(vm.command(payload.command, payload.args), FleetErrors.fromQmpError))
+      )),
     Qmp: ({ payload }) =>
-      answer(Effect.flatMap(held, ({ vm }) =>
-        Effect.mapError(vm.qmp(payload.command, payload.args), FleetErrors.fromQmpError))),
+      answer(Effect.zipRight(
+        Policy.checkCommand(policy, ctx.id, payload.command, payload.args),
+        Effect.flatMap(held, ({ vm }) => Effect.mapError(vm.qmp(payload.command, payload.args), FleetErrors.fromQmpError))
+      )),
     EventWait: ({ payload }) =>
       answer(Effect.flatMap(held, ({ vm }) =>
         Effect.mapError(
@@ -219,10 +229,11 @@ const handlers = Effect.gen(function*() {
 })
 
 /**
- * Registers the `Vm` entity with this runner's `Sharding`.
+ * Registers the `Vm` entity with this runner's `Sharding`; every launch and
+ * command passes `policy` (default: `Policy.make()`, strict) first.
  *
  * @since 0.2.0
  * @category layers
  */
-export const layer = (options: { readonly maxIdleTime: Duration.DurationInput }) =>
-  Vm.toLayer(handlers, { maxIdleTime: options.maxIdleTime, concurrency: "unbounded" })
+export const layer = (options: { readonly maxIdleTime: Duration.DurationInput; readonly policy?: Policy.Policy | undefined }) =>
+  Vm.toLayer(handlers(options.policy ?? Policy.make()), { maxIdleTime: options.maxIdleTime, concurrency: "unbounded" })

@@ -26,3 +26,8 @@ export * as MachineSpec from "./MachineSpec.js"
  * @since 0.2.0
  */
 export * as VmEntity from "./VmEntity.js"
+
+/**
+ * @since 0.3.0
+ */
+export * as Policy from "./Policy.js"
