@@ -37,11 +37,11 @@ import type {
 } from "./Errors.js"
 import type * as EventMatch from "./EventMatch.js"
 import type * as GuestAgent from "./GuestAgent.js"
+import * as accel_ from "./internal/machine/accel.js"
 import * as config_ from "./internal/machine/config.js"
 import { qmpDisabled } from "./internal/machine/handle.js"
 import * as launch_ from "./internal/machine/launch.js"
 import * as restore_ from "./internal/snapshot/restore.js"
-import * as template_ from "./internal/snapshot/template.js"
 import * as state_ from "./internal/machine/state.js"
 import type * as Qapi from "./Qapi.js"
 import * as QmpClient from "./QmpClient.js"
@@ -150,6 +150,12 @@ export interface Config extends Pipeable.Pipeable {
   readonly eventStreamBuffer: number | undefined
   readonly validateArgs: boolean
   readonly machine: string | undefined
+  /**
+   * The accelerator chosen with {@link setAccel} (`auto` is resolved at launch).
+   *
+   * @since 0.3.0
+   */
+  readonly accel: AccelChoice | undefined
   readonly console: { readonly deviceType: string | undefined; readonly index: number } | undefined
   readonly qmp: boolean
   readonly guestAgent: boolean
@@ -190,6 +196,84 @@ export const setMachine: {
   (machineType: string): (self: Config) => Config
   (self: Config, machineType: string): Config
 } = config_.setMachine
+
+/**
+ * A QEMU accelerator: `kvm` (Linux), `hvf` (macOS), or `tcg` (QEMU's own
+ * emulator, everywhere).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Accel = "kvm" | "tcg" | "hvf"
+
+/**
+ * What {@link setAccel} takes: an accelerator, or `auto` for the one
+ * {@link detectAccel} finds usable.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type AccelChoice = Accel | "auto"
+
+/**
+ * The answer of {@link detectAccel}: the accelerator, and why it was picked
+ * (or why KVM/HVF was not).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DetectedAccel {
+  readonly accel: Accel
+  readonly reason: string
+}
+
+/**
+ * Sets `-accel ACCEL`, replacing an earlier `setAccel` (an `-accel` in the
+ * raw arguments stays: QEMU tries each in order). `auto` is resolved by
+ * {@link launch} with {@link detectAccel}, probed once per binary per
+ * process; the launched machine's `args` show the accelerator it got, while
+ * {@link commandLine} of an `auto` config has no `-accel`. `hvf` is macOS
+ * only: elsewhere QEMU refuses it and the `LaunchFailure` says so.
+ *
+ * @example
+ * ```ts
+ * const config = QemuMachine.make({ binary: "qemu-system-x86_64" }).pipe(QemuMachine.setAccel("auto"))
+ * ```
+ *
+ * @since 0.3.0
+ * @category combinators
+ */
+export const setAccel: {
+  (accel: AccelChoice): (self: Config) => Config
+  (self: Config, accel: AccelChoice): Config
+} = config_.setAccel
+
+/**
+ * Finds the accelerator a machine of `binary` (default `qemu-system-x86_64`)
+ * can use here, with the reason. Never fails: anything that rules out a
+ * hardware accelerator answers `tcg`, saying why.
+ *
+ * On Linux, KVM is taken only when `/dev/kvm` opens read-write and a probe
+ * machine runs under `-accel kvm`: QEMU starts (`-machine q35 -m 64`, a
+ * 64 KiB firmware of our own as `-bios`), `query-kvm` answers
+ * `{ enabled: true, present: true }`, and the guest switches to 64-bit mode
+ * with its own page tables, writes 32 MiB through one mapping, reads it back
+ * through another, and exits through `isa-debug-exit`, all within 5 seconds
+ * (real KVM: well under one). This catches the nested KVM of cloud VMs that
+ * opens and answers `query-kvm` but on which a Linux kernel never boots
+ * (there, fresh guest memory costs milliseconds per page). It cannot vouch
+ * for what the probe does not do: interrupts and timers, several CPUs, CPU
+ * models other than QEMU's default, devices, hours of load, or a wrapper the
+ * machine runs QEMU through. On macOS the same probe runs under `hvf`
+ * (without `query-kvm`); other systems get `tcg`. Each call probes afresh
+ * (about 0.2 s with KVM; up to the 5 s deadline where it hangs).
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const detectAccel: (
+  options?: { readonly binary?: string | undefined }
+) => Effect.Effect<DetectedAccel> = accel_.detect
 
 
 /**
@@ -530,52 +614,6 @@ export const restore: (
   snapshot: Snapshot.Snapshot,
   options?: RestoreOptions
 ) => Effect.Effect<Machine, LaunchFailure | SnapshotError, Scope.Scope> = restore_.restore
-
-/**
- * A prepared machine to clone (see {@link template}).
- *
- * @since 0.3.0
- * @category models
- */
-export interface Template {
-  /** Where the template's RAM file, device state and frozen disk overlays are. */
-  readonly dir: string
-  readonly snapshot: Snapshot.Snapshot
-  /**
-   * A new machine in the template's state: its RAM mapped copy-on-write from
-   * the template's, its disks as qcow2 overlays (removed when its scope
-   * closes). Runs when it returns unless `paused`.
-   */
-  readonly clone: (options?: RestoreOptions) => Effect.Effect<Machine, LaunchFailure | SnapshotError, Scope.Scope>
-}
-
-/**
- * Options of {@link template}.
- *
- * @since 0.3.0
- * @category models
- */
-export interface TemplateOptions<E, R> {
-  /** Runs on the template machine before it is saved (boot it, log in, warm caches). */
-  readonly prepare?: ((vm: Machine) => Effect.Effect<unknown, E, R>) | undefined
-  /** Keep the template here and reuse it when its config and QEMU version match (across processes). */
-  readonly cacheDir?: string | undefined
-}
-
-/**
- * Launches `config` once with its RAM in a file, runs `prepare`, saves it,
- * and returns a template whose clones start from that state in a fraction
- * of a boot. Disks must be declared with {@link addDisk}: a raw writable
- * `-drive`/`-blockdev` fails with `SnapshotError` `WritableDisk`. The
- * template's files live as long as its scope and its last clone.
- *
- * @since 0.3.0
- * @category constructors
- */
-export const template: <E = never, R = never>(
-  config: Config,
-  options?: TemplateOptions<E, R>
-) => Effect.Effect<Template, LaunchFailure | SnapshotError | E, Scope.Scope | R> = template_.template
 
 /**
  * A layer that launches the machine and provides both `QemuMachine` and

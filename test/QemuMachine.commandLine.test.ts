@@ -172,6 +172,32 @@ describe("QemuMachine.commandLine", () => {
     ])
   })
 
+  it("setAccel puts -accel after -machine, and a later setAccel replaces an earlier one", () => {
+    const config = base.pipe(QemuMachine.setMachine("q35"), QemuMachine.setAccel("kvm"), QemuMachine.addArgs("-S"))
+    expect(QemuMachine.commandLine(config, resolved)).toEqual([
+      "qemu-system-x86_64",
+      ...head,
+      ...qmpArgs,
+      "-machine",
+      "q35",
+      "-accel",
+      "kvm",
+      "-S"
+    ])
+    const replaced = QemuMachine.setAccel(config, "tcg")
+    expect(replaced.accel).toBe("tcg")
+    expect(QemuMachine.commandLine(replaced, resolved).filter((a) => a === "-accel")).toHaveLength(1)
+    expect(QemuMachine.commandLine(replaced, resolved)).toContain("tcg")
+    expect(config.accel).toBe("kvm")
+  })
+
+  it("setAccel(\"hvf\") passes -accel hvf through, and an unresolved setAccel(\"auto\") adds no -accel", () => {
+    expect(QemuMachine.baseArgs(base.pipe(QemuMachine.setAccel("hvf")), resolved).slice(-2)).toEqual(["-accel", "hvf"])
+    const auto = base.pipe(QemuMachine.setAccel("auto"))
+    expect(auto.accel).toBe("auto")
+    expect(QemuMachine.commandLine(auto, resolved)).toEqual(QemuMachine.commandLine(base, resolved))
+  })
+
   it("combinators return a new config and leave the original untouched", () => {
     const before = QemuMachine.commandLine(base, resolved)
     const changed = base.pipe(QemuMachine.setMachine("none"), QemuMachine.setConsole(), QemuMachine.addArgs("-S"))

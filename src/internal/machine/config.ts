@@ -41,6 +41,7 @@ export const make = (options: Api.Options): Api.Config =>
     eventStreamBuffer: options.eventStreamBuffer,
     validateArgs: options.validateArgs ?? false,
     machine: undefined,
+    accel: undefined,
     console: undefined,
     qmp: true,
     guestAgent: false,
@@ -55,6 +56,11 @@ export const setMachine: {
   (machineType: string): (self: Api.Config) => Api.Config
   (self: Api.Config, machineType: string): Api.Config
 } = dual(2, (self: Api.Config, machineType: string): Api.Config => update(self, { machine: machineType }))
+
+export const setAccel: {
+  (accel: Api.AccelChoice): (self: Api.Config) => Api.Config
+  (self: Api.Config, accel: Api.AccelChoice): Api.Config
+} = dual(2, (self: Api.Config, accel: Api.AccelChoice): Api.Config => update(self, { accel }))
 
 export const setConsole =
   (options: { readonly deviceType?: string | undefined; readonly index?: number | undefined } = {}) =>
@@ -105,6 +111,8 @@ export const baseArgs = (config: Api.Config, resolved: Sockets): Array<string> =
     args.push("-chardev", chardev, "-mon", "chardev=mon,mode=control")
   }
   if (config.machine !== undefined) args.push("-machine", config.machine)
+  // `auto` is resolved by launch before the command line is built; left unresolved, QEMU's default (TCG) applies.
+  if (config.accel !== undefined && config.accel !== "auto") args.push("-accel", config.accel)
   if (config.console) {
     for (let i = 0; i < config.console.index; i++) args.push("-serial", "null")
     args.push("-chardev", `socket,id=console,path=${resolved.consolePath},server=on,wait=off`)

@@ -10,6 +10,7 @@ import type { LaunchFailure } from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
 import * as Proc from "../process.js"
 import * as Redact from "../redact.js"
+import * as Accel from "./accel.js"
 import * as Handle from "./handle.js"
 import * as Lifecycle from "./lifecycle.js"
 import { prepare } from "./prepare.js"
@@ -74,9 +75,11 @@ export const launch = (
   recorded: Api.Config = config
 ): Effect.Effect<Api.Machine, LaunchFailure, Scope.Scope> =>
   Effect.gen(function*() {
+    // `setAccel("auto")` becomes the accelerator the probe found (probed once per binary).
+    const resolved = yield* Accel.resolve(config)
     const parent = yield* Effect.scope
     const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
-    return yield* build(config, scope, recorded).pipe(
+    return yield* build(resolved, scope, recorded).pipe(
       Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
     )
   }).pipe(
