@@ -33,11 +33,10 @@ import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import type { SocketServerError } from "@effect/platform/SocketServer"
 import * as RpcSerialization from "@effect/rpc/RpcSerialization"
-import * as PgClient from "@effect/sql-pg/PgClient"
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { ConfigError } from "effect/ConfigError"
+import * as ConfigErrors from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -87,13 +86,34 @@ export const sqlite = (filename?: string): Storage => ({ _tag: "Sqlite", filenam
  */
 export const postgres = (url: string): Storage => ({ _tag: "Postgres", url })
 
+/**
+ * The driver of `storage`, loaded when the layer starts: a one-host user
+ * installs only `@effect/sql-sqlite-node`, a multi-host user only
+ * `@effect/sql-pg`, and importing `effect-qemu/fleet` needs neither.
+ */
+const driver = <M>(name: string, load: () => Promise<M>): Effect.Effect<M, ConfigError> =>
+  Effect.tryPromise({
+    try: load,
+    catch: (cause) =>
+      ConfigErrors.InvalidData(
+        ["storage"],
+        `this storage needs ${name}, which could not be loaded (npm install ${name}): ${String(cause)}`
+      )
+  })
+
 const sqlLayer = (storage: Storage): Layer.Layer<SqlClient.SqlClient, SqlError | ConfigError> => {
   switch (storage._tag) {
     case "Sqlite":
-      // in memory by default: nothing on disk to leave behind, even on SIGKILL
-      return SqliteClient.layer({ filename: storage.filename ?? ":memory:" })
+      return Layer.unwrapEffect(Effect.map(
+        driver("@effect/sql-sqlite-node", () => import("@effect/sql-sqlite-node/SqliteClient")),
+        // in memory by default: nothing on disk to leave behind, even on SIGKILL
+        (SqliteClient) => SqliteClient.layer({ filename: storage.filename ?? ":memory:" })
+      ))
     case "Postgres":
-      return PgClient.layer({ url: Redacted.make(storage.url), maxConnections: 4 })
+      return Layer.unwrapEffect(Effect.map(
+        driver("@effect/sql-pg", () => import("@effect/sql-pg/PgClient")),
+        (PgClient) => PgClient.layer({ url: Redacted.make(storage.url), maxConnections: 4 })
+      ))
   }
 }
 
