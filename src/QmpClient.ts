@@ -133,6 +133,17 @@ export interface Options {
    * Check every `execute`'s arguments against the live schema (fetched once,
    * on first use) before sending; a mismatch fails with `QmpArgumentError` and
    * nothing is sent. Default false.
+   *
+   * Checked: the command exists; required members are present and unknown
+   * ones absent (`device_add` takes any device property); JSON types, enum
+   * values, union branches and alternates, at every depth; an integer is a
+   * finite whole number within ±(2^53 − 1), since values above 2^53 cannot
+   * be represented exactly as JS numbers (they would reach QEMU as another
+   * integer); a `number` is finite. Not checked: the range of each QAPI
+   * integer type (`uint8`, `int64`, `size`, …: introspection reports all of
+   * them as `int`, so QEMU judges the range), values inside `any` members
+   * (`qom-set`), and whatever QEMU validates beyond the schema (ids in use,
+   * paths that exist).
    */
   readonly validateArgs?: boolean | undefined
 }

@@ -4,6 +4,13 @@
  * missing member, wrong JSON type, bad enum value, unknown union branch, with
  * the path of the bad member (`arguments.file.driver`).
  *
+ * Integers: introspection reports every QAPI integer type (`int8` … `uint64`,
+ * `size`) as `int`, so a type's own range is not known here and QEMU judges
+ * it. What is checked: an `int` is a finite integer, and a safe one
+ * (|n| ≤ 2^53 − 1): a JS number beyond that is not exact, so it would reach
+ * QEMU as a different value. A `number` is finite (NaN and ±Infinity are not
+ * JSON: `JSON.stringify` would send `null`).
+ *
  * Each type gets one check function, compiled the first time a command using
  * it is validated; later calls only run the compiled functions.
  */
@@ -43,6 +50,7 @@ const jsonType = (u: unknown): string => {
 }
 
 const show = (u: unknown): string => {
+  if (typeof u === "number" && !Number.isFinite(u)) return String(u)
   try {
     const s = JSON.stringify(u) ?? String(u)
     return s.length > 60 ? `${s.slice(0, 60)}…` : s
@@ -84,6 +92,14 @@ const itemPath = (path: string, index: number): string => `${path}[${index}]`
 const unknownBranch = (variants: Variants, tagValue: unknown, path: string): Problem => ({
   path: memberPath(path, variants.tag),
   message: `unknown union branch ${show(tagValue)}; expected one of ${[...variants.cases.keys()].join(", ")}`
+})
+
+/** Above 2^53 a double has no room for every integer: what was meant is not what would be sent. */
+const unsafeInteger = (value: number, path: string): Problem => ({
+  path,
+  message: `${value} is beyond ±(2^53 − 1), where JS numbers are not exact: it would lose precision and reach QEMU ` +
+    `as a different integer. Pass a value within Number.MAX_SAFE_INTEGER (for a size or a 64-bit mask, ` +
+    `one that is exactly representable), or send it unvalidated with the rounding this implies`
 })
 
 // --- JSON kinds, to pick an alternate's branch ---------------------------------------------------------
@@ -139,9 +155,14 @@ const builtinCheck = (name: string): Check => {
     case "str":
       return (v, p) => (typeof v === "string" ? undefined : expected("a string", v, p))
     case "int":
-      return (v, p) => (typeof v === "number" && Number.isInteger(v) ? undefined : expected("an integer", v, p))
+      return (v, p) =>
+        typeof v !== "number" || !Number.isInteger(v)
+          ? expected("an integer", v, p)
+          : Number.isSafeInteger(v)
+          ? undefined
+          : unsafeInteger(v, p)
     case "number":
-      return (v, p) => (typeof v === "number" && Number.isFinite(v) ? undefined : expected("a number", v, p))
+      return (v, p) => (typeof v === "number" && Number.isFinite(v) ? undefined : expected("a finite number", v, p))
     case "bool":
       return (v, p) => (typeof v === "boolean" ? undefined : expected("a boolean", v, p))
     case "null":
