@@ -35,7 +35,7 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import type * as ConsoleSocket from "../ConsoleSocket.js"
 import { MachineError } from "../Errors.js"
-import type { LaunchFailure, QmpArgumentError, QmpCommandError, QmpError } from "../Errors.js"
+import type { LaunchFailure, QmpArgumentError, QmpCommandError, QmpError, SnapshotError } from "../Errors.js"
 import * as GuestAgent from "../GuestAgent.js"
 import * as QemuMachine from "../QemuMachine.js"
 
@@ -136,7 +136,22 @@ export const build = (options: { readonly dir?: string | undefined } = {}): Effe
  * @since 0.1.0
  * @category models
  */
-export type ConfigOptions = BaseConfigOptions & GuestAgentOptions
+export type ConfigOptions = BaseConfigOptions & GuestAgentOptions & MachineOptions
+
+/**
+ * Options of the guest's `QemuMachine.make` that the guest leaves to the
+ * caller: all but those it sets itself or takes in {@link BaseConfigOptions}
+ * and {@link GuestAgentOptions} (`binary`, `args`, `name`, `baseTempDir`,
+ * `sockDir`, `consoleLog`). For example `validateArgs`, `qmpTimeout`,
+ * `eventCacheSize`, `wrapper`.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type MachineOptions = Omit<
+  QemuMachine.Options,
+  "binary" | "args" | "name" | "baseTempDir" | "sockDir" | "consoleLog"
+>
 
 /**
  * With `guestAgent: true` the guest starts its agent and the machine gets the
@@ -171,6 +186,13 @@ export interface BaseConfigOptions {
   readonly baseTempDir?: string | undefined
   /** The machine's name (its socket files are named after it). */
   readonly name?: string | undefined
+  /**
+   * The accelerator (`QemuMachine.setAccel`). Default `tcg`; `auto` takes KVM
+   * only where a probe guest really runs under it (`QemuMachine.detectAccel`).
+   *
+   * @since 0.3.0
+   */
+  readonly accel?: QemuMachine.AccelChoice | undefined
 }
 
 /**
@@ -193,6 +215,28 @@ export const agentSocketPath = (sockDir: string, name?: string | undefined): str
  */
 export const agentArgs: (socketPath: string) => Array<string> = GuestAgent.commandLineArgs
 
+/** The options meant for `QemuMachine.make`: everything but the guest's own (and `launch`'s). */
+const machineOptions = (options: LaunchOptions): MachineOptions => {
+  const {
+    accel: _accel,
+    agentTimeout: _agentTimeout,
+    append: _append,
+    args: _args,
+    baseTempDir: _baseTempDir,
+    binary: _binary,
+    bootTimeout: _bootTimeout,
+    consoleLog: _consoleLog,
+    guestAgent: _guestAgent,
+    guestAgentDisabled: _guestAgentDisabled,
+    memory: _memory,
+    name: _name,
+    pvpanic: _pvpanic,
+    sockDir: _sockDir,
+    ...machine
+  } = options
+  return machine
+}
+
 /** A name for the machine, so that a `sockDir` given without one has its agent socket at a known path. */
 const machineName = (options: ConfigOptions): string | undefined =>
   options.name ?? (options.guestAgent === true && options.sockDir !== undefined ? "guest" : undefined)
@@ -204,16 +248,19 @@ const agentAppend = (options: ConfigOptions): string => {
 }
 
 /**
- * The machine configuration of the guest: TCG (KVM may be a nested backend
- * that crashes real kernels), q35, 256 MiB, no default devices, no reboot,
- * a console on the first serial port, and paused at start (`-S`) so that
- * the console is connected before the guest prints anything.
+ * The machine configuration of the guest: TCG unless `accel` says otherwise
+ * (KVM may be a nested backend that crashes real kernels: `auto` probes
+ * first), q35, 256 MiB, no default devices, no reboot, a console on the
+ * first serial port, and paused at start (`-S`) so that the console is
+ * connected before the guest prints anything. {@link MachineOptions}
+ * (`validateArgs`, `qmpTimeout`, ...) go to `QemuMachine.make`.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const config = (files: Files, options: ConfigOptions = {}): QemuMachine.Config =>
   QemuMachine.make({
+    ...machineOptions(options),
     binary: options.binary ?? "qemu-system-x86_64",
     consoleLog: options.consoleLog,
     baseTempDir: options.baseTempDir,
@@ -221,11 +268,10 @@ export const config = (files: Files, options: ConfigOptions = {}): QemuMachine.C
     sockDir: options.sockDir
   }).pipe(
     QemuMachine.setMachine("q35"),
+    QemuMachine.setAccel(options.accel ?? "tcg"),
     QemuMachine.setConsole(),
     (config) => options.guestAgent === true ? QemuMachine.addGuestAgent(config) : config,
     QemuMachine.addArgs(
-      "-accel",
-      "tcg",
       "-m",
       options.memory ?? "256",
       "-nodefaults",
@@ -321,6 +367,28 @@ export const launch = (
     yield* console.expect("# ", { timeout: bootTimeout })
     const bootTime = Duration.millis(Date.now() - started)
 
+    return yield* makeGuest(vm, console, files, bootTime, options)
+  }).pipe(Effect.withSpan("Guest.launch"))
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type LaunchOptions = ConfigOptions & {
+  readonly bootTimeout?: Duration.DurationInput | undefined
+  /** How long `agent` waits for the agent's first sync. Default 60 seconds. */
+  readonly agentTimeout?: Duration.DurationInput | undefined
+}
+
+/** The handle around a running guest whose shell waits on the console (booted, or cloned). */
+const makeGuest = (
+  vm: QemuMachine.Machine,
+  console: ConsoleSocket.ConsoleSocket,
+  files: Files,
+  bootTime: Duration.Duration,
+  options: LaunchOptions
+): Effect.Effect<Guest> =>
+  Effect.gen(function*() {
     // Commands run one at a time: the console is a single conversation.
     const lock = yield* Effect.makeSemaphore(1)
     let counter = 0
@@ -346,14 +414,76 @@ export const launch = (
       : vm.guestAgent({ timeout: options.agentTimeout ?? Duration.seconds(60) })
 
     return { vm, console, files, bootTime, run, agentAddress, agent }
-  }).pipe(Effect.withSpan("Guest.launch"))
+  })
 
 /**
- * @since 0.2.0
+ * A booted guest to clone (see {@link template}).
+ *
+ * @since 0.3.0
  * @category models
  */
-export type LaunchOptions = ConfigOptions & {
-  readonly bootTimeout?: Duration.DurationInput | undefined
-  /** How long `agent` waits for the agent's first sync. Default 60 seconds. */
-  readonly agentTimeout?: Duration.DurationInput | undefined
+export interface Template {
+  readonly template: QemuMachine.Template
+  readonly files: Files
+  /** A new guest in the template's state, the same handle {@link launch} gives; `bootTime` is how long the clone took. */
+  readonly clone: () => Effect.Effect<
+    Guest,
+    LaunchFailure | SnapshotError | MachineError | QmpCommandError | QmpArgumentError | QmpError,
+    Scope.Scope
+  >
 }
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export type TemplateOptions = LaunchOptions & {
+  /** Keep the template here and reuse it across processes (see `QemuMachine.template`). */
+  readonly cacheDir?: string | undefined
+  /** Disks (`QemuMachine.addDisk`): the guest sees them as /dev/vda, /dev/vdb, ...; each clone writes to its own overlay. */
+  readonly disks?: ReadonlyArray<QemuMachine.DiskOptions> | undefined
+}
+
+/**
+ * Boots the guest once (with its agent running when `guestAgent`), saves it
+ * as a `QemuMachine.template`, and hands out clones: each a guest of its
+ * own (RAM copy-on-write, its own disks' overlays) at the shell prompt in a
+ * fraction of a boot. Everything ends with the scope and the last clone.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const template = (
+  options: TemplateOptions = {}
+): Effect.Effect<
+  Template,
+  GuestUnavailable | LaunchFailure | SnapshotError | MachineError | QmpCommandError | QmpArgumentError | QmpError,
+  Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const files = yield* build()
+    const bootTimeout = options.bootTimeout ?? Duration.seconds(90)
+    const base = (options.disks ?? []).reduce((c, disk) => QemuMachine.addDisk(disk)(c), config(files, options))
+    const tpl = yield* QemuMachine.template(base, {
+      cacheDir: options.cacheDir,
+      prepare: (vm) =>
+        Effect.gen(function*() {
+          const console = yield* vm.console
+          yield* vm.command("cont")
+          yield* console.expect(files.readyMarker, { timeout: bootTimeout })
+          yield* console.expect("# ", { timeout: bootTimeout })
+          // Saved with its agent answering: clones' agents are ready at once.
+          if (options.guestAgent === true) yield* vm.guestAgent({ timeout: options.agentTimeout ?? Duration.seconds(60) })
+        })
+    })
+    const clone = () =>
+      Effect.gen(function*() {
+        const started = Date.now()
+        const vm = yield* tpl.clone({ paused: true })
+        // Connected before the guest runs: nothing it prints is lost.
+        const console = yield* vm.console
+        yield* vm.command("cont")
+        return yield* makeGuest(vm, console, files, Duration.millis(Date.now() - started), options)
+      }).pipe(Effect.withSpan("Guest.clone"))
+    return { template: tpl, files, clone }
+  }).pipe(Effect.withSpan("Guest.template"))

@@ -1,0 +1,120 @@
+/**
+ * Snapshots, restores, templates and clones on a real QEMU (an idle q35
+ * machine for the file and error cases) and on the test guest (state kept,
+ * clones isolated from each other and from the base image).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Exit } from "effect"
+import * as cp from "node:child_process"
+import * as crypto from "node:crypto"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { QemuMachine, Snapshot } from "../src/index.js"
+import { Guest } from "../src/testing/index.js"
+
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "eq-snap-"))),
+  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+const idle = (...args: Array<string>) =>
+  QemuMachine.make({ binary: "qemu-system-x86_64" }).pipe(
+    QemuMachine.setMachine("q35"),
+    QemuMachine.addArgs("-accel", "tcg", "-m", "64", "-nodefaults", "-S", ...args)
+  )
+
+/** QEMUs this process started that are still alive. */
+const ourQemus = () => {
+  const out = cp.spawnSync("ps", ["-o", "pid=,stat=,comm=", "--ppid", String(process.pid)], { encoding: "utf8" }).stdout
+  return out.split("\n").filter((l) => l.includes("qemu-system") && !/\sZ/.test(l)).length
+}
+
+const sha = (file: string) => crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex")
+
+describe("snapshots of an idle machine", { timeout: 60_000 }, () => {
+  it.scopedLive("saves a private directory with the resolved machine type and restores it", () =>
+    Effect.gen(function*() {
+      const dir = path.join(yield* tempDir, "snap")
+      const vm = yield* QemuMachine.launch(idle())
+      const snap = yield* vm.snapshot({ dir })
+      expect(fs.statSync(dir).mode & 0o777).toBe(0o700)
+      expect(snap.manifest.machineType).toMatch(/^pc-q35-\d+\.\d+$/)
+      expect(snap.manifest.qemuVersion).toMatch(/^\d+\.\d+\.\d+$/)
+      expect(snap.manifest.bytes).toBe(fs.statSync(snap.stateFile).size)
+      const opened = yield* Snapshot.open(dir)
+      expect(opened.manifest.config.args).toEqual(vm.args.slice(-6))
+      const again = yield* QemuMachine.restore(opened, { paused: true })
+      expect((yield* again.command("query-status")).status).toBe("paused")
+      expect(again.args).toContain(snap.manifest.machineType)
+    }))
+
+  it.scopedLive("a state file that does not load is Corrupt, and no QEMU is left", () =>
+    Effect.gen(function*() {
+      const dir = path.join(yield* tempDir, "snap")
+      const vm = yield* QemuMachine.launch(idle())
+      const snap = yield* vm.snapshot({ dir })
+      yield* vm.shutdown()
+      const size = fs.statSync(snap.stateFile).size
+      fs.writeFileSync(snap.stateFile, crypto.randomBytes(size))
+      const before = ourQemus()
+      const exit = yield* Effect.exit(Effect.scoped(QemuMachine.restore(snap)))
+      expect(Exit.isFailure(exit) && JSON.stringify(exit.cause)).toContain("Corrupt")
+      expect(ourQemus()).toBe(before)
+      fs.truncateSync(snap.stateFile, 1000)
+      const truncated = yield* Effect.flip(Snapshot.open(dir))
+      expect(truncated.reason).toBe("Corrupt")
+      expect(truncated.message).toContain("truncated")
+    }))
+
+  it.scopedLive("a machine QEMU cannot migrate is NotMigratable with its blockers, and nothing is written", () =>
+    Effect.gen(function*() {
+      const dir = path.join(yield* tempDir, "snap")
+      const vm = yield* QemuMachine.launch(
+        idle("-object", "memory-backend-ram,id=m,size=1M,share=on", "-device", "ivshmem-plain,memdev=m")
+      )
+      const error = yield* Effect.flip(vm.snapshot({ dir }))
+      expect(error._tag === "SnapshotError" && error.reason).toBe("NotMigratable")
+      expect(error.message).toContain("ivshmem")
+      expect(fs.existsSync(dir)).toBe(false)
+    }))
+
+  it.scopedLive("a template refuses a raw writable disk", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(QemuMachine.template(idle("-drive", "file=/tmp/x.raw,format=raw,if=virtio")))
+      expect(error._tag === "SnapshotError" && error.reason).toBe("WritableDisk")
+    }))
+})
+
+describe("snapshots and clones of the test guest", { timeout: 180_000 }, () => {
+  it.scopedLive("a restored guest keeps its RAM, and its console and agent answer", () =>
+    Effect.gen(function*() {
+      const guest = yield* Guest.launch({ guestAgent: true })
+      yield* guest.run("echo kept > /tmp/mark")
+      const snap = yield* guest.vm.snapshot({ dir: path.join(yield* tempDir, "snap") })
+      const vm = yield* QemuMachine.restore(snap)
+      const console = yield* vm.console
+      yield* console.write("cat /tmp/mark\n")
+      yield* console.expect(/kept\r?\n/, { timeout: "20 seconds" })
+      const agent = yield* vm.guestAgent({ timeout: "20 seconds" })
+      yield* agent.ping
+      // The original runs on.
+      expect((yield* guest.run("cat /tmp/mark")).output).toBe("kept")
+    }))
+
+  it.scopedLive("clones run at once, each with its own RAM and disk, and the base image is unchanged", () =>
+    Effect.gen(function*() {
+      const base = path.join(yield* tempDir, "base.raw")
+      fs.writeFileSync(base, Buffer.alloc(4 << 20, 7))
+      const checksum = sha(base)
+      const tpl = yield* Guest.template({ disks: [{ path: base }] })
+      const [a, b, c] = yield* Effect.all([tpl.clone(), tpl.clone(), tpl.clone()], { concurrency: "unbounded" })
+      yield* a!.run("echo from-a > /tmp/f && echo from-a-disk | dd of=/dev/vda conv=fsync 2>/dev/null")
+      expect((yield* a!.run("cat /tmp/f; head -c 9 /dev/vda")).output).toBe("from-a\nfrom-a-di")
+      for (const other of [b!, c!, yield* tpl.clone()]) {
+        expect((yield* other.run("cat /tmp/f")).status).not.toBe(0)
+        expect((yield* other.run("head -c 4 /dev/vda | od -An -tx1")).output).toBe("07 07 07 07")
+      }
+      expect(sha(base)).toBe(checksum)
+    }))
+})
