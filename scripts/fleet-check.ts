@@ -8,11 +8,17 @@
  * the others keep answering, and 8 new launches must land on the survivors.
  * Then a client process launches 2 VMs and is SIGKILLed: without its heartbeat
  * the runners shut those VMs down (no orphans).
+ * Every member talks mutual TLS (certificates made here with `openssl`); a
+ * peer without a certificate, with another CA's and with an expired one must
+ * be refused. The runners' policy lets the VMs live in the check's own dir
+ * only: launches with a foreign binary, a wrapper, a path outside or an
+ * `exec:` argument, and commands of the deny list must answer `PolicyDenied`
+ * and run or write nothing (a marker file they would create, an outside dir).
  * At the end everything is shut down and checked gone: runner and QEMU
  * processes, temp dirs, the database. Prints a table and, last, one JSON line.
  *
- * The same file is the runner (`node --import tsx scripts/fleet-check.ts runner URL PORT`)
- * and the client that dies (`… client URL BASEDIR`).
+ * The same file is the runner (`node --import tsx scripts/fleet-check.ts runner URL PORT WORKDIR`)
+ * and the client that dies (`… client URL BASEDIR WORKDIR`).
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as PgClient from "@effect/sql-pg/PgClient"
@@ -24,6 +30,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Fleet, type MachineSpec } from "../src/fleet/index.js"
+import { handshake, makeCerts } from "../test/helpers/certs.js"
 
 const self = fileURLToPath(import.meta.url)
 const QEMU = process.env.QEMU_BINARY ?? "qemu-system-x86_64"
@@ -176,11 +183,23 @@ const track = (workDir: string, child: cp.ChildProcess) => {
   if (child.pid !== undefined) fs.appendFileSync(path.join(workDir, "pids"), `${child.pid}\n`)
 }
 
+/** Where the members find their certificates (made by `main`), and the dir VMs may live in. */
+const certsDir = (workDir: string) => path.join(workDir, "certs")
+const vmDir = (workDir: string) => path.join(workDir, "vms")
+
+/** A member's TLS settings, `runner` or `client`. */
+const memberTls = (workDir: string, who: "runner" | "client") =>
+  Fleet.tls({
+    ca: path.join(certsDir(workDir), "fleet-ca.pem"),
+    cert: path.join(certsDir(workDir), `${who}.pem`),
+    key: path.join(certsDir(workDir), `${who}.key`)
+  })
+
 const startRunner = async (index: number, url: string, workDir: string): Promise<Runner> => {
   const port = await freePort()
   const log = path.join(workDir, `runner-${index}.log`)
   const fd = fs.openSync(log, "w")
-  const child = cp.spawn(process.execPath, ["--import", "tsx", self, "runner", url, String(port)], {
+  const child = cp.spawn(process.execPath, ["--import", "tsx", self, "runner", url, String(port), workDir], {
     stdio: ["ignore", "pipe", fd],
     cwd: path.dirname(path.dirname(self))
   })
@@ -204,7 +223,7 @@ const startRunner = async (index: number, url: string, workDir: string): Promise
 /** A client process that launches `ORPHANS` VMs and waits to be killed. */
 const startOrphanClient = async (url: string, base: string, workDir: string) => {
   const fd = fs.openSync(path.join(workDir, "client.log"), "w")
-  const child = cp.spawn(process.execPath, ["--import", "tsx", self, "client", url, base], {
+  const child = cp.spawn(process.execPath, ["--import", "tsx", self, "client", url, base, workDir], {
     stdio: ["ignore", "pipe", fd],
     cwd: path.dirname(path.dirname(self))
   })
@@ -251,8 +270,17 @@ const say = (text: string) => console.log(`[${((Date.now() - started) / 1000).to
 
 async function main(): Promise<number> {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "effect-qemu-fleet-check-"))
-  const vmBase = path.join(workDir, "vms")
+  const vmBase = vmDir(workDir)
   fs.mkdirSync(vmBase)
+  // what refused launches and commands would write: the check proves they did not
+  const outside = path.join(workDir, "outside")
+  fs.mkdirSync(outside)
+  const marker = path.join(outside, "ran")
+  fs.mkdirSync(certsDir(workDir))
+  const certs = makeCerts(certsDir(workDir))
+  let refusedPeers = 0
+  let deniedLaunches = 0
+  let deniedCommands = 0
   const failures: Array<string> = []
   const runners: Array<Runner> = []
   let pg: { readonly dir: string; readonly url: string } | undefined
@@ -292,6 +320,15 @@ async function main(): Promise<number> {
     for (const start of starts) if (start.status === "fulfilled") runners.push(start.value)
     for (const start of starts) if (start.status === "rejected") throw start.reason
 
+    say("peers without a certificate of the fleet's CA…")
+    const target = runners[0]!.port
+    for (const [label, pair] of [["none", undefined], ["another CA's", certs.foreign], ["expired", certs.expired]] as const) {
+      const result = await handshake(target, certs.ca, pair)
+      if (result.ok) failures.push(`a peer with ${label} certificate was accepted`)
+      else refusedPeers++
+    }
+    if (!(await handshake(target, certs.ca, certs.client)).ok) failures.push("a certified peer was refused")
+
     const spec = vmSpec(vmBase)
 
     const program = Effect.gen(function*() {
@@ -319,6 +356,34 @@ async function main(): Promise<number> {
       )
       const launchSeconds = (performance.now() - t0) / 1000
       say(`  ${VMS} launched in ${launchSeconds.toFixed(1)} s`)
+
+      say("launches and commands the runners' policy refuses…")
+      const refusedLaunches: ReadonlyArray<readonly [string, MachineSpec.MachineSpec]> = [
+        ["binary", { ...spec, binary: "/bin/sh", args: ["-c", `touch ${marker}`] }],
+        ["wrapper", { ...spec, wrapper: ["/bin/sh", "-c", `touch ${marker}; exec "$@"`, "sh"] }],
+        ["path", { ...spec, consoleLog: path.join(outside, "console.log") }],
+        ["path", { ...spec, baseTempDir: outside }],
+        ["argument", { ...spec, args: [...spec.args!, "-incoming", `exec:touch ${marker}`] }],
+        ["argument", { ...spec, args: [...spec.args!, "-chardev", `file,id=c,path=${path.join(outside, "c.log")}`] }]
+      ]
+      for (const [i, [what, denied]] of refusedLaunches.entries()) {
+        const result = yield* Effect.either(fleet.launch(`denied-${i}`, denied))
+        if (Either.isLeft(result) && result.left._tag === "PolicyDenied" && result.left.what === what) deniedLaunches++
+        else failures.push(`launch ${i} (${what}): ${Either.isRight(result) ? "launched" : result.left._tag}`)
+      }
+      const refusedCommands: ReadonlyArray<readonly [string, Record<string, unknown>]> = [
+        ["human-monitor-command", { "command-line": "info status" }],
+        ["migrate", { uri: `exec:touch ${marker}` }],
+        ["migrate", { uri: `file:${path.join(outside, "state")}` }],
+        ["screendump", { filename: path.join(outside, "screen.ppm") }],
+        ["dump-guest-memory", { paging: false, protocol: `file:${path.join(outside, "core")}` }],
+        ["chardev-add", { id: "c", backend: { type: "file", data: { out: path.join(outside, "c.log") } } }]
+      ]
+      for (const [command, args] of refusedCommands) {
+        const result = yield* Effect.either(vms[0]!.command(command, args))
+        if (Either.isLeft(result) && result.left._tag === "PolicyDenied") deniedCommands++
+        else failures.push(`command ${command}: ${Either.isRight(result) ? "ran" : result.left._tag}`)
+      }
 
       say(`${COMMANDS} commands on each…`)
       yield* Effect.forEach(vms, (vm) =>
@@ -409,7 +474,10 @@ async function main(): Promise<number> {
       }
       orphanMs = performance.now() - killedClientAt
       say("shutting everything down…")
-    }).pipe(Effect.scoped, Effect.provide(Fleet.clientLayer({ storage: Fleet.postgres(url) })))
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Fleet.clientLayer({ storage: Fleet.postgres(url), tls: memberTls(workDir, "client") }))
+    )
 
     const exit = await Effect.runPromiseExit(program)
     if (exit._tag === "Failure") failures.push(`client: ${String(exit.cause)}`)
@@ -430,6 +498,11 @@ async function main(): Promise<number> {
   for (const pid of processesMentioning(vmBase)) leftovers.push(`QEMU pid ${pid}`)
   const vmDirs = fs.existsSync(vmBase) ? fs.readdirSync(vmBase) : []
   for (const dir of vmDirs) leftovers.push(`temp dir ${path.join(vmBase, dir)}`)
+  // the refused requests ran nothing and wrote nothing
+  for (const file of fs.existsSync(outside) ? fs.readdirSync(outside) : []) {
+    leftovers.push(`written by a refused request: ${path.join(outside, file)}`)
+  }
+  for (const pid of processesMentioning(marker)) leftovers.push(`run by a refused request: pid ${pid}`)
   if (pg) {
     try {
       stopPostgres(pg.dir)
@@ -469,17 +542,22 @@ async function main(): Promise<number> {
   console.log(`command latency through the fleet: p50 ${percentile(latencies, 0.5).toFixed(2)} ms, p95 ${percentile(latencies, 0.95).toFixed(2)} ms (${latencies.length} commands, ${VMS} VMs driven at once)`)
   console.log(`VmLost on the killed runner's VMs after at most ${(maxLostMs / 1000).toFixed(1)} s (limit 30 s)`)
   console.log(`VMs of a SIGKILLed client shut down: ${orphansShutDown}/${ORPHANS}, all within ${(orphanMs / 1000).toFixed(1)} s (idle timeout ${VM_IDLE})`)
+  console.log(`TLS peers refused: ${refusedPeers}/3; policy: ${deniedLaunches} launches and ${deniedCommands} commands refused`)
   console.log(`total ${((Date.now() - started) / 1000).toFixed(1)} s`)
   for (const failure of failures) console.log(`FAIL ${failure}`)
   for (const leftover of leftovers) console.log(`LEAK ${leftover}`)
   const ok = failures.length === 0 && leftovers.length === 0 && launchedAfterKill === AFTER_KILL && lostElsewhere === 0 &&
-    lostOnKilled > 0 && rows.size === VMS + AFTER_KILL && orphansShutDown === ORPHANS
+    lostOnKilled > 0 && rows.size === VMS + AFTER_KILL && orphansShutDown === ORPHANS && refusedPeers === 3
   console.log(JSON.stringify({
     runners: RUNNERS,
     vms: VMS,
     lostOnKilled,
     lostElsewhere,
     launchedAfterKill,
+    tls: true,
+    refusedPeers,
+    deniedLaunches,
+    deniedCommands,
     leaked: leftovers.length
   }))
   return ok ? 0 : 1
@@ -489,11 +567,13 @@ async function main(): Promise<number> {
 // entry
 
 if (process.argv[2] === "runner") {
-  const [url, port] = [process.argv[3]!, Number(process.argv[4])]
+  const [url, port, workDir] = [process.argv[3]!, Number(process.argv[4]), process.argv[5]!]
   Effect.gen(function*() {
     yield* Layer.build(Fleet.runnerLayer({
       storage: Fleet.postgres(url),
       address: { host: "127.0.0.1", port },
+      tls: memberTls(workDir, "runner"),
+      policy: Fleet.policy({ dirs: [vmDir(workDir)] }),
       vmIdleTimeout: VM_IDLE
     }))
     process.stdout.write(`ready ${process.pid}\n`)
@@ -501,7 +581,7 @@ if (process.argv[2] === "runner") {
   }).pipe(Effect.scoped, NodeRuntime.runMain)
 } else if (process.argv[2] === "client") {
   // A client that launches VMs and then dies without shutting them down.
-  const [url, base] = [process.argv[3]!, process.argv[4]!]
+  const [url, base, workDir] = [process.argv[3]!, process.argv[4]!, process.argv[5]!]
   Effect.gen(function*() {
     const fleet = yield* Fleet.Fleet
     yield* Effect.sleep("3 seconds")
@@ -511,7 +591,11 @@ if (process.argv[2] === "runner") {
     }
     process.stdout.write("ready\n")
     return yield* Effect.never
-  }).pipe(Effect.scoped, Effect.provide(Fleet.clientLayer({ storage: Fleet.postgres(url) })), NodeRuntime.runMain)
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(Fleet.clientLayer({ storage: Fleet.postgres(url), tls: memberTls(workDir, "client") })),
+    NodeRuntime.runMain
+  )
 } else {
   main().then((code) => process.exit(code), (error) => {
     console.error("fleet:check crashed:", error)

@@ -82,7 +82,11 @@ const connectTls = (address: RunnerAddress, material: TlsMaterial) =>
             // the chain is checked against the fleet's CA; any member may run anywhere
             checkServerIdentity: () => undefined
           })
-          conn.once("secureConnect", () => resume(Effect.succeed(conn!)))
+          conn.once("secureConnect", () => {
+            // small RPC frames: no Nagle delay behind an unacknowledged one
+            conn!.setNoDelay(true)
+            resume(Effect.succeed(conn!))
+          })
           conn.on("error", (cause) => resume(Effect.fail(new Socket.SocketGenericError({ reason: "Open", cause }))))
         })
       )
@@ -151,6 +155,7 @@ const makeTlsServer = (listen: { readonly host: string; readonly port: number },
         const fibers = yield* Scope.extend(FiberSet.make(), scope)
         const runFork = yield* FiberSet.runtime(fibers)<R>()
         const accept = (conn: Tls.TLSSocket) => {
+          conn.setNoDelay(true)
           let error: Error | undefined
           conn.on("error", (err) => {
             error = err
