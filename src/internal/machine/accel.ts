@@ -213,7 +213,16 @@ export const runProbe = (
     return `${query}a probe guest ran in 64-bit mode and checked 32 MiB through its page tables in ${elapsed} ms`
   }).pipe(
     Effect.scoped,
-    Effect.mapError((e) => e._tag === "ProbeFailed" ? e : new ProbeFailed({ reason: `cannot run ${binary}: ${e.message}` })),
+    Effect.mapError((e) =>
+      e._tag === "ProbeFailed"
+        ? e
+        : new ProbeFailed({
+          reason: e._tag === "SystemError" && e.method === "exitCode"
+            // A signal death, e.g. QEMU crashing on a broken KVM.
+            ? `QEMU died: ${e.description ?? e.reason}`
+            : `cannot run ${binary}: ${e._tag === "SystemError" ? `${e.reason}${e.description ? ` (${e.description})` : ""}` : e.message}`
+        })
+    ),
     Effect.provide(NodeCommandExecutor.layer),
     Effect.provide(NodeFileSystem.layer)
   )
