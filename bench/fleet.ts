@@ -4,10 +4,11 @@
  * - a `query-status` round trip to a VM through the fleet versus the same
  *   command on a local `QemuMachine` (ratio, added latency p50/p95), for the
  *   embedded runner (same process, SQLite) and for a runner in another process
- *   reached over TCP (SQLite file shared by both processes);
+ *   reached over TCP, and the same over mutual TLS (SQLite file shared by both
+ *   processes; certificates made with `openssl`);
  * - launches per second through the fleet (`-machine none`, 4 at a time).
  *
- * The runner process is this file: `node --import tsx bench/fleet.ts runner FILE PORT`.
+ * The runner process is this file: `node --import tsx bench/fleet.ts runner FILE PORT [CERTDIR]`.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Layer } from "effect"
@@ -19,6 +20,7 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Fleet, type MachineSpec } from "../src/fleet/index.js"
 import { QemuMachine } from "../src/index.js"
+import { makeCerts } from "../test/helpers/certs.js"
 import { fmtMs, fmtRate, now, summarize } from "./stats.js"
 
 const self = fileURLToPath(import.meta.url)
@@ -101,27 +103,43 @@ async function main(): Promise<number> {
       }).pipe(Effect.scoped, Effect.provide(Fleet.runnerLayer({ policy: Fleet.policy({ dirs: [base] }) })))
     )
 
-    const file = path.join(dir, "fleet.sqlite")
-    const port = await freePort()
-    runner = cp.spawn(process.execPath, ["--import", "tsx", self, "runner", file, String(port)], {
-      stdio: ["ignore", "pipe", "inherit"],
-      cwd: path.dirname(path.dirname(self))
-    })
-    await new Promise<void>((resolve, reject) => {
-      runner!.stdout!.on("data", (chunk: Buffer) => chunk.toString().includes("ready") && resolve())
-      runner!.once("exit", (code) => reject(new Error(`runner exited (${code})`)))
-    })
-    const remote = await Effect.runPromise(
-      Effect.gen(function*() {
-        const fleet = yield* Fleet.Fleet
-        yield* Effect.sleep("3 seconds") // the client sees the runner
-        const stats = yield* Effect.scoped(Effect.flatMap(fleet.launch("bench", spec), (vm) => roundTrips(vm.command("query-status"))))
-        const rate = yield* launches(fleet, spec, "remote")
-        const vms = yield* Effect.forEach(ids("remote-par"), (id) => fleet.launch(id, spec))
-        const commands = yield* throughput(vms.map((vm) => vm.command("query-status")))
-        return { stats, rate, commands }
-      }).pipe(Effect.scoped, Effect.provide(Fleet.clientLayer({ storage: Fleet.sqlite(file) })))
-    )
+    const certs = makeCerts(dir)
+    const member = (who: "runner" | "client") =>
+      Fleet.tls({ ca: certs.ca, cert: path.join(dir, `${who}.pem`), key: path.join(dir, `${who}.key`) })
+    /** A runner in another process, plain TCP or TLS, and this process as its client. */
+    const overNetwork = async (tls: boolean) => {
+      const file = path.join(dir, `fleet-${tls ? "tls" : "tcp"}.sqlite`)
+      const port = await freePort()
+      runner = cp.spawn(process.execPath, ["--import", "tsx", self, "runner", file, String(port), ...(tls ? [dir] : [])], {
+        stdio: ["ignore", "pipe", "inherit"],
+        cwd: path.dirname(path.dirname(self))
+      })
+      await new Promise<void>((resolve, reject) => {
+        runner!.stdout!.on("data", (chunk: Buffer) => chunk.toString().includes("ready") && resolve())
+        runner!.once("exit", (code) => reject(new Error(`runner exited (${code})`)))
+      })
+      const result = await Effect.runPromise(
+        Effect.gen(function*() {
+          const fleet = yield* Fleet.Fleet
+          yield* Effect.sleep("3 seconds") // the client sees the runner
+          const prefix = tls ? "tls" : "remote"
+          const stats = yield* Effect.scoped(Effect.flatMap(fleet.launch(`${prefix}-bench`, spec), (vm) => roundTrips(vm.command("query-status"))))
+          const rate = yield* launches(fleet, spec, prefix)
+          const vms = yield* Effect.forEach(ids(`${prefix}-par`), (id) => fleet.launch(id, spec))
+          const commands = yield* throughput(vms.map((vm) => vm.command("query-status")))
+          return { stats, rate, commands }
+        }).pipe(
+          Effect.scoped,
+          Effect.provide(Fleet.clientLayer({ storage: Fleet.sqlite(file), tls: tls ? member("client") : undefined }))
+        )
+      )
+      runner.kill("SIGTERM")
+      await new Promise((resolve) => runner!.exitCode !== null ? resolve(undefined) : runner!.once("exit", resolve))
+      runner = undefined
+      return result
+    }
+    const remote = await overNetwork(false)
+    const secure = await overNetwork(true)
 
     console.log(`fleet bench (${quick ? "quick" : "full"}): ${plan.samples} sequential query-status round trips each`)
     console.log("")
@@ -139,6 +157,13 @@ async function main(): Promise<number> {
     row("local QemuMachine", local, local.rate)
     row("fleet, embedded runner", embedded.stats, embedded.commands, embedded.rate)
     row("fleet, runner over TCP", remote.stats, remote.commands, remote.rate)
+    row("fleet, runner over TLS", secure.stats, secure.commands, secure.rate)
+    console.log("")
+    console.log(
+      `TLS / TCP: p50 ${(secure.stats.median / remote.stats.median).toFixed(2)}x, p95 ${
+        (secure.stats.p95 / remote.stats.p95).toFixed(2)
+      }x, ${plan.parallelVms} VMs at once ${(secure.commands / remote.commands).toFixed(2)}x the commands/s`
+    )
     console.log(JSON.stringify({
       localP50: local.median,
       embeddedP50: embedded.stats.median,
@@ -146,6 +171,12 @@ async function main(): Promise<number> {
       remoteP50: remote.stats.median,
       remoteP95: remote.stats.p95,
       remoteRatio: remote.stats.median / local.median,
+      tlsP50: secure.stats.median,
+      tlsP95: secure.stats.p95,
+      tlsOverTcpP50: secure.stats.median / remote.stats.median,
+      tlsOverTcpP95: secure.stats.p95 / remote.stats.p95,
+      tlsCommandsPerSecond: secure.commands,
+      tlsLaunchesPerSecond: secure.rate,
       localCommandsPerSecond: local.rate,
       embeddedCommandsPerSecond: embedded.commands,
       remoteCommandsPerSecond: remote.commands,
@@ -163,11 +194,18 @@ async function main(): Promise<number> {
 }
 
 if (process.argv[2] === "runner") {
-  const [file, port] = [process.argv[3]!, Number(process.argv[4])]
+  const [file, port, certDir] = [process.argv[3]!, Number(process.argv[4]), process.argv[5]]
   Effect.gen(function*() {
     yield* Layer.build(Fleet.runnerLayer({
       storage: Fleet.sqlite(file),
       address: { host: "127.0.0.1", port },
+      tls: certDir === undefined
+        ? undefined
+        : Fleet.tls({
+          ca: path.join(certDir, "fleet-ca.pem"),
+          cert: path.join(certDir, "runner.pem"),
+          key: path.join(certDir, "runner.key")
+        }),
       policy: Fleet.policy({ dirs: [os.tmpdir()] })
     }))
     process.stdout.write("ready\n")
