@@ -1,11 +1,13 @@
 /**
  * The typed QAPI layer inside the client, against a counting fake server:
  * `validateArgs` refuses bad arguments before anything is sent, typed replies
- * that do not match their Schema fail with the path, typed events are
- * delivered even when their data does not match (with one warning per name).
+ * that do not match their Schema fail with the path, typed events are checked
+ * against the greeting version's schema (strictly for one of `Qapi.versions`,
+ * leniently, with one warning per name, for any other).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Logger } from "effect"
+import * as Qapi from "../src/Qapi.js"
 import * as QmpClient from "../src/QmpClient.js"
 import { fakeServer, schemaAnswering } from "./helpers/fakeQmp.js"
 
@@ -92,22 +94,42 @@ describe("typed QAPI in the client (fake server)", () => {
       expect(error.message).toContain(".status")
     }))
 
-  it.scopedLive("an event whose data does not match is still delivered, with one warning per event name", () =>
+  /** A server greeting as `version`, that answers one command and then sends two SHUTDOWNs with a string `guest`. */
+  const twoBadShutdowns = (greeting: string) =>
+    fakeServer((conn) =>
+      Effect.gen(function*() {
+        yield* conn.negotiate(greeting)
+        const trigger = yield* conn.nextCommand
+        yield* conn.reply(trigger.id, {})
+        yield* conn.event("SHUTDOWN", { guest: "yes", reason: "host-qmp-quit" })
+        yield* conn.event("SHUTDOWN", { guest: "no", reason: "host-qmp-quit" })
+        yield* conn.closed
+      }).pipe(Effect.ignore)
+    )
+
+  const greetingOf = (major: number, minor: number, micro: number) =>
+    JSON.stringify({ QMP: { version: { qemu: { major, minor, micro }, package: "" }, capabilities: [] } })
+
+  it.scopedLive("from a QEMU of one of Qapi.versions, an event its own schema forbids fails the typed waiter with the path", () =>
+    Effect.gen(function*() {
+      const server = yield* twoBadShutdowns(greetingOf(10, 0, 2))
+      const qmp = yield* QmpClient.connect({ address: server.path })
+      const waiting = yield* Effect.fork(qmp.eventsWait([["SHUTDOWN"]], { timeout: "5 seconds" }))
+      yield* Effect.yieldNow()
+      yield* qmp.executeRaw("trigger")
+      const error = yield* Effect.flip(Fiber.join(waiting))
+      expect(error).toMatchObject({ _tag: "QmpProtocolError", path: "data.guest" })
+      expect(error.message).toContain("event SHUTDOWN does not match QEMU 10.0.13's schema")
+      // the event stream itself is untyped: it is not checked there
+    }))
+
+  it.scopedLive("from a newer QEMU, an event that does not match is delivered, marked unchecked, one warning per event name", () =>
     Effect.gen(function*() {
       const warnings: Array<string> = []
       const logger = Logger.make(({ logLevel, message }) => {
         if (logLevel._tag === "Warning") warnings.push(String(message))
       })
-      const server = yield* fakeServer((conn) =>
-        Effect.gen(function*() {
-          yield* conn.negotiate()
-          const trigger = yield* conn.nextCommand
-          yield* conn.reply(trigger.id, {})
-          yield* conn.event("SHUTDOWN", { guest: "yes", reason: "host-qmp-quit" })
-          yield* conn.event("SHUTDOWN", { guest: "no", reason: "host-qmp-quit" })
-          yield* conn.closed
-        }).pipe(Effect.ignore)
-      )
+      const server = yield* twoBadShutdowns(greetingOf(12, 0, 0))
       const program = Effect.gen(function*() {
         const qmp = yield* QmpClient.connect({ address: server.path })
         const waiting = yield* Effect.fork(Effect.all([
@@ -119,11 +141,14 @@ describe("typed QAPI in the client (fake server)", () => {
         const [first, second] = yield* Fiber.join(waiting)
         expect(first.data).toEqual({ guest: "yes", reason: "host-qmp-quit" })
         expect(second.data).toEqual({ guest: "no", reason: "host-qmp-quit" })
+        expect(Qapi.isUnchecked(first)).toBe(true)
+        expect(Qapi.isUnchecked(second)).toBe(true)
         yield* Effect.sleep("20 millis")
       })
       yield* program.pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
       const about = warnings.filter((w) => w.includes("SHUTDOWN"))
       expect(about.length).toBe(1)
-      expect(about[0]).toContain("guest")
+      expect(about[0]).toContain("from QEMU 12.0.0")
+      expect(about[0]).toContain("data.guest")
     }))
 })
