@@ -314,6 +314,37 @@ export class SnapshotError extends Data.TaggedError("SnapshotError")<{
 }
 
 /**
+ * A `qemu-img` run failed (`Image.*`): a missing file, a file that is not of
+ * the format asked for, an image QEMU holds (a running machine has it open:
+ * "Failed to get ... lock"), a bad size, or `qemu-img` could not be run at
+ * all (`exitCode` undefined, `cause` set). `stderr` is `qemu-img`'s own word.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class ImageError extends Data.TaggedError("ImageError")<{
+  /** What was asked, e.g. `info`, `create`, `snapshots.apply`. */
+  readonly operation: string
+  /** `qemu-img`'s exit code; undefined when it did not run (bad input refused before, or spawn failure). */
+  readonly exitCode: number | undefined
+  /** `qemu-img`'s standard error (or why it was not run). */
+  readonly stderr: string
+  /** The `qemu-img` command line, when it ran. */
+  readonly command?: ReadonlyArray<string>
+  readonly cause?: unknown
+}> {
+  /** @since 0.3.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+
+  /** @since 0.3.0 */
+  override get message(): string {
+    const code = this.exitCode === undefined ? "" : ` (exit code ${this.exitCode})`
+    const detail = this.stderr.trim() || describeCause(this.cause)
+    return `qemu-img ${this.operation} failed${code}${detail ? `: ${truncate(detail, 4096)}` : ""}`
+  }
+}
+
+/**
  * Any QMP-level failure of a command round trip, other than QEMU's own
  * `{ error }` answer.
  *
@@ -337,7 +368,8 @@ export const isEffectQemuError = (u: unknown): u is
   | QmpArgumentError
   | GuestAgentError
   | VmLost
-  | SnapshotError => typeof u === "object" && u !== null && ErrorTypeId in u
+  | SnapshotError
+  | ImageError => typeof u === "object" && u !== null && ErrorTypeId in u
 
 const truncate = (s: string, max: number): string => s.length > max ? `${s.slice(0, max)}… (${s.length - max} more chars)` : s
 

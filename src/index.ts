@@ -23,3 +23,5 @@ export * as Qapi from "./Qapi.js"
 export * as GuestAgent from "./GuestAgent.js"
 /** @since 0.3.0 */
 export * as Snapshot from "./Snapshot.js"
+/** @since 0.3.0 */
+export * as Image from "./Image.js"
