@@ -71,6 +71,14 @@ describe("Qapi tables", () => {
     expect(status({ running: true })).toBe(false)
   })
 
+  it("takes integers above 2^53 (uint64 values QEMU sends), refuses fractions", () => {
+    const balloon = Schema.is(Qapi.commands["query-balloon"].result)
+    expect(balloon({ actual: 2 ** 64 })).toBe(true)
+    expect(balloon({ actual: 18446744073709551615 })).toBe(true)
+    expect(balloon({ actual: 1.5 })).toBe(false)
+    expect(Schema.is(Qga.commands["guest-get-time"].result)(1_796_220_108_453_195_000)).toBe(true)
+  })
+
   it("decodes a recursive flat union (blockdev-add's BlockdevOptions)", () => {
     const decode = Schema.decodeUnknownEither(Qapi.schema("BlockdevOptions"))
     const nested = {

@@ -33,9 +33,18 @@ type TypeSpec =
   | readonly [name: string, kind: "e", values: ReadonlyArray<string>]
   | readonly [name: string, kind: "a", members: ReadonlyArray<string>]
 
+/**
+ * A QAPI integer. Not `Schema.Int`, which wants a *safe* integer: QEMU's
+ * `uint64`/`size` values above 2^53 (guest addresses, PCI BAR limits, the
+ * agent's nanosecond clock) are valid replies, only imprecise once parsed.
+ */
+const QapiInt = Schema.Number.pipe(
+  Schema.filter((n) => Number.isInteger(n), { message: () => "Expected an integer" })
+).annotations({ identifier: "int" })
+
 const BUILTINS: Record<string, AnySchema> = {
   str: Schema.String,
-  int: Schema.Int,
+  int: QapiInt,
   number: Schema.Number,
   bool: Schema.Boolean,
   null: Schema.Null,
