@@ -1,0 +1,215 @@
+/**
+ * `QemuMachine.template` and `template.clone()`. The template runs once with
+ * its RAM in a file (memory-backend-file, share=on), is prepared, and saved
+ * with `x-ignore-shared`: the state file holds only device state. A clone
+ * maps that RAM file privately (share=off, copy-on-write), loads the device
+ * state and runs. Disks declared with `addDisk` get a qcow2 overlay in the
+ * template (frozen when it is saved) and one more per clone. The template's
+ * files live as long as its scope and its last clone.
+ */
+import { Effect, Exit, Scope } from "effect"
+import * as cp from "node:child_process"
+import * as crypto from "node:crypto"
+import * as fs from "node:fs"
+import * as nodePath from "node:path"
+import type { LaunchFailure } from "../../Errors.js"
+import { SnapshotError } from "../../Errors.js"
+import type * as Api from "../../QemuMachine.js"
+import { launch } from "../machine/launch.js"
+import * as Args from "./args.js"
+import * as Manifest from "./manifest.js"
+import * as Restore from "./restore.js"
+import * as Save from "./save.js"
+
+const RAM = "ram"
+const diskFile = (disk: Api.Disk) => `disk-${disk.id}.qcow2`
+
+const sibling = (binary: string, name: string) => (binary.includes("/") ? nodePath.join(nodePath.dirname(binary), name) : name)
+
+/** `qemu-img create -f qcow2 -b BASE -F FORMAT FILE`: a copy-on-write overlay. */
+export const overlay = (config: Api.Config, base: string, format: string, file: string) =>
+  Effect.async<void, SnapshotError>((resume) => {
+    const args = ["create", "-q", "-f", "qcow2", "-b", nodePath.resolve(base), "-F", format, file]
+    const child = cp.execFile(sibling(config.binary, "qemu-img"), args, { timeout: 60_000 }, (error, _stdout, stderr) =>
+      resume(
+        error
+          ? Effect.fail(
+            new SnapshotError({ reason: "Io", message: `cannot create an overlay over ${base}: ${stderr.trim() || error.message}`, cause: error })
+          )
+          : Effect.void
+      ))
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+const removeDir = (dir: string) =>
+  Effect.sync(() => {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true })
+    } catch {
+      // Nothing to do in a finalizer.
+    }
+  })
+
+/** A private directory, created and registered for removal in one uninterruptible step. */
+const scopedDir = (base: string, prefix: string) =>
+  Effect.acquireRelease(
+    Effect.try({
+      try: () => fs.mkdtempSync(nodePath.join(base, prefix)),
+      catch: Manifest.ioError(`cannot create a directory under ${base}`)
+    }),
+    removeDir
+  )
+
+/** RAM files belong in memory: /dev/shm when there is one. */
+const ramBase = (config: Api.Config): string => {
+  try {
+    fs.accessSync("/dev/shm", fs.constants.W_OK)
+    return "/dev/shm"
+  } catch {
+    return config.baseTempDir
+  }
+}
+
+const binaryVersion = (config: Api.Config) =>
+  Effect.async<string>((resume) => {
+    const [command, ...rest] = [...config.wrapper, config.binary, "--version"]
+    const child = cp.execFile(command!, rest, { timeout: 10_000 }, (_error, stdout) => resume(Effect.succeed(stdout.trim())))
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+const toIo = (e: { readonly message: string }) =>
+  Effect.fail(new SnapshotError({ reason: "Io", message: `saving the template failed: ${e.message}`, cause: e }))
+
+export interface TemplateOptions<E, R> {
+  readonly prepare?: ((vm: Api.Machine) => Effect.Effect<unknown, E, R>) | undefined
+  readonly cacheDir?: string | undefined
+}
+
+/** Runs the template machine, prepares and saves it into `dir`, then shuts it down. */
+const build = <E, R>(config: Api.Config, dir: string, prepare: TemplateOptions<E, R>["prepare"]) =>
+  Effect.gen(function*() {
+    const size = Args.memorySize(config.args)
+    const frozen: Record<string, string> = {}
+    const disks: Array<Api.Disk> = []
+    for (const disk of config.disks ?? []) {
+      if (disk.readOnly) {
+        disks.push(disk)
+        continue
+      }
+      yield* overlay(config, disk.path, disk.format, nodePath.join(dir, diskFile(disk)))
+      frozen[disk.id] = diskFile(disk)
+      disks.push({ ...disk, path: nodePath.join(dir, diskFile(disk)), format: "qcow2" })
+    }
+    const running = Args.withArgs(Args.withDisks(config, disks), ...Args.memoryArgs(nodePath.join(dir, RAM), size, true))
+    const scope = yield* Scope.make()
+    return yield* Effect.gen(function*() {
+      const vm = yield* launch(running, config).pipe(Scope.extend(scope))
+      if (prepare) yield* prepare(vm)
+      return yield* Save.save(vm, config, { dir, keepPaused: true }, {
+        ignoreShared: true,
+        memory: { file: RAM, size },
+        disks: frozen
+      }).pipe(
+        Effect.catchTags({
+          QmpConnectionError: toIo,
+          QmpProtocolError: toIo,
+          QmpTimeoutError: toIo
+        })
+      )
+    }).pipe(Effect.ensuring(Scope.close(scope, Exit.void)))
+  })
+
+export const template = <E = never, R = never>(
+  config: Api.Config,
+  options: TemplateOptions<E, R> = {}
+): Effect.Effect<Api.Template, LaunchFailure | SnapshotError | E, Scope.Scope | R> =>
+  Effect.gen(function*() {
+    const writable = Args.writableDisks(config.args)
+    if (writable.length > 0) {
+      return yield* Effect.fail(
+        new SnapshotError({
+          reason: "WritableDisk",
+          message: `a template shares its disks with every clone, so it cannot open them writable: ${writable.join("; ")} ` +
+            `(use QemuMachine.addDisk, or readonly=on)`
+        })
+      )
+    }
+    let clones = 0
+    let closed = false
+    let owned: string | undefined
+    const releaseIfDone = Effect.suspend(() => (closed && clones === 0 && owned ? removeDir(owned) : Effect.void))
+    yield* Effect.addFinalizer(() => Effect.suspend(() => ((closed = true), releaseIfDone)))
+
+    const snapshot = yield* Effect.gen(function*() {
+      if (options.cacheDir === undefined) {
+        const dir = yield* Effect.uninterruptible(Effect.tap(
+          Effect.try({
+            try: () => fs.mkdtempSync(nodePath.join(ramBase(config), "qemu-template-")),
+            catch: Manifest.ioError(`cannot create a template directory`)
+          }),
+          (d) => Effect.sync(() => (owned = d))
+        ))
+        return yield* build(config, dir, options.prepare)
+      }
+      const cacheDir = options.cacheDir
+      const version = yield* binaryVersion(config)
+      const key = crypto.createHash("sha256").update(JSON.stringify(Manifest.encodeConfig(config))).update(version)
+        .digest("hex").slice(0, 20)
+      const dir = nodePath.join(cacheDir, `template-${key}`)
+      const cached = yield* Effect.option(Manifest.open(dir))
+      if (cached._tag === "Some") return cached.value
+      yield* Effect.try({
+        try: () => fs.mkdirSync(cacheDir, { recursive: true, mode: 0o700 }),
+        catch: Manifest.ioError(`cannot create ${cacheDir}`)
+      })
+      // Built beside, renamed into place: another process sees a whole template or none.
+      return yield* Effect.scoped(Effect.gen(function*() {
+        const building = yield* scopedDir(cacheDir, `.template-${key}-`)
+        yield* build(config, building, options.prepare)
+        yield* Effect.try({
+          try: () => fs.renameSync(building, dir),
+          catch: (e) => e
+        }).pipe(Effect.catchAll(() => Effect.void)) // another process won the race: use its template
+        return yield* Manifest.open(dir)
+      }))
+    })
+    const { extra } = Manifest.internal(snapshot)
+    const ram = nodePath.join(snapshot.dir, extra.memory?.file ?? RAM)
+    const size = extra.memory?.size ?? Args.memorySize(config.args)
+
+    const hold = Effect.acquireRelease(
+      Effect.suspend(() =>
+        closed
+          ? Effect.fail(new SnapshotError({ reason: "Io", message: "the template's scope is closed" }))
+          : Effect.sync(() => void clones++)
+      ),
+      () => Effect.suspend(() => (clones--, releaseIfDone))
+    )
+
+    const clone = (cloneOptions: Api.RestoreOptions = {}) =>
+      Effect.gen(function*() {
+        yield* hold
+        const disks: Array<Api.Disk> = []
+        const own = (config.disks ?? []).some((d) => !d.readOnly)
+          ? yield* scopedDir(config.baseTempDir, "qemu-clone-")
+          : undefined
+        for (const disk of config.disks ?? []) {
+          const frozen = extra.disks?.[disk.id]
+          if (disk.readOnly || frozen === undefined || own === undefined) {
+            disks.push(disk)
+            continue
+          }
+          const file = nodePath.join(own, diskFile(disk))
+          yield* overlay(config, nodePath.join(snapshot.dir, frozen), "qcow2", file)
+          disks.push({ ...disk, path: file, format: "qcow2" })
+        }
+        return yield* Restore.incoming(snapshot, {
+          config: Args.withArgs(Args.withDisks(config, disks), ...Args.memoryArgs(ram, size, false)),
+          recorded: Args.withArgs(config, ...Args.anonymousMemoryArgs(size)),
+          ignoreShared: true
+        }, cloneOptions)
+      }).pipe(Effect.withSpan("QemuMachine.clone", { captureStackTrace: false }))
+
+    return { dir: snapshot.dir, snapshot, clone } satisfies Api.Template
+  }).pipe(Effect.withSpan("QemuMachine.template", { captureStackTrace: false }))
+
