@@ -1,5 +1,7 @@
 /**
- * Every failure effect-qemu can report, as `Data.TaggedError` classes.
+ * Every failure effect-qemu can report, as `Schema.TaggedError` classes: the
+ * same errors cross the wire between a fleet's runners and clients (`cause`
+ * as `Schema.Defect`: an `Error` arrives as its name, message and stack).
  *
  * The `_tag` of each class is part of the public contract: match on it with
  * `Effect.catchTag`. Each error carries the fields a caller needs to act on it
@@ -8,7 +10,7 @@
  *
  * @since 0.1.0
  */
-import { Data, Duration } from "effect"
+import { Duration, Schema } from "effect"
 
 /**
  * @since 0.1.0
@@ -41,19 +43,19 @@ export type LaunchFailureReason =
  * @since 0.1.0
  * @category errors
  */
-export class LaunchFailure extends Data.TaggedError("LaunchFailure")<{
-  readonly reason: LaunchFailureReason
+export class LaunchFailure extends Schema.TaggedError<LaunchFailure>("effect-qemu/LaunchFailure")("LaunchFailure", {
+  reason: Schema.Literal("InvalidConfig", "SpawnFailed", "ExitedEarly", "Timeout", "QmpFailed"),
   /** The exit code, when QEMU exited by itself. */
-  readonly exitCode: number | undefined
+  exitCode: Schema.UndefinedOr(Schema.Number),
   /** The signal name, when QEMU died from a signal. */
-  readonly signal: string | undefined
+  signal: Schema.UndefinedOr(Schema.String),
   /** The full command line, wrapper included, with secret values (`data=` of secret objects, `password=`) masked. */
-  readonly command: ReadonlyArray<string>
+  command: Schema.Array(Schema.String),
   /** QEMU's combined stdout and stderr so far (its echo of an option holding a secret masked the same way). */
-  readonly output: string
-  readonly cause?: unknown
-  readonly detail?: string
-}> {
+  output: Schema.String,
+  cause: Schema.optional(Schema.Defect),
+  detail: Schema.optional(Schema.String)
+}) {
   /** @since 0.1.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 
@@ -84,6 +86,12 @@ export interface ShutdownStep {
   readonly detail: string
 }
 
+const ShutdownStep = Schema.Struct({
+  step: Schema.Literal("soft", "hard", "wait", "cleanup"),
+  outcome: Schema.Literal("ok", "failed", "skipped"),
+  detail: Schema.String
+})
+
 /**
  * A graceful shutdown was asked for but not performed. The machine has still
  * been killed and cleaned up by the time this error is seen.
@@ -91,10 +99,10 @@ export interface ShutdownStep {
  * @since 0.1.0
  * @category errors
  */
-export class AbnormalShutdown extends Data.TaggedError("AbnormalShutdown")<{
-  readonly cause: unknown
-  readonly steps: ReadonlyArray<ShutdownStep>
-}> {
+export class AbnormalShutdown extends Schema.TaggedError<AbnormalShutdown>("effect-qemu/AbnormalShutdown")("AbnormalShutdown", {
+  cause: Schema.Defect,
+  steps: Schema.Array(ShutdownStep)
+}) {
   /** @since 0.1.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 
@@ -111,14 +119,14 @@ export class AbnormalShutdown extends Data.TaggedError("AbnormalShutdown")<{
  * @since 0.1.0
  * @category errors
  */
-export class QmpCommandError extends Data.TaggedError("QmpCommandError")<{
+export class QmpCommandError extends Schema.TaggedError<QmpCommandError>("effect-qemu/QmpCommandError")("QmpCommandError", {
   /** The command name that was sent. */
-  readonly command: string
+  command: Schema.String,
   /** The QMP error class, e.g. `GenericError`, `CommandNotFound`. */
-  readonly errorClass: string
+  errorClass: Schema.String,
   /** QEMU's human readable description. */
-  readonly desc: string
-}> {
+  desc: Schema.String
+}) {
   /** @since 0.1.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 
@@ -149,11 +157,13 @@ export type QmpConnectionErrorReason =
  * @since 0.1.0
  * @category errors
  */
-export class QmpConnectionError extends Data.TaggedError("QmpConnectionError")<{
-  readonly reason: QmpConnectionErrorReason
-  readonly cause?: unknown
-  readonly detail?: string
-}> {
+export class QmpConnectionError
+  extends Schema.TaggedError<QmpConnectionError>("effect-qemu/QmpConnectionError")("QmpConnectionError", {
+    reason: Schema.Literal("Refused", "Eof", "SocketError", "Closed", "ProtocolError", "Unsupported"),
+    cause: Schema.optional(Schema.Defect),
+    detail: Schema.optional(Schema.String)
+  })
+{
   /** @since 0.1.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 
@@ -171,16 +181,18 @@ export class QmpConnectionError extends Data.TaggedError("QmpConnectionError")<{
  * @since 0.1.0
  * @category errors
  */
-export class QmpProtocolError extends Data.TaggedError("QmpProtocolError")<{
-  readonly message: string
-  /** The offending bytes, truncated to a few hundred characters. */
-  readonly raw: string
-  /**
-   * Where a typed reply or event did not match its schema (`return.singlestep`,
-   * `data.reason`), when that is what failed; absent for framing and JSON errors.
-   */
-  readonly path?: string | undefined
-}> {
+export class QmpProtocolError
+  extends Schema.TaggedError<QmpProtocolError>("effect-qemu/QmpProtocolError")("QmpProtocolError", {
+    message: Schema.String,
+    /** The offending bytes, truncated to a few hundred characters. */
+    raw: Schema.String,
+    /**
+     * Where a typed reply or event did not match its schema (`return.singlestep`,
+     * `data.reason`), when that is what failed; absent for framing and JSON errors.
+     */
+    path: Schema.optional(Schema.String)
+  })
+{
   /** @since 0.1.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 }
@@ -191,11 +203,11 @@ export class QmpProtocolError extends Data.TaggedError("QmpProtocolError")<{
  * @since 0.1.0
  * @category errors
  */
-export class QmpTimeoutError extends Data.TaggedError("QmpTimeoutError")<{
+export class QmpTimeoutError extends Schema.TaggedError<QmpTimeoutError>("effect-qemu/QmpTimeoutError")("QmpTimeoutError", {
   /** What timed out, e.g. `execute query-status` or `eventWait SHUTDOWN`. */
-  readonly operation: string
-  readonly timeout: Duration.Duration
-}> {
+  operation: Schema.String,
+  timeout: Schema.Duration
+}) {
   /** @since 0.1.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 
@@ -212,10 +224,10 @@ export class QmpTimeoutError extends Data.TaggedError("QmpTimeoutError")<{
  * @since 0.1.0
  * @category errors
  */
-export class MachineError extends Data.TaggedError("MachineError")<{
-  readonly message: string
-  readonly cause?: unknown
-}> {
+export class MachineError extends Schema.TaggedError<MachineError>("effect-qemu/MachineError")("MachineError", {
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {
   /** @since 0.1.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 }
@@ -227,14 +239,16 @@ export class MachineError extends Data.TaggedError("MachineError")<{
  * @since 0.2.0
  * @category errors
  */
-export class QmpArgumentError extends Data.TaggedError("QmpArgumentError")<{
-  /** The command whose arguments were checked. */
-  readonly command: string
-  /** Where the bad member is, e.g. `arguments.file.filename` (`arguments` for the whole object). */
-  readonly path: string
-  /** What is wrong there. */
-  readonly message: string
-}> {
+export class QmpArgumentError
+  extends Schema.TaggedError<QmpArgumentError>("effect-qemu/QmpArgumentError")("QmpArgumentError", {
+    /** The command whose arguments were checked. */
+    command: Schema.String,
+    /** Where the bad member is, e.g. `arguments.file.filename` (`arguments` for the whole object). */
+    path: Schema.String,
+    /** What is wrong there. */
+    message: Schema.String
+  })
+{
   /** @since 0.2.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 }
@@ -245,14 +259,16 @@ export class QmpArgumentError extends Data.TaggedError("QmpArgumentError")<{
  * @since 0.2.0
  * @category errors
  */
-export class GuestAgentError extends Data.TaggedError("GuestAgentError")<{
-  /** The agent command that was sent. */
-  readonly command: string
-  /** The QAPI error class, e.g. `GenericError`, `CommandNotFound`. */
-  readonly errorClass: string
-  /** The agent's human readable description. */
-  readonly desc: string
-}> {
+export class GuestAgentError
+  extends Schema.TaggedError<GuestAgentError>("effect-qemu/GuestAgentError")("GuestAgentError", {
+    /** The agent command that was sent. */
+    command: Schema.String,
+    /** The QAPI error class, e.g. `GenericError`, `CommandNotFound`. */
+    errorClass: Schema.String,
+    /** The agent's human readable description. */
+    desc: Schema.String
+  })
+{
   /** @since 0.2.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 
@@ -269,13 +285,13 @@ export class GuestAgentError extends Data.TaggedError("GuestAgentError")<{
  * @since 0.2.0
  * @category errors
  */
-export class VmLost extends Data.TaggedError("VmLost")<{
+export class VmLost extends Schema.TaggedError<VmLost>("effect-qemu/VmLost")("VmLost", {
   /** The VM's entity id. */
-  readonly id: string
+  id: Schema.String,
   /** The runner it lived on (its address), when known. */
-  readonly runner: string
-  readonly detail?: string
-}> {
+  runner: Schema.String,
+  detail: Schema.optional(Schema.String)
+}) {
   /** @since 0.2.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 
@@ -304,11 +320,11 @@ export type SnapshotErrorReason = "NotMigratable" | "VersionMismatch" | "Corrupt
  * @since 0.3.0
  * @category errors
  */
-export class SnapshotError extends Data.TaggedError("SnapshotError")<{
-  readonly reason: SnapshotErrorReason
-  readonly message: string
-  readonly cause?: unknown
-}> {
+export class SnapshotError extends Schema.TaggedError<SnapshotError>("effect-qemu/SnapshotError")("SnapshotError", {
+  reason: Schema.Literal("NotMigratable", "VersionMismatch", "Corrupt", "WritableDisk", "Io"),
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {
   /** @since 0.3.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 }
@@ -322,17 +338,17 @@ export class SnapshotError extends Data.TaggedError("SnapshotError")<{
  * @since 0.3.0
  * @category errors
  */
-export class ImageError extends Data.TaggedError("ImageError")<{
+export class ImageError extends Schema.TaggedError<ImageError>("effect-qemu/ImageError")("ImageError", {
   /** What was asked, e.g. `info`, `create`, `snapshots.apply`. */
-  readonly operation: string
+  operation: Schema.String,
   /** `qemu-img`'s exit code; undefined when it did not run (bad input refused before, or spawn failure). */
-  readonly exitCode: number | undefined
+  exitCode: Schema.UndefinedOr(Schema.Number),
   /** `qemu-img`'s standard error (or why it was not run). */
-  readonly stderr: string
+  stderr: Schema.String,
   /** The `qemu-img` command line, when it ran. */
-  readonly command?: ReadonlyArray<string>
-  readonly cause?: unknown
-}> {
+  command: Schema.optional(Schema.Array(Schema.String)),
+  cause: Schema.optional(Schema.Defect)
+}) {
   /** @since 0.3.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
 

@@ -4,7 +4,7 @@
  * wire, no re-creation of a lost VM, release of a VM whose client went quiet.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Schedule, Schema } from "effect"
+import { Duration, Effect, Layer, Schedule, Schema } from "effect"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as cp from "node:child_process"
 import * as fs from "node:fs"
@@ -12,7 +12,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Fleet, FleetErrors, MachineSpec } from "../src/fleet/index.js"
-import { QemuMachine } from "../src/index.js"
+import { Errors, QemuMachine } from "../src/index.js"
 import * as Proc from "../src/internal/process.js"
 import { noneConfig, pollUntil, processesMentioning } from "./helpers/machine.js"
 import { QEMU, tempDir } from "./helpers/qemu.js"
@@ -63,6 +63,40 @@ describe("MachineSpec", () => {
     }))
 })
 
+describe("Errors on the wire", () => {
+  it.effect("the library's errors encode and decode as themselves, causes as name and message", () =>
+    Effect.gen(function*() {
+      const errors = [
+        new Errors.LaunchFailure({
+          reason: "ExitedEarly",
+          exitCode: 1,
+          signal: undefined,
+          command: ["qemu-system-x86_64", "-nope"],
+          output: "invalid option",
+          cause: new Error("boom")
+        }),
+        new Errors.AbnormalShutdown({ cause: "quit ignored", steps: [{ step: "soft", outcome: "failed", detail: "timeout" }] }),
+        new Errors.QmpCommandError({ command: "x", errorClass: "GenericError", desc: "no" }),
+        new Errors.QmpConnectionError({ reason: "Eof", detail: "closed" }),
+        new Errors.QmpProtocolError({ message: "bad", raw: "{", path: "return.x" }),
+        new Errors.QmpTimeoutError({ operation: "eventWait X", timeout: Duration.seconds(2) }),
+        new Errors.MachineError({ message: "no console" }),
+        new Errors.QmpArgumentError({ command: "x", path: "arguments.y", message: "missing" }),
+        new Errors.GuestAgentError({ command: "guest-ping", errorClass: "GenericError", desc: "no" }),
+        new Errors.VmLost({ id: "vm", runner: "h:1" }),
+        new Errors.SnapshotError({ reason: "Io", message: "disk full" })
+      ]
+      for (const error of errors) {
+        const schema = Schema.parseJson(error.constructor as unknown as Schema.Schema<typeof error, unknown>)
+        const back = yield* Schema.decodeUnknown(schema)(yield* Schema.encode(schema)(error))
+        expect(back).toBeInstanceOf(error.constructor)
+        expect(back._tag).toBe(error._tag)
+        expect(Errors.isEffectQemuError(back)).toBe(true)
+        expect(back.message).toBe(error.message)
+      }
+    }))
+})
+
 describe("Fleet (embedded default)", () => {
   it.scopedLive("launches a VM through the cluster and answers QMP commands", () =>
     Effect.gen(function*() {
@@ -104,6 +138,8 @@ describe("Fleet (embedded default)", () => {
       const attached = yield* fleet.attach("vm-b")
       expect({ runner: attached.runner, name: attached.name }).toEqual({ runner: vm.runner, name: vm.name })
       const error = yield* Effect.flip(vm.command("no-such-command"))
+      // the library's own error class, not a copy of it
+      expect(error).toBeInstanceOf(Errors.QmpCommandError)
       expect(error).toBeInstanceOf(FleetErrors.QmpCommandError)
       expect(error).toMatchObject({ _tag: "QmpCommandError", command: "no-such-command", errorClass: "CommandNotFound" })
 

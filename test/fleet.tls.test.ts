@@ -36,8 +36,8 @@ const tlsRunner = (base: string, port: number) =>
     yield* Layer.build(Fleet.runnerLayer({
       storage: Fleet.sqlite(filename),
       address: { host: "127.0.0.1", port },
-      tls: Fleet.tls({ ca: certs.ca, ...certs.runner })
-      // POLICY
+      tls: Fleet.tls({ ca: certs.ca, ...certs.runner }),
+      policy: Fleet.policy({ dirs: [vms] })
     }))
     return { certs, filename, vms }
   })

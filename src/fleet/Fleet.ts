@@ -215,6 +215,7 @@ export type CallError =
   | FleetErrors.QmpConnectionError
   | FleetErrors.QmpProtocolError
   | FleetErrors.QmpTimeoutError
+  | FleetErrors.QmpArgumentError
   | FleetErrors.MachineError
   | FleetErrors.VmLost
   | FleetErrors.VmNotFound

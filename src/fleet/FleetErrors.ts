@@ -1,128 +1,73 @@
 /**
- * The failures of a fleet VM, as `Schema.TaggedError` classes so that they cross
- * the wire between a runner and its clients. Each mirrors the error of the same
- * `_tag` in `effect-qemu/Errors` (match on `_tag` either way); `VmNotFound`,
- * `VmAlreadyLaunched` and `InvalidSpec` exist only in the fleet.
+ * The failures of a fleet VM. The library's own errors (`effect-qemu/Errors`,
+ * `Schema.TaggedError`s) cross the wire between a runner and its clients as
+ * they are, and are re-exported here; `VmNotFound`, `VmAlreadyLaunched`,
+ * `InvalidSpec` and `PolicyDenied` exist only in the fleet.
  *
  * @since 0.2.0
  */
-import * as Duration from "effect/Duration"
 import * as Schema from "effect/Schema"
-import * as Errors from "../Errors.js"
+import {
+  AbnormalShutdown,
+  LaunchFailure,
+  MachineError,
+  QmpArgumentError,
+  QmpCommandError,
+  QmpConnectionError,
+  QmpProtocolError,
+  QmpTimeoutError,
+  VmLost
+} from "../Errors.js"
 
-/**
- * @since 0.2.0
- * @category errors
- */
-export class LaunchFailure extends Schema.TaggedError<LaunchFailure>("effect-qemu/fleet/LaunchFailure")("LaunchFailure", {
-  reason: Schema.Literal("InvalidConfig", "SpawnFailed", "ExitedEarly", "Timeout", "QmpFailed", "Interrupted"),
-  exitCode: Schema.optional(Schema.Number),
-  signal: Schema.optional(Schema.String),
-  command: Schema.Array(Schema.String),
-  output: Schema.String,
-  detail: Schema.optional(Schema.String)
-}) {
-  /** @since 0.2.0 */
-  override get message(): string {
-    return `QEMU launch failed (${this.reason})${this.detail ? `: ${this.detail}` : ""}`
-  }
-}
-
-/**
- * @since 0.2.0
- * @category errors
- */
-export class AbnormalShutdown
-  extends Schema.TaggedError<AbnormalShutdown>("effect-qemu/fleet/AbnormalShutdown")("AbnormalShutdown", {
-    steps: Schema.Array(Schema.Struct({
-      step: Schema.Literal("soft", "hard", "wait", "cleanup"),
-      outcome: Schema.Literal("ok", "failed", "skipped"),
-      detail: Schema.String
-    })),
-    detail: Schema.String
-  })
-{}
-
-/**
- * @since 0.2.0
- * @category errors
- */
-export class QmpCommandError
-  extends Schema.TaggedError<QmpCommandError>("effect-qemu/fleet/QmpCommandError")("QmpCommandError", {
-    command: Schema.String,
-    errorClass: Schema.String,
-    desc: Schema.String
-  })
-{
-  /** @since 0.2.0 */
-  override get message(): string {
-    return `QMP command '${this.command}' failed: ${this.errorClass}: ${this.desc}`
-  }
-}
-
-/**
- * @since 0.2.0
- * @category errors
- */
-export class QmpConnectionError
-  extends Schema.TaggedError<QmpConnectionError>("effect-qemu/fleet/QmpConnectionError")("QmpConnectionError", {
-    /** `Refused`, `Eof`, `SocketError`, `Closed`, … as in `Errors.QmpConnectionError`. */
-    reason: Schema.String,
-    detail: Schema.optional(Schema.String)
-  })
-{}
-
-/**
- * @since 0.2.0
- * @category errors
- */
-export class QmpProtocolError
-  extends Schema.TaggedError<QmpProtocolError>("effect-qemu/fleet/QmpProtocolError")("QmpProtocolError", {
-    message: Schema.String,
-    raw: Schema.String
-  })
-{}
-
-/**
- * @since 0.2.0
- * @category errors
- */
-export class QmpTimeoutError
-  extends Schema.TaggedError<QmpTimeoutError>("effect-qemu/fleet/QmpTimeoutError")("QmpTimeoutError", {
-    operation: Schema.String,
-    timeout: Schema.DurationFromMillis
-  })
-{
-  /** @since 0.2.0 */
-  override get message(): string {
-    return `${this.operation} timed out after ${Duration.format(this.timeout)}`
-  }
-}
-
-/**
- * @since 0.2.0
- * @category errors
- */
-export class MachineError extends Schema.TaggedError<MachineError>("effect-qemu/fleet/MachineError")("MachineError", {
-  message: Schema.String
-}) {}
-
-/**
- * The VM is gone with the runner that hosted it (or was released when its
- * client stopped sending heartbeats). It is never re-created behind the caller's back.
- *
- * @since 0.2.0
- * @category errors
- */
-export class VmLost extends Schema.TaggedError<VmLost>("effect-qemu/fleet/VmLost")("VmLost", {
-  id: Schema.String,
-  runner: Schema.String,
-  detail: Schema.optional(Schema.String)
-}) {
-  /** @since 0.2.0 */
-  override get message(): string {
-    return `VM ${this.id} was lost with its runner ${this.runner}${this.detail ? `: ${this.detail}` : ""}`
-  }
+export {
+  /**
+   * @since 0.2.0
+   * @category errors
+   */
+  AbnormalShutdown,
+  /**
+   * @since 0.2.0
+   * @category errors
+   */
+  LaunchFailure,
+  /**
+   * @since 0.2.0
+   * @category errors
+   */
+  MachineError,
+  /**
+   * @since 0.3.0
+   * @category errors
+   */
+  QmpArgumentError,
+  /**
+   * @since 0.2.0
+   * @category errors
+   */
+  QmpCommandError,
+  /**
+   * @since 0.2.0
+   * @category errors
+   */
+  QmpConnectionError,
+  /**
+   * @since 0.2.0
+   * @category errors
+   */
+  QmpProtocolError,
+  /**
+   * @since 0.2.0
+   * @category errors
+   */
+  QmpTimeoutError,
+  /**
+   * The VM is gone with the runner that hosted it (or was released when its
+   * client stopped sending heartbeats). It is never re-created behind the caller's back.
+   *
+   * @since 0.2.0
+   * @category errors
+   */
+  VmLost
 }
 
 /**
@@ -181,52 +126,6 @@ export type QmpError = QmpConnectionError | QmpProtocolError | QmpTimeoutError
  * @category schemas
  */
 export const QmpErrorSchema = Schema.Union(QmpConnectionError, QmpProtocolError, QmpTimeoutError, MachineError)
-
-/**
- * The wire twin of a local error.
- *
- * @since 0.2.0
- * @category conversions
- */
-export const fromLaunchFailure = (e: Errors.LaunchFailure): LaunchFailure =>
-  new LaunchFailure({
-    reason: e.reason,
-    exitCode: e.exitCode,
-    signal: e.signal,
-    command: e.command,
-    output: e.output,
-    detail: e.detail ?? (e.cause === undefined ? undefined : Errors.describeCause(e.cause))
-  })
-
-/**
- * @since 0.2.0
- * @category conversions
- */
-export const fromAbnormalShutdown = (e: Errors.AbnormalShutdown): AbnormalShutdown =>
-  new AbnormalShutdown({ steps: e.steps, detail: Errors.describeCause(e.cause) })
-
-/**
- * @since 0.2.0
- * @category conversions
- */
-export const fromQmpError = (
-  e: Errors.QmpCommandError | Errors.QmpError | Errors.MachineError | Errors.QmpArgumentError
-): QmpCommandError | QmpError | MachineError => {
-  switch (e._tag) {
-    case "QmpCommandError":
-      return new QmpCommandError({ command: e.command, errorClass: e.errorClass, desc: e.desc })
-    case "QmpConnectionError":
-      return new QmpConnectionError({ reason: e.reason, detail: e.detail })
-    case "QmpProtocolError":
-      return new QmpProtocolError({ message: e.message, raw: e.raw })
-    case "QmpTimeoutError":
-      return new QmpTimeoutError({ operation: e.operation, timeout: e.timeout })
-    case "MachineError":
-      return new MachineError({ message: e.message })
-    case "QmpArgumentError":
-      return new MachineError({ message: `${e.command}: ${e.path}: ${e.message}` })
-  }
-}
 
 /**
  * The runner's policy (`Fleet.policy`) refused a launch or a command: nothing

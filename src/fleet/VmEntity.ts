@@ -75,6 +75,7 @@ const CallError = Schema.Union(
   FleetErrors.QmpProtocolError,
   FleetErrors.QmpTimeoutError,
   FleetErrors.MachineError,
+  FleetErrors.QmpArgumentError,
   FleetErrors.VmLost,
   FleetErrors.VmNotFound,
   FleetErrors.PolicyDenied
@@ -209,19 +210,16 @@ const handlers = (policy: Policy.Policy) => Effect.gen(function*() {
     Command: ({ payload }) =>
       answer(Effect.zipRight(
         Policy.checkCommand(policy, ctx.id, payload.command, payload.args),
-        Effect.flatMap(held, ({ vm }) => Effect.mapError(vm.command(payload.command, payload.args), FleetErrors.fromQmpError))
+        Effect.flatMap(held, ({ vm }) => vm.command(payload.command, payload.args))
       )),
     Qmp: ({ payload }) =>
       answer(Effect.zipRight(
         Policy.checkCommand(policy, ctx.id, payload.command, payload.args),
-        Effect.flatMap(held, ({ vm }) => Effect.mapError(vm.qmp(payload.command, payload.args), FleetErrors.fromQmpError))
+        Effect.flatMap(held, ({ vm }) => vm.qmp(payload.command, payload.args))
       )),
     EventWait: ({ payload }) =>
       answer(Effect.flatMap(held, ({ vm }) =>
-        Effect.mapError(
-          vm.eventWait(payload.name, { match: payload.match, timeout: payload.timeout }),
-          FleetErrors.fromQmpError
-        ))),
+        vm.eventWait(payload.name, { match: payload.match, timeout: payload.timeout }))),
     State: () => answer(state),
     Shutdown: ({ payload }) => answer(VmSlot.shutdown(ctx, payload)),
     Touch: () => answer(Effect.flatMap(held, ({ vm }) => VmSlot.describe(ctx, vm)))

@@ -123,7 +123,6 @@ export const launch = (
     const scope = yield* Scope.fork(ctx.entityScope, ExecutionStrategy.sequential)
     const vm = yield* QemuMachine.launch(MachineSpec.toConfig(spec)).pipe(
       Scope.extend(scope),
-      Effect.mapError(FleetErrors.fromLaunchFailure),
       Effect.onError(() =>
         Scope.close(scope, Exit.void).pipe(
           Effect.zipRight(Ref.set(ctx.slot, { _tag: "Empty" })),
@@ -155,6 +154,6 @@ export const shutdown = (
     yield* Ref.set(ctx.slot, { _tag: "Empty" })
     yield* Effect.ignore(ctx.registry.remove(ctx.id, ctx.runner))
     if (Exit.isFailure(result)) {
-      return yield* Effect.mapError(result, FleetErrors.fromAbnormalShutdown)
+      return yield* result
     }
   }))
