@@ -19,8 +19,11 @@ cd "$work"
 npm init -y >/dev/null
 # Our install script builds the native helpers with node-gyp: npm 11 runs it only when the user allows it.
 node -e 'const p=require("./package.json");p.type="module";p.allowScripts={"effect-qemu":true};require("fs").writeFileSync("package.json",JSON.stringify(p,null,2))'
-effect_version=$(node -p 'require(process.argv[1]).dependencies.effect' "$root/package.json")
-npm install --no-audit --no-fund "./$tarball" "effect@$effect_version" typescript@~5.9 @types/node@20 >npm.log 2>&1 \
+# effect and @effect/platform(-node) are peer dependencies: the project brings its own Effect 3
+# (npm installs the peers itself when missing; we ask for the range we declare).
+peer() { node -p 'require(process.argv[1]).peerDependencies[process.argv[2]]' "$root/package.json" "$1"; }
+npm install --no-audit --no-fund "./$tarball" "effect@$(peer effect)" "@effect/platform@$(peer @effect/platform)" \
+  "@effect/platform-node@$(peer @effect/platform-node)" typescript@~5.9 @types/node@20 >npm.log 2>&1 \
   || { tail -n 30 npm.log; exit 1; }
 cp "$root/scripts/consumer/consumer.ts" .
 cat > tsconfig.json <<'JSON'
@@ -31,3 +34,31 @@ npx tsc -p tsconfig.json
 out=$(node out/consumer.js)
 echo "consumer: $out"
 echo "$out" | grep -q '"after":"Exited"' || { echo "unexpected consumer output"; exit 1; }
+
+# The docs as a user copies them: every ```ts block of README.md and every @example of the
+# public modules, type-checked as written against the installed package (the fleet's optional
+# peers installed for its blocks).
+echo "::: docs: README blocks and @example blocks against the package"
+npm install --no-audit --no-fund "@effect/cluster@$(peer @effect/cluster)" "@effect/rpc@$(peer @effect/rpc)" \
+  "@effect/sql@$(peer @effect/sql)" "@effect/workflow@$(peer @effect/workflow)" \
+  "@effect/experimental@$(peer @effect/experimental)" >npm-docs.log 2>&1 \
+  || { tail -n 30 npm-docs.log; exit 1; }
+node "$root/scripts/consumer/doc-blocks.mjs" "$root" docs >/dev/null
+cat > docs/tsconfig.json <<'JSON'
+{ "compilerOptions": { "target": "ES2022", "lib": ["ES2022"], "module": "NodeNext", "moduleResolution": "NodeNext",
+  "strict": true, "skipLibCheck": true, "types": ["node"], "noEmit": true }, "include": ["*.ts"] }
+JSON
+npx tsc -p docs/tsconfig.json || { echo "README/@example blocks do not compile against the package (above)"; exit 1; }
+echo "docs: $(ls docs/*.ts | wc -l) blocks compile"
+
+# A project on Effect 4: npm must refuse with a peer conflict (ERESOLVE) naming effect,
+# not install a tree that fails at run time.
+echo "::: Effect 4 project: expecting npm's peer error"
+mkdir effect4 && cd effect4
+npm init -y >/dev/null
+if npm install --no-audit --no-fund "../$tarball" "effect@^4" >npm.log 2>&1; then
+  echo "npm installed effect-qemu beside Effect 4 without a peer error"; exit 1
+fi
+grep -q 'ERESOLVE' npm.log && grep -q 'peer effect@' npm.log \
+  || { tail -n 30 npm.log; echo "expected ERESOLVE naming peer effect"; exit 1; }
+echo "effect 4: $(grep -m1 'peer effect@' npm.log | sed 's/^npm error *//')"

@@ -10,9 +10,23 @@
  *
  * @example
  * ```ts
- * const console = yield* vm.console
- * yield* console.write("uname -a\n")
- * const text = yield* console.expect(/Linux \S+/, { timeout: "10 seconds" })
+ * import { Effect } from "effect"
+ * import { QemuMachine } from "effect-qemu"
+ *
+ * const config = QemuMachine.make({ binary: "qemu-system-x86_64" }).pipe(
+ *   QemuMachine.setConsole(),
+ *   QemuMachine.addArgs("-kernel", "vmlinuz", "-initrd", "initrd.img", "-append", "console=ttyS0", "-S")
+ * )
+ *
+ * const program = Effect.gen(function*() {
+ *   const vm = yield* QemuMachine.launch(config)
+ *   const serial = yield* vm.console // connected while the guest is still stopped (-S)
+ *   yield* vm.command("cont")
+ *   yield* serial.expect("# ", { timeout: "60 seconds" })
+ *   yield* serial.write("uname -a\n")
+ *   const text = yield* serial.expect(/Linux \S+/, { timeout: "10 seconds" })
+ *   console.log(text)
+ * }).pipe(Effect.scoped)
  * ```
  *
  * @since 0.1.0

@@ -14,7 +14,7 @@
  * import { Qapi, QemuMachine } from "effect-qemu"
  *
  * const program = Effect.gen(function*() {
- *   const vm = yield* QemuMachine.launch(QemuMachine.make({ args: ["-accel", "tcg"] }))
+ *   const vm = yield* QemuMachine.launch(QemuMachine.make({ binary: "qemu-system-x86_64", args: ["-accel", "tcg"] }))
  *   const status = yield* vm.command("query-status")            // Qapi.Result<"query-status">
  *   console.log(status.running, status.status)
  *   yield* vm.command("blockdev-add", { driver: "null-co", "node-name": "disk0" })
@@ -66,8 +66,15 @@ export const versions: ReadonlyArray<string> = generated.versions
  *
  * @example
  * ```ts
- * const shutdown = yield* vm.eventWait("SHUTDOWN")
- * if (Qapi.isUnchecked(shutdown)) console.warn("QEMU is newer than the types: data not checked")
+ * import { Effect } from "effect"
+ * import { Qapi, QemuMachine } from "effect-qemu"
+ *
+ * const program = Effect.gen(function*() {
+ *   const vm = yield* QemuMachine.launch(QemuMachine.make({ binary: "qemu-system-x86_64" }))
+ *   yield* vm.command("system_powerdown")
+ *   const shutdown = yield* vm.eventWait("SHUTDOWN")
+ *   if (Qapi.isUnchecked(shutdown)) console.warn("QEMU is newer than the types: data not checked")
+ * }).pipe(Effect.scoped)
  * ```
  *
  * @since 0.3.0
@@ -243,7 +250,9 @@ export type UntypedEvent<S extends string> = S extends EventName ? never : S
  *
  * @example
  * ```ts
- * declare const execute: Qapi.Execute<{ timeout?: string }, QmpCommandError, never>
+ * import type { Errors, Qapi } from "effect-qemu"
+ *
+ * declare const execute: Qapi.Execute<{ timeout?: string }, Errors.QmpCommandError, never>
  * execute("query-status")                       // Effect<StatusInfo, ...>
  * execute("x-my-vendor-command", { a: 1 })       // Effect<unknown, ...>
  * ```

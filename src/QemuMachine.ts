@@ -249,6 +249,8 @@ export interface DetectedAccel {
  *
  * @example
  * ```ts
+ * import { QemuMachine } from "effect-qemu"
+ *
  * const config = QemuMachine.make({ binary: "qemu-system-x86_64" }).pipe(QemuMachine.setAccel("auto"))
  * ```
  *

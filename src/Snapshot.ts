@@ -8,6 +8,8 @@
  * import { Effect } from "effect"
  * import { QemuMachine, Snapshot } from "effect-qemu"
  *
+ * const config = QemuMachine.make({ binary: "qemu-system-x86_64" }).pipe(QemuMachine.addArgs("-m", "256"))
+ *
  * const program = Effect.gen(function*() {
  *   const vm = yield* QemuMachine.launch(config)
  *   const snap = yield* vm.snapshot({ dir: "/var/tmp/booted" })

@@ -22,6 +22,7 @@
  * ```ts
  * import { Fleet } from "effect-qemu/fleet"
  *
+ * const url = "postgres://fleet@db.internal/fleet"
  * Fleet.runnerLayer({
  *   storage: Fleet.postgres(url),
  *   address: { host: "10.0.0.5", port: 34431 },

@@ -8,22 +8,17 @@
  *
  * @example
  * ```ts
+ * import { Effect } from "effect"
  * import { Guest } from "effect-qemu/testing"
  *
- * it.scopedLive("runs uname in the guest", () =>
- *   Effect.gen(function*() {
- *     const guest = yield* Guest.launch()
- *     const { output } = yield* guest.run("uname -s")
- *     expect(output).toBe("Linux")
- *   }))
- *
- * it.scopedLive("runs uname through the guest agent", () =>
- *   Effect.gen(function*() {
- *     const guest = yield* Guest.launch({ guestAgent: true })
- *     const agent = yield* guest.agent
- *     const { exitCode, stdout } = yield* agent.exec("/bin/uname", { args: ["-s"] })
- *     expect(Buffer.from(stdout).toString()).toBe("Linux\n")
- *   }))
+ * // In a test file: it.scopedLive("runs uname in the guest", () => program) (@effect/vitest)
+ * const program = Effect.gen(function*() {
+ *   const guest = yield* Guest.launch({ guestAgent: true })
+ *   const { output } = yield* guest.run("uname -s")                             // over the serial console
+ *   const agent = yield* guest.agent
+ *   const { stdout } = yield* agent.exec("/bin/uname", { args: ["-s"] })  // through the guest agent
+ *   console.log(output, new TextDecoder().decode(stdout))                   // Linux Linux
+ * }).pipe(Effect.scoped)
  * ```
  *
  * @since 0.1.0
@@ -31,6 +26,7 @@
 import { Data, Duration, Effect, Scope } from "effect"
 import * as cp from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import type * as ConsoleSocket from "../ConsoleSocket.js"
@@ -89,13 +85,30 @@ const packageRoot = (): string => {
 }
 
 /**
- * The default cache directory: `$EFFECT_QEMU_GUEST_DIR`, else `.cache/guest`
- * in the package.
+ * The default cache directory: `$EFFECT_QEMU_GUEST_DIR`; else, when effect-qemu
+ * is installed as a package (it sits in a `node_modules`), `effect-qemu/guest`
+ * in the user's cache directory (`$XDG_CACHE_HOME`, else `~/.cache`), so that
+ * a reinstall keeps the guest and the package directory stays read-only; else
+ * (a checkout of the repository, for its own tests) `.cache/guest` in it.
+ *
+ * @example
+ * ```ts
+ * import { Guest } from "effect-qemu/testing"
+ *
+ * console.log(Guest.defaultDir()) // e.g. /home/me/.cache/effect-qemu/guest
+ * ```
  *
  * @since 0.1.0
  * @category constructors
  */
-export const defaultDir = (): string => process.env.EFFECT_QEMU_GUEST_DIR ?? path.join(packageRoot(), ".cache", "guest")
+export const defaultDir = (): string => {
+  if (process.env.EFFECT_QEMU_GUEST_DIR) return process.env.EFFECT_QEMU_GUEST_DIR
+  const root = packageRoot()
+  if (!root.split(path.sep).includes("node_modules")) return path.join(root, ".cache", "guest")
+  const xdg = process.env.XDG_CACHE_HOME
+  const cache = xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), ".cache")
+  return path.join(cache, "effect-qemu", "guest")
+}
 
 /**
  * Builds the guest, or reuses the cached one (a few milliseconds). Progress
