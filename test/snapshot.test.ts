@@ -82,6 +82,40 @@ describe("snapshots of an idle machine", { timeout: 60_000 }, () => {
       expect(fs.existsSync(dir)).toBe(false)
     }))
 
+  // `npm run -s qemu:path -- V` folders: snapshot on the newest QEMU found, restore on the oldest (7.2).
+  const qemuDirs = ["10.0", "11.1"].map((v) => ({
+    v,
+    dir: path.join(process.env.EFFECT_QEMU_CACHE ?? path.join(import.meta.dirname, "..", ".cache"), "qemu", v, "bin")
+  })).filter(({ dir }) => fs.existsSync(path.join(dir, "qemu-system-x86_64")))
+  const old = path.join(process.env.EFFECT_QEMU_CACHE ?? path.join(import.meta.dirname, "..", ".cache"), "qemu", "7.2", "bin")
+  const newer = qemuDirs.at(-1)
+  it.scopedLive.skipIf(newer === undefined || !fs.existsSync(path.join(old, "qemu-system-x86_64")))(
+    "a snapshot of a newer QEMU that an older one refuses is VersionMismatch naming both versions, and no QEMU is left",
+    () =>
+      Effect.gen(function*() {
+        const dir = path.join(yield* tempDir, "snap")
+        const withPath = <A, E, R>(bin: string, effect: Effect.Effect<A, E, R>) =>
+          Effect.acquireUseRelease(
+            Effect.sync(() => {
+              const saved = process.env.PATH
+              process.env.PATH = `${bin}:${saved}`
+              return saved
+            }),
+            () => effect,
+            (saved) => Effect.sync(() => (process.env.PATH = saved))
+          )
+        // Recorded by name: the restoring process finds another QEMU on its PATH (another host, an upgrade).
+        const snap = yield* withPath(newer!.dir, Effect.scoped(Effect.flatMap(QemuMachine.launch(idle()), (vm) => vm.snapshot({ dir }))))
+        expect(snap.manifest.qemuVersion.startsWith(newer!.v)).toBe(true)
+        const before = ourQemus()
+        const error = yield* withPath(old, Effect.flip(Effect.scoped(QemuMachine.restore(snap))))
+        expect(error._tag === "SnapshotError" && error.reason).toBe("VersionMismatch")
+        expect(error.message).toContain(snap.manifest.qemuVersion)
+        expect(error.message).toMatch(/QEMU 7\.2\.\d+ refuses/)
+        expect(ourQemus()).toBe(before)
+      })
+  )
+
   it.scopedLive("a template refuses a raw writable disk", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(QemuMachine.template(idle("-drive", "file=/tmp/x.raw,format=raw,if=virtio")))
