@@ -112,9 +112,13 @@ const checkers = <K extends string>(table: Table<K>, key: K, root: string) => {
 export const makeResultDecoder = (
   table: { readonly [command: string]: { readonly result: unknown } },
   describe: (command: string, where: string) => string
-) => {
-  const checkerOf = checkers(table, "result", "return")
-  return (command: string, value: unknown): Either.Either<unknown, QmpProtocolError> => {
+) => strictResults(checkers(table, "result", "return"), describe)
+
+const strictResults = (
+  checkerOf: (command: string) => Checker | undefined,
+  describe: (command: string, where: string) => string
+) =>
+  (command: string, value: unknown): Either.Either<unknown, QmpProtocolError> => {
     const c = checkerOf(command)
     if (c === undefined || c.is(value)) return Either.right(value)
     const { message, path } = c.explain(value)
@@ -122,7 +126,6 @@ export const makeResultDecoder = (
       new QmpProtocolError({ message: describe(command, `${path}: ${message}`), raw: raw(value), path })
     )
   }
-}
 
 // --- per connection: the schema of the version it talks to ---------------------------------------------
 
@@ -178,18 +181,7 @@ const merged = (): Checks =>
 const strict = (version: string, checks: Checks): Decoders => ({
   version,
   known: true,
-  result: (command, value) => {
-    const c = checks.result(command)
-    if (c === undefined || c.is(value)) return Either.right(value)
-    const { message, path } = c.explain(value)
-    return Either.left(
-      new QmpProtocolError({
-        message: `reply to ${command} does not match ${checks.label} at ${path}: ${message}`,
-        raw: raw(value),
-        path
-      })
-    )
-  },
+  result: strictResults(checks.result, (command, where) => `reply to ${command} does not match ${checks.label} at ${where}`),
   event: (event) => {
     const c = checks.event(event.event)
     if (c === undefined || c.is(event.data)) return Either.right(event)
