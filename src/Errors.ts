@@ -361,6 +361,30 @@ export class ImageError extends Schema.TaggedError<ImageError>("effect-qemu/Imag
 }
 
 /**
+ * A fleet runner's policy (`Fleet.policy`) refused a launch or a command:
+ * nothing was run or written. `what` says which rule: the `binary`, a
+ * `wrapper`, a `path` of the spec, an `argument` of the command line, or a
+ * QMP `command`.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class PolicyDenied extends Schema.TaggedError<PolicyDenied>("effect-qemu/PolicyDenied")("PolicyDenied", {
+  /** The VM's entity id. */
+  id: Schema.String,
+  what: Schema.Literal("binary", "wrapper", "path", "argument", "command"),
+  reason: Schema.String
+}) {
+  /** @since 0.3.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+
+  /** @since 0.3.0 */
+  override get message(): string {
+    return `refused by the runner's policy (${this.what}) for ${this.id}: ${this.reason}`
+  }
+}
+
+/**
  * Any QMP-level failure of a command round trip, other than QEMU's own
  * `{ error }` answer.
  *

@@ -84,7 +84,8 @@ describe("Errors on the wire", () => {
         new Errors.QmpArgumentError({ command: "x", path: "arguments.y", message: "missing" }),
         new Errors.GuestAgentError({ command: "guest-ping", errorClass: "GenericError", desc: "no" }),
         new Errors.VmLost({ id: "vm", runner: "h:1" }),
-        new Errors.SnapshotError({ reason: "Io", message: "disk full" })
+        new Errors.SnapshotError({ reason: "Io", message: "disk full" }),
+        new Errors.PolicyDenied({ id: "vm", what: "command", reason: "human-monitor-command is refused" })
       ]
       for (const error of errors) {
         const schema = Schema.parseJson(error.constructor as unknown as Schema.Schema<typeof error, unknown>)

@@ -1,8 +1,8 @@
 /**
  * The failures of a fleet VM. The library's own errors (`effect-qemu/Errors`,
  * `Schema.TaggedError`s) cross the wire between a runner and its clients as
- * they are, and are re-exported here; `VmNotFound`, `VmAlreadyLaunched`,
- * `InvalidSpec` and `PolicyDenied` exist only in the fleet.
+ * they are, and are re-exported here (`PolicyDenied` among them);
+ * `VmNotFound`, `VmAlreadyLaunched` and `InvalidSpec` exist only in the fleet.
  *
  * @since 0.2.0
  */
@@ -11,6 +11,7 @@ import {
   AbnormalShutdown,
   LaunchFailure,
   MachineError,
+  PolicyDenied,
   QmpArgumentError,
   QmpCommandError,
   QmpConnectionError,
@@ -35,6 +36,11 @@ export {
    * @category errors
    */
   MachineError,
+  /**
+   * @since 0.3.0
+   * @category errors
+   */
+  PolicyDenied,
   /**
    * @since 0.3.0
    * @category errors
@@ -126,22 +132,3 @@ export type QmpError = QmpConnectionError | QmpProtocolError | QmpTimeoutError
  * @category schemas
  */
 export const QmpErrorSchema = Schema.Union(QmpConnectionError, QmpProtocolError, QmpTimeoutError, MachineError)
-
-/**
- * The runner's policy (`Fleet.policy`) refused a launch or a command: nothing
- * was run or written. `what` says which rule: the `binary`, a `wrapper`, a
- * `path` of the spec, an `argument` of the command line, or a QMP `command`.
- *
- * @since 0.3.0
- * @category errors
- */
-export class PolicyDenied extends Schema.TaggedError<PolicyDenied>("effect-qemu/fleet/PolicyDenied")("PolicyDenied", {
-  id: Schema.String,
-  what: Schema.Literal("binary", "wrapper", "path", "argument", "command"),
-  reason: Schema.String
-}) {
-  /** @since 0.3.0 */
-  override get message(): string {
-    return `refused by the runner's policy (${this.what}) for ${this.id}: ${this.reason}`
-  }
-}

@@ -36,7 +36,7 @@
 import * as Effect from "effect/Effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { PolicyDenied } from "./FleetErrors.js"
+import { PolicyDenied } from "../Errors.js"
 import type * as MachineSpec from "./MachineSpec.js"
 
 /**
