@@ -6,11 +6,14 @@
  * @since 0.2.0
  */
 import { type Duration, Effect, Option, Scope, Stream } from "effect"
+import * as net from "node:net"
 import type { GuestAgentError, QmpError } from "../Errors.js"
 import * as GuestAgent from "../GuestAgent.js"
-import { QemuMachine, QmpClient } from "../index.js"
+import * as QemuMachine from "../QemuMachine.js"
+import * as QmpClient from "../QmpClient.js"
+import * as Address from "./address.js"
 import * as Catalog from "./catalog.js"
-import { CliFailure, EXIT_FATAL, EXIT_OK, fatal } from "./errors.js"
+import { CliFailure, EXIT_FATAL, EXIT_OK, escape, fatal } from "./errors.js"
 import * as LineClient from "./lineClient.js"
 import * as Schema from "./schema.js"
 import type * as Parse from "./parse.js"
@@ -18,8 +21,14 @@ import type * as Shell from "./shell.js"
 
 const asRecord = (u: unknown): Record<string, unknown> => u as Record<string, unknown>
 
+const versionOf = (qmp: QmpClient.QmpClient.Service): string => {
+  const v = qmp.greeting.QMP.version.qemu
+  return `QEMU ${v.major}.${v.minor}.${v.micro}`
+}
+
 const fromClient = (qmp: QmpClient.QmpClient.Service): Effect.Effect<Shell.Backend, never, Scope.Scope> =>
   Effect.map(qmp.subscribe, (events) => ({
+    peer: versionOf(qmp),
     execute: (command: Parse.Command) =>
       qmp.executeRaw(command.execute, command.arguments).pipe(Effect.map(asRecord), Effect.mapError(fatal)),
     unsolicited: events,
@@ -35,7 +44,8 @@ const fromClient = (qmp: QmpClient.QmpClient.Service): Effect.Effect<Shell.Backe
  * @category constructors
  */
 export const qmp = (address: QmpClient.Address): Effect.Effect<Shell.Backend, CliFailure, Scope.Scope> =>
-  QmpClient.connect({ address, connectTimeout: "10 seconds" }).pipe(
+  Address.check(address).pipe(
+    Effect.zipRight(QmpClient.connect({ address, connectTimeout: "10 seconds" })),
     Effect.mapError(fatal),
     Effect.flatMap(fromClient)
   )
@@ -48,7 +58,7 @@ export const qmp = (address: QmpClient.Address): Effect.Effect<Shell.Backend, Cl
  * @category constructors
  */
 export const raw = (address: QmpClient.Address): Effect.Effect<Shell.Backend, CliFailure, Scope.Scope> =>
-  Effect.map(LineClient.connect(address), (client) => ({
+  Effect.map(Effect.zipRight(Address.check(address), LineClient.connect(address)), (client) => ({
     execute: (command: Parse.Command) => client.request({ ...command }),
     unsolicited: client.unsolicited,
     closed: client.closed,
@@ -67,6 +77,64 @@ const GA_NO_REPLY: ReadonlySet<string> = new Set([
   "guest-suspend-hybrid"
 ])
 
+// What answers on a socket, asked the agent's way (0xFF, then guest-sync-delimited): a QMP
+// monitor greets at once, an agent answers the sync. Nothing within the timeout: let the agent
+// client decide (it waits and resyncs on its own).
+const probeAgent = (address: QmpClient.Address, timeout: Duration.DurationInput) =>
+  Effect.async<void, CliFailure>((resume) => {
+    const socket = typeof address === "string" ? net.connect(address) : net.connect(address.port, address.host)
+    let buffer = ""
+    let finished = false
+    const done = (result: Effect.Effect<void, CliFailure>) => {
+      if (finished) return
+      finished = true
+      socket.destroy()
+      resume(result)
+    }
+    socket.on("connect", () => {
+      socket.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"execute":"guest-sync-delimited","arguments":{"id":${process.pid}}}\n`)]))
+    })
+    socket.on("data", (data: Buffer) => {
+      buffer += data.toString("latin1")
+      const line = buffer.replace(/\xff/g, "").split("\n").find((l) => l.trim() !== "")
+      if (line === undefined || !buffer.includes("\n")) return
+      let message: unknown
+      try {
+        message = JSON.parse(line)
+      } catch {
+        return done(Effect.fail(
+          new CliFailure({
+            message: `${Address.format(address)} is not a guest agent: it sent ${escape(line.slice(0, 120))}`,
+            exitCode: EXIT_FATAL
+          })
+        ))
+      }
+      const qmp = typeof message === "object" && message !== null && "QMP" in message
+        ? (message as { QMP: { version?: { qemu?: { major?: number; minor?: number; micro?: number } } } }).QMP
+        : undefined
+      if (qmp) {
+        const v = qmp.version?.qemu
+        return done(Effect.fail(
+          new CliFailure({
+            message: `${Address.format(address)} is a QMP monitor${
+              v ? ` (QEMU ${v.major}.${v.minor}.${v.micro})` : ""
+            }, not a guest agent: use 'effect-qemu shell'`,
+            exitCode: EXIT_FATAL
+          })
+        ))
+      }
+      done(Effect.void)
+    })
+    socket.on("error", () => done(Effect.void))
+    socket.on("close", () => done(Effect.void))
+    const timer = setTimeout(() => done(Effect.void), 1000)
+    socket.on("close", () => clearTimeout(timer))
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      socket.destroy()
+    })
+  }).pipe(Effect.timeout(timeout), Effect.catchTag("TimeoutException", () => Effect.void))
+
 /**
  * A guest agent socket, through `GuestAgent.connect` (resynchronised with
  * `guest-sync-delimited`); command names for completion from `guest-info`.
@@ -80,8 +148,12 @@ export const guestAgent = (
   timeout: Duration.DurationInput
 ): Effect.Effect<Shell.Backend, CliFailure, Scope.Scope> =>
   Effect.map(
-    Effect.mapError(GuestAgent.connect({ address, timeout }), fatal),
+    Address.check(address).pipe(
+      Effect.zipRight(probeAgent(address, timeout)),
+      Effect.zipRight(Effect.mapError(GuestAgent.connect({ address, timeout }), fatal))
+    ),
     (agent) => ({
+      peer: "the guest agent",
       execute: (command: Parse.Command): Effect.Effect<Record<string, unknown>, CliFailure> =>
         (agent.execute(command.execute as string, command.arguments) as Effect.Effect<unknown, GuestAgentError | QmpError>).pipe(
           Effect.map((value): Record<string, unknown> => ({ return: value })),
@@ -112,7 +184,7 @@ export interface MachineOptions {
 }
 
 /**
- * Launches a machine, mirrors its console to stdout when asked, runs `use`
+ * Launches a machine, hands its console to the shell when asked, runs `use`
  * on it, then shuts it down (soft, then hard). An interruption (Ctrl-C) closes
  * the scope, which shuts it down the same way.
  *
@@ -127,13 +199,8 @@ export const machine = <A>(
     const base = QemuMachine.make({ binary: options.binary, args: options.args, baseTempDir: options.baseTempDir })
     const config = options.console ? QemuMachine.setConsole()(base) : base
     const vm = yield* QemuMachine.launch(config).pipe(Effect.mapError(fatal))
-    if (options.console) {
-      const console = yield* vm.console.pipe(Effect.mapError(fatal))
-      yield* console.stream.pipe(
-        Stream.runForEach((bytes) => Effect.sync(() => process.stdout.write(bytes))),
-        Effect.forkScoped
-      )
-    }
+    // The shell prints the console: stdout carries replies and events only.
+    const console = options.console ? Option.some(yield* vm.console.pipe(Effect.mapError(fatal))) : Option.none()
     const client = yield* Option.match(vm.qmpClient, {
       onNone: () => Effect.fail(new CliFailure({ message: "the machine has no QMP monitor", exitCode: EXIT_FATAL })),
       onSome: Effect.succeed
@@ -142,6 +209,7 @@ export const machine = <A>(
     // Commands go through the machine, so that `quit` counts as issued and its EOF is success.
     const result = yield* use({
       ...backend,
+      ...(Option.isSome(console) ? { console: console.value.stream } : {}),
       execute: (command) =>
         vm.qmp(command.execute, command.arguments).pipe(Effect.map(asRecord), Effect.mapError(fatal)),
       // QEMU ending the connection (guest power-off, `quit`) ends the shell normally; how QEMU

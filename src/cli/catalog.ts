@@ -18,7 +18,10 @@ export interface SchemaEntry {
   readonly name: string
   readonly "meta-type": string
   readonly "arg-type"?: string
-  readonly members?: ReadonlyArray<{ readonly name?: string; readonly type?: string }>
+  readonly "ret-type"?: string
+  readonly "element-type"?: string
+  readonly "json-type"?: string
+  readonly members?: ReadonlyArray<{ readonly name?: string; readonly type?: string; readonly default?: unknown }>
   readonly tag?: string
   readonly variants?: ReadonlyArray<{ readonly case: string; readonly type: string }>
   readonly values?: ReadonlyArray<string>
@@ -56,6 +59,11 @@ export interface Catalog {
     path: ReadonlyArray<string>,
     given?: ReadonlyMap<string, string>
   ) => ReadonlyArray<Member>
+  /**
+   * Help on a command or event (arguments, types, enum values), or the list
+   * of commands without a name; `undefined` for an unknown name.
+   */
+  readonly help: (name?: string) => string | undefined
 }
 
 /**
@@ -64,7 +72,21 @@ export interface Catalog {
  * @since 0.2.0
  * @category constructors
  */
-export const empty: Catalog = { commands: [], events: [], members: () => [] }
+export const empty: Catalog = { commands: [], events: [], members: () => [], help: (name) => name ? undefined : "" }
+
+const columns = (names: ReadonlyArray<string>, width = 78): string => {
+  if (names.length === 0) return ""
+  const cell = Math.max(...names.map((n) => n.length)) + 2
+  const perLine = Math.max(1, Math.floor(width / cell))
+  const lines: Array<string> = []
+  for (let i = 0; i < names.length; i += perLine) {
+    lines.push(names.slice(i, i + perLine).map((n) => n.padEnd(cell)).join("").trimEnd())
+  }
+  return lines.join("\n")
+}
+
+const listHelp = (commands: ReadonlyArray<string>): string =>
+  `commands (${commands.length}); 'help COMMAND' for its arguments:\n${columns(commands)}`
 
 /**
  * Command names only (the guest agent's `guest-info`).
@@ -75,7 +97,13 @@ export const empty: Catalog = { commands: [], events: [], members: () => [] }
 export const fromNames = (commands: ReadonlyArray<string>): Catalog => ({
   commands: [...new Set(commands)].sort(),
   events: [],
-  members: () => []
+  members: () => [],
+  help: (name) =>
+    name === undefined
+      ? listHelp([...new Set(commands)].sort())
+      : commands.includes(name)
+      ? `${name}: arguments unknown (no schema)`
+      : undefined
 })
 
 const isEntry = (u: unknown): u is SchemaEntry =>
@@ -173,7 +201,111 @@ export const fromSchema = (schema: unknown): Catalog => {
     return result.sort((a, b) => a.name.localeCompare(b.name))
   }
 
-  return { commands: commands.sort(), events: events.sort(), members }
+  // A type, readable: builtins by name, enums with their values, arrays as `[T]`, objects by members.
+  const typeText = (typeName: string, depth = 0): string => {
+    const entry = types.get(typeName)
+    if (!entry) return typeName
+    switch (entry["meta-type"]) {
+      case "builtin":
+        return entry.name
+      case "enum":
+        return `enum (${valuesOf(typeName).join(" | ")})`
+      case "array":
+        return `[${entry["element-type"] ? typeText(entry["element-type"], depth + 1) : "?"}]`
+      case "alternate":
+        return depth > 3
+          ? "alternate"
+          : (entry.members ?? []).flatMap((m) => m.type ? [typeText(m.type, depth + 1)] : []).join(" or ")
+      case "object":
+        return depth > 3 || (entry.members ?? []).length + (entry.variants ?? []).length === 0 ? "object" : "object:"
+      default:
+        return entry["meta-type"]
+    }
+  }
+
+  // One line per member, nested objects indented below (depth-bounded).
+  const memberLines = (typeName: string, indent: string, depth: number): Array<string> => {
+    const entry = types.get(typeName)
+    if (!entry || entry["meta-type"] !== "object" || depth > 3) return []
+    const lines: Array<string> = []
+    for (const m of entry.members ?? []) {
+      if (!m.name || !m.type) continue
+      const optional = "default" in m ? " (optional)" : ""
+      const text = typeText(m.type, depth)
+      lines.push(`${indent}${m.name}: ${text}${optional}`)
+      if (text === "object:") lines.push(...memberLines(m.type, `${indent}  `, depth + 1))
+    }
+    if (entry.tag !== undefined && (entry.variants ?? []).length > 0) {
+      for (const v of entry.variants ?? []) {
+        const inner = memberLines(v.type, `${indent}    `, depth + 1)
+        lines.push(`${indent}  when ${entry.tag}=${v.case}:${inner.length === 0 ? " (nothing more)" : ""}`, ...inner)
+      }
+    }
+    return lines
+  }
+
+  const help = (name?: string): string | undefined => {
+    if (name === undefined) return listHelp(commands)
+    const entry = types.get(name)
+    if (!entry || (entry["meta-type"] !== "command" && entry["meta-type"] !== "event")) return undefined
+    const isCommand = entry["meta-type"] === "command"
+    const args = entry["arg-type"] ? memberLines(entry["arg-type"], "  ", 0) : []
+    const lines = [`${isCommand ? "command" : "event"} ${name}`]
+    lines.push(args.length === 0 ? `  (no ${isCommand ? "arguments" : "data"})` : `${isCommand ? "arguments" : "data"}:`)
+    if (args.length > 0) lines.push(...args)
+    if (isCommand && entry["ret-type"]) {
+      const ret = typeText(entry["ret-type"])
+      lines.push(`returns: ${ret}`)
+      if (ret === "object:") lines.push(...memberLines(entry["ret-type"], "  ", 0))
+    }
+    return lines.join("\n")
+  }
+
+  return { commands: commands.sort(), events: events.sort(), members, help }
+}
+
+/**
+ * HMP's command names (and `info` subcommands) from the output of HMP's
+ * `help` and `help info`: `name|alias [args] -- text`, one a line.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const fromHmpHelp = (help: string, info = ""): Catalog => {
+  const names = (text: string, skip = "") =>
+    [
+      ...new Set(
+        text.split(/\r?\n/).flatMap((line) => {
+          const first = line.trim().split(/\s+/)[0] ?? ""
+          const word = skip && first === skip ? line.trim().split(/\s+/)[1] ?? "" : first
+          return word === "" || word.startsWith("-") ? [] : word.split("|").filter((w) => /^[\w.-]+$/.test(w))
+        })
+      )
+    ].sort()
+  const commands = names(help)
+  const infos = names(info, "info")
+  return {
+    commands,
+    events: [],
+    members: (command) => command === "info" || command === "i" ? infos.map((name) => ({ name, object: false, values: [] })) : [],
+    help: (name) => name === undefined ? listHelp(commands) : undefined
+  }
+}
+
+/**
+ * Readline's completer in HMP mode: a command name, or after `info`, its subcommand.
+ *
+ * @since 0.3.0
+ * @category completion
+ */
+export const completeHmp = (catalog: Catalog, line: string): [Array<string>, string] => {
+  const words = line.trimStart().split(/\s+/)
+  const word = words[words.length - 1] ?? ""
+  if (words.length <= 1) return [catalog.commands.filter((c) => c.startsWith(word)), word]
+  if (words.length === 2) {
+    return [catalog.members(words[0]!, []).map((m) => m.name).filter((n) => n.startsWith(word)), word]
+  }
+  return [[], word]
 }
 
 /**

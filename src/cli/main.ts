@@ -15,15 +15,33 @@
  *
  * @since 0.2.0
  */
-import { Args, CliConfig, Command, Options, ValidationError } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import * as Args from "@effect/cli/Args"
+import * as CliConfig from "@effect/cli/CliConfig"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
 import * as fs from "node:fs"
-import { Cause, Duration, Effect, Either, Exit, Layer, Logger, LogLevel, Option } from "effect"
 import * as Address from "./address.js"
 import { CliFailure, describe, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, fatal } from "./errors.js"
-import * as Backends from "./backends.js"
-import * as Schema from "./schema.js"
-import * as Shell from "./shell.js"
+import * as Argv from "./argv.js"
+
+// What a subcommand needs is loaded when it runs: start-up pays only for the parser.
+const Backends = Effect.promise(() => import("./backends.js"))
+const Shell = Effect.promise(() => import("./shell.js"))
+const Schema = Effect.promise(() => import("./schema.js"))
 
 // src/cli/main.ts and dist/cli/main.js are both two levels below the package root.
 const VERSION = (() => {
@@ -52,8 +70,13 @@ const binary = Options.text("binary").pipe(
   Options.withDefault("qemu-system-x86_64"),
   Options.withDescription("the QEMU binary")
 )
+const log = Options.text("log").pipe(
+  Options.withAlias("l"),
+  Options.withDescription("append every command sent and message received to this file (JSON lines)"),
+  Options.optional
+)
 const address = Args.text({ name: "ADDRESS" }).pipe(
-  Args.withDescription("a unix socket path or host:port (default: $QMP_SOCKET)"),
+  Args.withDescription("a unix socket path or host:port, or QEMU's unix:PATH / tcp:HOST:PORT (default: $QMP_SOCKET)"),
   Args.optional
 )
 
@@ -72,19 +95,26 @@ const finish = (code: number) => code === EXIT_OK ? Effect.void : Effect.fail(ne
 
 const shell = Command.make(
   "shell",
-  { address, hmp, pretty, verbose, noNegotiation },
+  { address, hmp, pretty, verbose, noNegotiation, log },
   (options) =>
     Effect.gen(function*() {
       const where = yield* resolveAddress(options.address)
-      const backend = options.noNegotiation ? yield* Backends.raw(where) : yield* Backends.qmp(where)
-      return yield* Shell.run(backend, { ...options, prompt: "(QEMU) " })
+      const [backends, shell] = yield* Effect.all([Backends, Shell])
+      const backend = options.noNegotiation ? yield* backends.raw(where) : yield* backends.qmp(where)
+      return yield* shell.run(backend, { ...options, log: Option.getOrUndefined(options.log), prompt: "(QEMU) " })
     }).pipe(Effect.scoped, Effect.flatMap(finish))
 ).pipe(Command.withDescription("QMP shell (qmp-shell's language) on a running QEMU"))
 
 const run = Command.make(
   "run",
   {
-    console: Options.boolean("console").pipe(Options.withDescription("mirror the serial console to stdout")),
+    console: Options.text("console").pipe(
+      Options.withDescription(
+        "show the serial console: --console alone prints it above the prompt (terminal) or on stderr; --console=FILE appends it to FILE"
+      ),
+      Options.optional
+    ),
+    log,
     binary,
     tempDir: Options.directory("temp-dir").pipe(
       Options.withDescription("where the machine's temp dir is created (default /var/tmp)"),
@@ -96,12 +126,22 @@ const run = Command.make(
     qemuArgs: Args.text({ name: "QEMU_ARGS" }).pipe(Args.repeated)
   },
   (options) =>
-    Backends.machine({
-      binary: options.binary,
-      args: options.qemuArgs,
-      console: options.console,
-      baseTempDir: Option.getOrUndefined(options.tempDir)
-    }, (backend) => Shell.run(backend, { ...options, prompt: "(QEMU) " })).pipe(Effect.scoped, Effect.flatMap(finish))
+    Effect.gen(function*() {
+      const [backends, shell] = yield* Effect.all([Backends, Shell])
+      const consoleTo = Option.getOrUndefined(options.console)
+      return yield* backends.machine({
+        binary: options.binary,
+        args: options.qemuArgs,
+        console: consoleTo !== undefined,
+        baseTempDir: Option.getOrUndefined(options.tempDir)
+      }, (backend) =>
+        shell.run(backend, {
+          ...options,
+          log: Option.getOrUndefined(options.log),
+          consoleFile: consoleTo === Argv.CONSOLE_DEFAULT ? undefined : consoleTo,
+          prompt: "(QEMU) "
+        }))
+    }).pipe(Effect.scoped, Effect.flatMap(finish))
 ).pipe(Command.withDescription("launch QEMU (after --, its arguments) and open the shell on it; EOF or Ctrl-C shuts it down"))
 
 const schema = Command.make(
@@ -111,14 +151,16 @@ const schema = Command.make(
     Effect.gen(function*() {
       const given = Option.orElse(options.address, () => Option.fromNullable(process.env.QMP_SOCKET || undefined))
       const where = Option.isSome(given) ? Option.some(yield* resolveAddress(given)) : Option.none()
+      const schema = yield* Schema
+      if (Option.isSome(where)) yield* Address.check(where.value)
       const live = yield* Option.match(where, {
-        onSome: (a) => Schema.fetchLive(a),
-        onNone: () => Schema.fetchFromBinary(options.binary)
+        onSome: (a) => schema.fetchLive(a),
+        onNone: () => schema.fetchFromBinary(options.binary)
       })
-      const generated = yield* Schema.loadGeneratedFor(live.version)
-      const diff = Schema.compare(live, generated)
-      process.stdout.write(options.json ? `${JSON.stringify(diff)}\n` : Schema.render(diff))
-      return Schema.isSame(diff) ? EXIT_OK : 1
+      const generated = yield* schema.loadGeneratedFor(live.version)
+      const diff = schema.compare(live, generated)
+      process.stdout.write(options.json ? `${JSON.stringify(diff)}\n` : schema.render(diff))
+      return schema.isSame(diff) ? EXIT_OK : 1
     }).pipe(Effect.scoped, Effect.flatMap(finish))
 ).pipe(Command.withDescription("compare what the live QEMU supports with the generated types (Qapi); exit 1 when they differ"))
 
@@ -131,13 +173,15 @@ const ga = Command.make(
       Options.withDescription("seconds to wait for the agent to answer its first sync")
     ),
     pretty,
-    verbose
+    verbose,
+    log
   },
   (options) =>
     Effect.gen(function*() {
       const where = yield* resolveAddress(Option.some(options.address), false)
-      const backend = yield* Backends.guestAgent(where, Duration.seconds(options.timeout))
-      return yield* Shell.run(backend, { ...options, hmp: false, prompt: "(QEMU-GA) " })
+      const [backends, shell] = yield* Effect.all([Backends, Shell])
+      const backend = yield* backends.guestAgent(where, Duration.seconds(options.timeout))
+      return yield* shell.run(backend, { ...options, log: Option.getOrUndefined(options.log), hmp: false, prompt: "(QEMU-GA) " })
     }).pipe(Effect.scoped, Effect.flatMap(finish))
 ).pipe(Command.withDescription("the same shell on a QEMU guest agent socket"))
 
@@ -157,18 +201,51 @@ const logger = Logger.replace(
   })
 )
 
-const program = Effect.suspend(() => cli(process.argv)).pipe(
-  Effect.as(EXIT_OK),
-  Effect.catchAll((error) => {
-    if (ValidationError.isValidationError(error)) return Effect.succeed(EXIT_FATAL)
-    const failure = fatal(error)
-    if (failure.message) process.stderr.write(`effect-qemu: ${failure.message}\n`)
-    return Effect.succeed(failure.exitCode)
-  }),
-  Effect.catchAllDefect((defect) => {
-    process.stderr.write(`effect-qemu: internal error: ${describe(defect)}\n`)
+// Help and usage errors without colour codes when they do not go to a terminal.
+const ANSI = /\x1b\[[0-9;]*m/g
+const plainWhenPiped = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Effect.console, (base) => {
+    const strip = (tty: boolean | undefined, args: ReadonlyArray<unknown>) =>
+      tty ? args : args.map((a) => typeof a === "string" ? a.replace(ANSI, "") : a)
+    return Effect.withConsole(effect, {
+      ...base,
+      log: (...args: ReadonlyArray<unknown>) => base.log(...strip(process.stdout.isTTY, args)),
+      error: (...args: ReadonlyArray<unknown>) => base.error(...strip(process.stderr.isTTY, args))
+    })
+  })
+
+// A reader that went away (`| head`) ends the session quietly: the scope closes (a machine of
+// `run` is shut down) and nothing more is printed.
+const brokenPipe = Deferred.unsafeMake<number>(FiberId.none)
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (error: NodeJS.ErrnoException) => {
+    Deferred.unsafeDone(brokenPipe, Exit.succeed(error.code === "EPIPE" ? EXIT_OK : EXIT_FATAL))
+  })
+}
+
+const program = Effect.suspend(() => {
+  const argv = Argv.prepare(process.argv)
+  if (Either.isLeft(argv)) {
+    process.stderr.write(`effect-qemu: ${argv.left}\n`)
     return Effect.succeed(EXIT_FATAL)
-  }),
+  }
+  return Effect.raceFirst(
+    plainWhenPiped(cli(argv.right)).pipe(
+      Effect.as(EXIT_OK),
+      Effect.catchAll((error) => {
+        if (ValidationError.isValidationError(error)) return Effect.succeed(EXIT_FATAL)
+        const failure = fatal(error)
+        if (failure.message) process.stderr.write(`effect-qemu: ${failure.message}\n`)
+        return Effect.succeed(failure.exitCode)
+      }),
+      Effect.catchAllDefect((defect) => {
+        process.stderr.write(`effect-qemu: internal error: ${describe(defect)}\n`)
+        return Effect.succeed(EXIT_FATAL)
+      })
+    ),
+    Deferred.await(brokenPipe)
+  )
+}).pipe(
   Effect.provide(Layer.mergeAll(
     NodeContext.layer,
     CliConfig.layer({ isCaseSensitive: true, showBuiltIns: false }),
@@ -179,6 +256,7 @@ const program = Effect.suspend(() => cli(process.argv)).pipe(
 
 NodeRuntime.runMain(program, {
   disableErrorReporting: true,
+  disablePrettyLogger: true,
   teardown: (exit) => {
     const code: number = Exit.isSuccess(exit) && typeof exit.value === "number"
       ? exit.value

@@ -2,9 +2,12 @@
  * The interactive shell shared by `shell`, `run` and `ga`, over any backend
  * that can send a command and report unsolicited messages.
  *
- * On a terminal: a `(QEMU) ` prompt with history (`~/.effect-qemu_history`,
- * or `EFFECT_QEMU_HISTORY`) and Tab completion from the live schema; events
- * are printed above the prompt as they arrive; Ctrl-C or Ctrl-D ends it.
+ * On a terminal: a banner with the peer's version, a `(QEMU) ` prompt with
+ * history (`~/.effect-qemu_history`, or `EFFECT_QEMU_HISTORY`) and Tab
+ * completion from the live schema (HMP's own command names with `-H`);
+ * events and console text are printed above the prompt as they arrive;
+ * Ctrl-C clears the line (or cancels a transaction), Ctrl-D ends it.
+ * `help [command]` (or `?`) answers from the live schema, locally.
  *
  * Otherwise (a pipe or a file on stdin): one command per input line; stdout
  * carries only JSON, one line per message: each reply (`{"return": …}` or
@@ -12,17 +15,24 @@
  * each command sent. Complaints go to stderr as one readable line naming the
  * input line (parse errors with their column, QMP errors with class and
  * description), and the shell goes on with the next line; the exit status is
- * 1 when any line failed.
+ * 1 when any line failed. Help text and the console go to stderr.
+ *
+ * With `-l FILE` every command sent and every message received is appended
+ * to FILE, one JSON line each.
  *
  * @since 0.2.0
  */
-import { Effect, Fiber, Queue, Scope, Stream } from "effect"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import * as Catalog from "./catalog.js"
-import { CliFailure, EXIT_COMMAND_FAILED, EXIT_OK } from "./errors.js"
+import { CliFailure, EXIT_COMMAND_FAILED, EXIT_FATAL, EXIT_OK } from "./errors.js"
 import * as Parse from "./parse.js"
 
 /**
@@ -42,6 +52,10 @@ export interface Backend {
   readonly catalog: Effect.Effect<Catalog.Catalog>
   /** Commands the peer never answers: sent without waiting. */
   readonly noReply?: ReadonlySet<string>
+  /** What the banner says we are connected to, e.g. `QEMU 7.2.0`. */
+  readonly peer?: string
+  /** The guest's serial console (`run --console`). */
+  readonly console?: Stream.Stream<Uint8Array, unknown>
 }
 
 /**
@@ -59,6 +73,10 @@ export interface Options {
   readonly prompt: string
   /** Force terminal mode on or off (default: whether stdin is a TTY). */
   readonly interactive?: boolean | undefined
+  /** `-l FILE`: append every message sent and received to FILE. */
+  readonly log?: string | undefined
+  /** Where console text goes: a file, else above the prompt (terminal) or stderr. */
+  readonly consoleFile?: string | undefined
   readonly input?: NodeJS.ReadableStream & { readonly isTTY?: boolean }
   readonly output?: NodeJS.WritableStream
   readonly errors?: NodeJS.WritableStream
@@ -110,10 +128,11 @@ const errorOf = (reply: Record<string, unknown>): { readonly class: string; read
   return { class: String(e.class ?? "Error"), desc: String(e.desc ?? "") }
 }
 
-type Input = { readonly _tag: "Line"; readonly line: string } | { readonly _tag: "End" } | {
-  readonly _tag: "Closed"
-  readonly cause: CliFailure
-}
+type Input =
+  | { readonly _tag: "Line"; readonly line: string }
+  | { readonly _tag: "End" }
+  | { readonly _tag: "Cancel" }
+  | { readonly _tag: "Closed"; readonly cause: CliFailure }
 
 // The two faces of the shell's input and output: a terminal (readline with prompt, history and
 // completion; text printed above the prompt) or plain streams (one line in, JSON lines out).
@@ -121,12 +140,18 @@ interface Io {
   readonly interactive: boolean
   readonly lines: Queue.Queue<Input>
   readonly print: (text: string) => void
+  /** Text for the user, not data: above the prompt on a terminal, else stderr. */
+  readonly note: (text: string) => void
   readonly complain: (text: string) => void
   readonly prompt: (text: string) => void
   readonly end: () => void
 }
 
-const openIo = (options: Options, catalog: Catalog.Catalog, interactive: boolean): Effect.Effect<Io, never, Scope.Scope> =>
+const openIo = (
+  options: Options,
+  completer: (line: string) => [Array<string>, string],
+  interactive: boolean
+): Effect.Effect<Io, never, Scope.Scope> =>
   Effect.gen(function*() {
     const input = options.input ?? process.stdin
     const out = options.output ?? process.stdout
@@ -145,7 +170,7 @@ const openIo = (options: Options, catalog: Catalog.Catalog, interactive: boolean
             history: history ? loadHistory(history) : [],
             historySize: HISTORY_SIZE,
             removeHistoryDuplicates: true,
-            completer: (line: string) => Catalog.complete(catalog, line)
+            completer
           })
           : readline.createInterface({ input, terminal: false, crlfDelay: Infinity })
       ),
@@ -157,7 +182,14 @@ const openIo = (options: Options, catalog: Catalog.Catalog, interactive: boolean
       lines.unsafeOffer({ _tag: "Line", line })
     })
     rl.on("close", () => lines.unsafeOffer({ _tag: "End" }))
-    if (interactive) rl.on("SIGINT", () => rl.close())
+    // Ctrl-C clears the line, as in bash; the shell decides whether a transaction is cancelled.
+    if (interactive) {
+      rl.on("SIGINT", () => {
+        rl.write(null, { ctrl: true, name: "e" })
+        rl.write(null, { ctrl: true, name: "u" })
+        lines.unsafeOffer({ _tag: "Cancel" })
+      })
+    }
 
     const print = (text: string) => {
       if (interactive && prompting) {
@@ -173,6 +205,7 @@ const openIo = (options: Options, catalog: Catalog.Catalog, interactive: boolean
       interactive,
       lines,
       print,
+      note: (text) => interactive ? print(text) : void err.write(`${text}\n`),
       complain: (text) => interactive ? print(`error: ${text}`) : void err.write(`effect-qemu: ${text}\n`),
       prompt: (text) => {
         if (!interactive) return
@@ -186,8 +219,65 @@ const openIo = (options: Options, catalog: Catalog.Catalog, interactive: boolean
     }
   })
 
+// `-l FILE`: one JSON line per message, appended; a file that cannot be opened is fatal.
+const openLog = (file: string | undefined): Effect.Effect<(value: unknown) => void, CliFailure, Scope.Scope> =>
+  file === undefined
+    ? Effect.succeed(() => {})
+    : Effect.map(
+      Effect.acquireRelease(
+        Effect.try({
+          try: () => fs.openSync(file, "a", 0o600),
+          catch: (e) =>
+            new CliFailure({
+              message: `cannot open the log file ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+              exitCode: EXIT_FATAL
+            })
+        }),
+        (fd) => Effect.sync(() => fs.closeSync(fd))
+      ),
+      (fd) => (value: unknown) => {
+        try {
+          fs.writeSync(fd, `${JSON.stringify(value)}\n`)
+        } catch {
+          // A full disk must not end the session.
+        }
+      }
+    )
+
+// `help`, `help NAME`, `?`, `? NAME` (QMP mode only: HMP has its own `help`).
+const HELP = /^\s*(?:help|\?)(?:\s+(\S+))?\s*$/
+
+// HMP's names for completion, from its own `help` and `help info`.
+const hmpCatalog = (backend: Backend): Effect.Effect<Catalog.Catalog> => {
+  const ask = (commandLine: string) =>
+    backend.execute({ execute: "human-monitor-command", arguments: { "command-line": commandLine } }).pipe(
+      Effect.map((reply) => typeof reply.return === "string" ? reply.return : ""),
+      Effect.orElseSucceed(() => "")
+    )
+  return Effect.map(Effect.all([ask("help"), ask("help info")]), ([help, info]) => Catalog.fromHmpHelp(help, info))
+}
+
+// Console bytes as lines printed above the prompt; a partial line waits a moment for its end.
+const consoleLines = (emit: (line: string) => void) => {
+  let pending = ""
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const flush = () => {
+    timer = undefined
+    if (pending !== "") emit(pending)
+    pending = ""
+  }
+  return (bytes: Uint8Array) => {
+    pending += Buffer.from(bytes).toString("utf8")
+    const parts = pending.split(/\r?\n/)
+    pending = parts.pop()!
+    for (const line of parts) emit(line.replace(/\r/g, ""))
+    if (timer) clearTimeout(timer)
+    if (pending !== "") timer = setTimeout(flush, 100)
+  }
+}
+
 /**
- * Runs the shell until end of input (or Ctrl-C on a terminal, or `quit`);
+ * Runs the shell until end of input (Ctrl-D on a terminal, or `quit`);
  * returns the exit status. A lost connection fails with `CliFailure`.
  *
  * @since 0.2.0
@@ -196,15 +286,60 @@ const openIo = (options: Options, catalog: Catalog.Catalog, interactive: boolean
 export const run = (backend: Backend, options: Options): Effect.Effect<number, CliFailure, Scope.Scope> =>
   Effect.gen(function*() {
     const interactive = options.interactive ?? (options.input ?? process.stdin).isTTY === true
-    const catalog = interactive && !options.hmp ? yield* backend.catalog : Catalog.empty
-    const io = yield* openIo(options, catalog, interactive)
+    const log = yield* openLog(options.log)
+    const catalog = interactive
+      ? yield* (options.hmp ? hmpCatalog(backend) : backend.catalog)
+      : Catalog.empty
+    const completer = options.hmp
+      ? (line: string) => Catalog.completeHmp(catalog, line)
+      : (line: string) => Catalog.complete(catalog, line)
+    const io = yield* openIo(options, completer, interactive)
     const json = (value: unknown) => options.pretty ? JSON.stringify(value, null, 2) : JSON.stringify(value)
+    // The schema for `help` when stdin is not a terminal: fetched on the first `help`.
+    const helpCatalog = interactive ? Effect.succeed(catalog) : yield* Effect.cached(backend.catalog)
+
+    if (interactive) {
+      const mode = options.hmp ? "HMP" : options.prompt.includes("GA") ? "guest agent" : "QMP"
+      io.print(`Welcome to the ${mode} shell of effect-qemu${backend.peer ? `, connected to ${backend.peer}` : ""}.`)
+      io.print(`'help' lists the commands${options.hmp ? "" : ", 'help COMMAND' shows its arguments"}; Ctrl-D leaves.`)
+    }
 
     const printer = yield* backend.unsolicited.pipe(
-      Stream.runForEach((message) => Effect.sync(() => io.print(json(message)))),
+      Stream.runForEach((message) =>
+        Effect.sync(() => {
+          log(message)
+          io.print(json(message))
+        })
+      ),
       Effect.ignore,
       Effect.forkScoped
     )
+    if (backend.console) {
+      const toFile = options.consoleFile
+      const write: (bytes: Uint8Array) => void = toFile !== undefined
+        ? yield* Effect.map(
+          Effect.acquireRelease(
+            Effect.try({
+              try: () => fs.openSync(toFile, "a", 0o600),
+              catch: (e) =>
+                new CliFailure({
+                  message: `cannot open the console file ${toFile}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+                  exitCode: EXIT_FATAL
+                })
+            }),
+            (fd) => Effect.sync(() => fs.closeSync(fd))
+          ),
+          (fd) => (bytes: Uint8Array) => void fs.writeSync(fd, bytes)
+        )
+        : interactive
+        ? consoleLines((line) => io.print(line))
+        : (bytes: Uint8Array) => void (options.errors ?? process.stderr).write(bytes)
+      yield* backend.console.pipe(
+        Stream.runForEach((bytes) => Effect.sync(() => write(bytes))),
+        Effect.ignore,
+        Effect.forkScoped
+      )
+    }
     yield* Effect.forkScoped(Effect.flatMap(backend.closed, (cause) => io.lines.offer({ _tag: "Closed", cause })))
 
     let state = Parse.initial
@@ -219,6 +354,7 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
     const send = (command: Parse.Command) =>
       Effect.gen(function*() {
         if (options.verbose) io.print(json(command))
+        log(command)
         if (command.execute === "quit") quitSent = true
         if (backend.noReply?.has(command.execute)) {
           yield* backend.execute(command).pipe(Effect.ignore, Effect.fork)
@@ -232,6 +368,7 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
         yield* Effect.yieldNow()
         const error = errorOf(reply)
         if (error) failures++
+        log(withoutId(reply))
         const hmpText = options.hmp && interactive && typeof reply.return === "string" ? reply.return : undefined
         if (hmpText !== undefined) {
           if (hmpText.trim() !== "") io.print(hmpText.replace(/\r?\n$/, ""))
@@ -241,6 +378,19 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
         if (error && !interactive) io.complain(`${where()}${command.execute}: ${error.class}: ${error.desc}`)
       })
 
+    const help = (name: string | undefined) =>
+      Effect.map(helpCatalog, (known) => {
+        const text = known.help(name)
+        if (text === undefined) {
+          failures++
+          io.complain(`${where()}help: no command or event '${name}'`)
+        } else if (text === "") {
+          io.note("help: the command list is not available")
+        } else {
+          io.note(text)
+        }
+      })
+
     while (true) {
       const prompt = state.transaction ? "... " : options.prompt
       io.prompt(prompt)
@@ -248,6 +398,13 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
       if (next._tag === "Closed") {
         if (quitSent || next.cause.exitCode === EXIT_OK) break
         return yield* Effect.fail(next.cause)
+      }
+      if (next._tag === "Cancel") {
+        if (state.transaction) {
+          state = Parse.initial
+          io.print("transaction cancelled")
+        }
+        continue
       }
       if (next._tag === "End") {
         const end = Parse.finish(state)
@@ -259,6 +416,11 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
         break
       }
       lineNo++
+      const asksHelp = !options.hmp && !state.transaction ? HELP.exec(next.line) : null
+      if (asksHelp) {
+        yield* help(asksHelp[1])
+        continue
+      }
       const [step, nextState] = options.hmp ? [Parse.hmp(next.line), state] : Parse.step(state, next.line)
       state = nextState
       if (step._tag === "Error") {
@@ -279,4 +441,3 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
     yield* Fiber.interrupt(printer)
     return failures > 0 ? EXIT_COMMAND_FAILED : EXIT_OK
   })
-
