@@ -5,7 +5,7 @@
  *
  *   --quick        a few iterations of everything, no pass/fail, no results.json (CI smoke)
  *   --only=a,b     run only these metrics (launch, lifecycle, roundtrips, typed-roundtrips, inflight, events, console, concurrent, many,
- *                  guest-agent)
+ *                  guest-agent, clones)
  *   --merge        with --only: write the rows measured into results.json, replacing those of the same id (the rest kept)
  *   --guests       also boot 32 real test guests at once (TCG; minutes, needs `npm run guest`);
  *                  `--only=guests` runs that row alone
@@ -569,6 +569,54 @@ const benchGuestAgent = async () => {
   })
 }
 
+interface ClonesResult {
+  readonly rounds: number
+  readonly count: number
+  readonly rows: Array<{ readonly id: string; readonly lib: number; readonly base: number; readonly target: number; readonly ratio: number; readonly pass: boolean }>
+}
+
+/**
+ * Clones of one `Guest.template` against cold launches of the same guest (TCG), in a fresh
+ * process (see bench/clones.ts): ready to the console and to the agent (p50s of interleaved
+ * pairs), N at once, and the PSS of N running guests. The template's own boot is not timed.
+ */
+const benchClones = async () => {
+  const count = quick ? 2 : 16
+  log(`clones vs cold launches of the test guest (TCG), ${count} at once`)
+  let r: ClonesResult
+  try {
+    const out = await new Promise<string>((resolve, reject) =>
+      cp.execFile(process.execPath, [...process.execArgv, path.join(benchDir, "clones.ts"), "--json", `--count=${count}`, ...(quick ? ["--quick"] : [])], { encoding: "utf8", maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) =>
+        error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout))
+    )
+    r = JSON.parse(out.trim().split("\n").pop()!) as ClonesResult
+  } catch (error) {
+    notes.push(`clones: not measured: ${String(error).split("\n").slice(0, 3).join(" ")}`)
+    rows.push({ id: "clones", metric: "clones vs cold launches", library: "failed", baseline: "—", ratio: Number.NaN, ratioText: "—", target: "measured", pass: false, data: {} })
+    return
+  }
+  const metric: Record<string, string> = {
+    "clones-ready-console": `clone ready vs cold launch: the console answers (p50 of ${r.rounds})`,
+    "clones-ready-agent": `clone ready vs cold launch: the agent answers guest-ping (p50 of ${r.rounds})`,
+    [`clones-${r.count}-ready`]: `${r.count} clones at once vs ${r.count} cold launches: all ready`,
+    [`clones-${r.count}-pss`]: `${r.count} running clones vs ${r.count} cold guests: total PSS`
+  }
+  for (const row of r.rows) {
+    const fmt = row.id.endsWith("pss") ? (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB` : fmtMs
+    rows.push({
+      id: row.id,
+      metric: metric[row.id] ?? row.id,
+      library: fmt(row.lib),
+      baseline: fmt(row.base),
+      ratio: row.ratio,
+      ratioText: `${row.ratio.toFixed(3)}×`,
+      target: `≤ ${row.target}× cold`,
+      pass: row.pass,
+      data: { clone: row.lib, cold: row.base, unit: row.id.endsWith("pss") ? "bytes" : "ms", rounds: r.rounds, count: r.count }
+    })
+  }
+}
+
 // --- report ----------------------------------------------------------------------------------------------
 
 const table = (header: ReadonlyArray<string>, body: ReadonlyArray<ReadonlyArray<string>>): string => {
@@ -601,6 +649,7 @@ const main = async () => {
   if (enabled("concurrent")) await benchMany("concurrent", plan.concCount, 0, plan.concRounds, undefined)
   if (enabled("many")) await benchMany("many", plan.manyCount, plan.manyCommands, plan.manyRounds, 200 * 1024)
   if (enabled("guest-agent")) await benchGuestAgent()
+  if (enabled("clones")) await benchClones()
   if (guests) await benchGuests()
   const seconds = (now() - started) / 1000
 
