@@ -116,6 +116,43 @@ describe("snapshots of an idle machine", { timeout: 60_000 }, () => {
       })
   )
 
+  it.scopedLive.skipIf(process.getuid?.() !== 0)(
+    "a snapshot onto a full file system is an Io error, leaves no partial files, and the machine runs on",
+    () =>
+      Effect.gen(function*() {
+        const mount = path.join(yield* tempDir, "tiny")
+        fs.mkdirSync(mount)
+        // Too small for the device state of even an idle machine.
+        cp.execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mount])
+        yield* Effect.addFinalizer(() => Effect.sync(() => cp.spawnSync("umount", ["-l", mount])))
+        const vm = yield* QemuMachine.launch(idle())
+        yield* vm.command("cont")
+        const error = yield* Effect.flip(vm.snapshot({ dir: path.join(mount, "snap") }))
+        expect(error._tag === "SnapshotError" && error.reason).toBe("Io")
+        expect(error.message).toContain("is full")
+        expect(fs.readdirSync(mount)).toEqual([])
+        expect((yield* vm.command("query-status")).running).toBe(true)
+      })
+  )
+
+  it.scopedLive("a template in a cacheDir is reused by a second template() call: no launch, no prepare", () =>
+    Effect.gen(function*() {
+      const cacheDir = path.join(yield* tempDir, "cache")
+      let prepared = 0
+      const prepare = () => Effect.sync(() => void prepared++)
+      const first = yield* Effect.scoped(Effect.map(QemuMachine.template(idle(), { cacheDir, prepare }), (t) => t.dir))
+      expect(prepared).toBe(1)
+      const before = ourQemus()
+      const second = yield* QemuMachine.template(idle(), { cacheDir, prepare })
+      expect(prepared).toBe(1)
+      expect(second.dir).toBe(first)
+      expect(ourQemus()).toBe(before)
+      // Kept for the next process: a cached template outlives its scope.
+      expect(fs.existsSync(first)).toBe(true)
+      const clone = yield* second.clone({ paused: true })
+      expect((yield* clone.command("query-status")).running).toBe(false)
+    }))
+
   it.scopedLive("a template refuses a raw writable disk", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(QemuMachine.template(idle("-drive", "file=/tmp/x.raw,format=raw,if=virtio")))
@@ -137,6 +174,25 @@ describe("snapshots and clones of the test guest", { timeout: 180_000 }, () => {
       yield* agent.ping
       // The original runs on.
       expect((yield* guest.run("cat /tmp/mark")).output).toBe("kept")
+    }))
+
+  it.scopedLive("a restore with an agent sets the guest clock from the host", () =>
+    Effect.gen(function*() {
+      const guest = yield* Guest.launch({ guestAgent: true })
+      yield* guest.agent
+      const snap = yield* guest.vm.snapshot({ dir: path.join(yield* tempDir, "snap") })
+      yield* guest.vm.shutdown({ hard: true })
+      // The saved guest clock stops at the save: left alone, the restored guest would be this far behind.
+      yield* Effect.sleep("4 seconds")
+      const vm = yield* QemuMachine.restore(snap)
+      const agent = yield* vm.guestAgent({ timeout: "30 seconds" })
+      const skew = Effect.map(agent.execute("guest-get-time"), (ns) => Math.abs(Number(ns) / 1e6 - Date.now()))
+      let last = yield* skew
+      for (let i = 0; i < 40 && last > 1000; i++) {
+        yield* Effect.sleep("250 millis")
+        last = yield* skew
+      }
+      expect(last).toBeLessThan(1000)
     }))
 
   it.scopedLive("clones run at once, each with its own RAM and disk, and the base image is unchanged", () =>

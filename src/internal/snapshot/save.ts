@@ -75,6 +75,16 @@ const awaitStateFile = (file: string) =>
     )
   })
 
+/** ` (the file system of DIR is full)` when it has no room left: `cat` only says the pipe broke. */
+const fullHint = (dir: string): string => {
+  try {
+    const st = fs.statfsSync(dir)
+    return st.bavail * st.bsize < 64 * 1024 ? ` (the file system of ${dir} is full)` : ""
+  } catch {
+    return ""
+  }
+}
+
 const classifyCommandError = (e: QmpCommandError): SnapshotError => {
   const desc = e.desc
   return /blocker|disallow|cannot migrate|not migratable/i.test(desc)
@@ -108,7 +118,7 @@ export const save = (
         return yield* Effect.fail(
           /blocker/i.test(why)
             ? notMigratable([why])
-            : new SnapshotError({ reason: "Io", message: `saving the machine state failed: ${why}` })
+            : new SnapshotError({ reason: "Io", message: `saving the machine state failed: ${why}${fullHint(dir)}` })
         )
       }
       const stateBytes = yield* awaitStateFile(stateFile)
