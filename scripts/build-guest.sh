@@ -27,13 +27,13 @@ set -euo pipefail
 
 READY_MARKER="EFFECT-QEMU-READY"
 # Bumped when the guest's contents change: an older cache is rebuilt.
-GUEST_FORMAT=3
+GUEST_FORMAT=4
 # The guest agent and the shared libraries it loads (resolved at build time).
 AGENT_PACKAGES=(qemu-guest-agent libglib2.0-0 libnuma1 libudev1 liburing2 libpcre2-8-0 libc6)
 KERNEL_META="${EFFECT_QEMU_KERNEL_META:-linux-image-cloud-amd64}"
 WANTED_MODULES=(
   virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-  virtio_console virtio_blk button evdev pvpanic pvpanic_pci pvpanic_mmio
+  virtio_console virtio_blk failover net_failover virtio_net button evdev pvpanic pvpanic_pci pvpanic_mmio
 )
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -350,6 +350,11 @@ while read -r ko; do
 done </etc/modules
 
 ip link set lo up 2>/dev/null || true
+# User-mode networking (QemuMachine.addNetwork): QEMU's slirp always serves
+# 10.0.2.0/24 with the gateway at .2; a static address needs no DHCP wait.
+if [ -e /sys/class/net/eth0 ]; then
+  ip addr add 10.0.2.15/24 dev eth0 2>/dev/null && ip link set eth0 up && ip route add default via 10.0.2.2 2>/dev/null || true
+fi
 
 # The guest agent, when the kernel command line asks for it (in the background: its port appears asynchronously).
 case " $(cat /proc/cmdline) " in

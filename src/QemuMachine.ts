@@ -33,6 +33,7 @@ import type {
   QmpCommandError,
   QmpConnectionError,
   QmpError,
+  QmpTimeoutError,
   SnapshotError
 } from "./Errors.js"
 import type * as EventMatch from "./EventMatch.js"
@@ -178,6 +179,12 @@ export interface Config extends Pipeable.Pipeable {
    * @since 0.3.0
    */
   readonly disks: ReadonlyArray<Disk>
+  /**
+   * User-mode networks added with {@link addNetwork}.
+   *
+   * @since 0.3.0
+   */
+  readonly networks: ReadonlyArray<Network>
 }
 
 /**
@@ -386,6 +393,71 @@ export interface DiskOptions {
 export const addDisk: (disk: DiskOptions) => (self: Config) => Config = config_.addDisk
 
 /**
+ * A host port forwarded to a guest port (see {@link addNetwork}).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Forward {
+  readonly guest: number
+  /** `0`: QEMU binds a free port (read it with `vm.forwardedPort`). */
+  readonly host: number
+  readonly protocol: "tcp" | "udp"
+}
+
+/**
+ * A forward as given to {@link addNetwork} and `vm.addForward`.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface ForwardOptions {
+  readonly guest: number
+  /** Default `0`: a free port, chosen by QEMU. */
+  readonly host?: number | undefined
+  /** Default `tcp`. */
+  readonly protocol?: "tcp" | "udp" | undefined
+}
+
+/**
+ * A user-mode network (see {@link addNetwork}).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Network {
+  /** The netdev id; the virtio-net device is `<id>-dev`. */
+  readonly id: string
+  readonly forwards: ReadonlyArray<Forward>
+}
+
+/**
+ * Options of {@link addNetwork}.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface NetworkOptions {
+  readonly forwards?: ReadonlyArray<ForwardOptions> | undefined
+  /** Default `net<N>`. */
+  readonly id?: string | undefined
+}
+
+/**
+ * Adds a user-mode (slirp) network on a virtio-net device
+ * (`-netdev user,...` + `-device virtio-net-pci`): the guest is 10.0.2.15
+ * behind a NAT at 10.0.2.2, reaching out but not reachable except through
+ * `forwards`, whose host side binds 127.0.0.1 only. A host port `0` (the
+ * default) lets QEMU take a free one, so clones and parallel machines never
+ * collide; `vm.forwardedPort(guest)` tells which. A port outside 0..65535
+ * throws at once (a programming error).
+ *
+ * @since 0.3.0
+ * @category combinators
+ */
+export const addNetwork: (options?: NetworkOptions) => (self: Config) => Config = config_.addNetwork
+
+/**
  * Paths and addresses a launch resolves before starting QEMU.
  *
  * @since 0.1.0
@@ -581,6 +653,39 @@ export interface Machine {
   readonly snapshot: (
     options?: Snapshot.SaveOptions
   ) => Effect.Effect<Snapshot.Snapshot, SnapshotError | QmpError>
+  /**
+   * The host port (on 127.0.0.1) forwarded to `guestPort`, as QEMU reports it
+   * (HMP `info usernet`): the real one when {@link addNetwork} asked for `0`.
+   * `MachineError` when no network or no such forward exists.
+   *
+   * @since 0.3.0
+   */
+  readonly forwardedPort: (
+    guestPort: number,
+    options?: { readonly protocol?: "tcp" | "udp" | undefined }
+  ) => Effect.Effect<number, MachineError>
+  /**
+   * Forwards one more host port to the guest while it runs (HMP
+   * `hostfwd_add` on the first network) and returns the host port.
+   *
+   * @since 0.3.0
+   */
+  readonly addForward: (forward: ForwardOptions) => Effect.Effect<number, QmpCommandError | QmpArgumentError | QmpError | MachineError>
+  /**
+   * Waits until something in the guest answers on TCP `guestPort` through
+   * its forward: a connection to the host port receives data (a banner), or
+   * QEMU reports its connection to the guest established (slirp accepts on
+   * the host side before the guest answers, so a bare connect proves
+   * nothing). Default timeout 60 seconds, then `QmpTimeoutError`. It opens
+   * real connections: a guest server that serves one connection only is
+   * used up by it.
+   *
+   * @since 0.3.0
+   */
+  readonly waitForPort: (
+    guestPort: number,
+    options?: { readonly timeout?: Duration.DurationInput | undefined }
+  ) => Effect.Effect<void, QmpTimeoutError | MachineError>
 }
 
 /**

@@ -6,6 +6,7 @@ import { Duration, Pipeable } from "effect"
 import { dual } from "effect/Function"
 import type * as Api from "../../QemuMachine.js"
 import { guestAgentArgs } from "../guestAgent/args.js"
+import { networkArgs, toForward } from "./network.js"
 
 export const TypeId: Api.TypeId = Symbol.for("effect-qemu/QemuMachine") as Api.TypeId
 
@@ -46,7 +47,8 @@ export const make = (options: Api.Options): Api.Config =>
     qmp: true,
     guestAgent: false,
     fds: [],
-    disks: []
+    disks: [],
+    networks: []
   })
 
 export const addArgs = (...args: ReadonlyArray<string>) => (self: Api.Config): Api.Config =>
@@ -89,6 +91,12 @@ export const addDisk = (disk: Api.DiskOptions) => (self: Api.Config): Api.Config
   return update(self, { disks: [...self.disks, added] })
 }
 
+export const addNetwork = (options: Api.NetworkOptions = {}) => (self: Api.Config): Api.Config => {
+  const networks = self.networks ?? []
+  const added: Api.Network = { id: options.id ?? `net${networks.length}`, forwards: (options.forwards ?? []).map(toForward) }
+  return update(self, { networks: [...networks, added] })
+}
+
 /** QEMU's option syntax doubles a comma inside a value. */
 const escapeOption = (value: string): string => value.replace(/,/g, ",,")
 
@@ -121,6 +129,7 @@ export const baseArgs = (config: Api.Config, resolved: Sockets): Array<string> =
   }
   if (config.guestAgent && resolved.guestAgentPath !== undefined) args.push(...guestAgentArgs(resolved.guestAgentPath))
   for (const disk of config.disks ?? []) args.push(...diskArgs(disk))
+  for (const network of config.networks ?? []) args.push(...networkArgs(network))
   return args
 }
 

@@ -19,6 +19,7 @@ import * as Client from "../qmp/client.js"
 import * as Save from "../snapshot/save.js"
 import { TypeId } from "./config.js"
 import type * as Lifecycle from "./lifecycle.js"
+import * as Network from "./network.js"
 import type { Prepared } from "./prepare.js"
 import * as State from "./state.js"
 
@@ -172,6 +173,14 @@ export const make = (deps: HandleDeps): Api.Machine => {
         timeout: options?.timeout ?? DEFAULT_EVENT_TIMEOUT
       }))
 
+  const network = Network.make({
+    networks: deps.recorded.networks ?? [],
+    hmp: (line) =>
+      Effect.flatMap(requireQmp, (client) => client.execute("human-monitor-command", { "command-line": line })).pipe(
+        Effect.map((out) => typeof out === "string" ? out : String(out))
+      )
+  })
+
   const machine: Api.Machine = {
     [TypeId]: TypeId,
     name: prepared.name,
@@ -201,7 +210,10 @@ export const make = (deps: HandleDeps): Api.Machine => {
     console: deps.console.get,
     guestAgent: deps.guestAgent.get,
     sendFdScm: (fd) => Effect.flatMap(requireQmp, (client) => sendFdScm(client, fd)),
-    snapshot: (options) => Save.save(machine, deps.recorded, options)
+    snapshot: (options) => Save.save(machine, deps.recorded, options),
+    forwardedPort: network.forwardedPort,
+    addForward: network.addForward,
+    waitForPort: network.waitForPort
   }
   return machine
 }
