@@ -186,12 +186,14 @@ describe("effect-qemu shell, connection lost", () => {
       process.kill(qemu.pid, "SIGKILL")
       const result = yield* running.exit
       expect(result.code).toBe(2)
-      expect(oneLine(result.stderr)).toMatch(/^effect-qemu: QMP connection (Eof|SocketError)/)
+      // In the CLI's words, without the library's reason tags.
+      expect(oneLine(result.stderr)).toMatch(/^effect-qemu: (QEMU closed the connection|the connection to QEMU failed)/)
+      expect(result.stderr).not.toMatch(/Eof|SocketError|Refused/)
     }), SPAWNS)
 })
 
 describe("effect-qemu run", () => {
-  it.scopedLive("mirrors the serial console; EOF shuts QEMU down and removes its temp dir", () =>
+  it.scopedLive("mirrors the serial console on stderr, stdout keeps JSON only; EOF shuts QEMU down and removes its temp dir", () =>
     Effect.gen(function*() {
       const files = yield* Guest.build().pipe(Effect.orDie)
       const base = yield* tempDir
@@ -218,7 +220,7 @@ describe("effect-qemu run", () => {
         "-S"
       ])
       running.child.stdin.write("query-status\ncont\n")
-      yield* running.waitFor((out) => out.includes(files.readyMarker), 120_000)
+      yield* running.waitFor((out) => out.includes(files.readyMarker), 120_000, "stderr")
       expect(fs.readdirSync(base)).toHaveLength(1)
       expect(processesMentioning(base).length).toBeGreaterThan(0)
       running.child.stdin.end()
@@ -227,6 +229,9 @@ describe("effect-qemu run", () => {
       // 7.2 also sends "singlestep":false (gone since QEMU 9.0)
       expect(result.stdout).toMatch(/\{"return":\{"status":"prelaunch",("singlestep":false,)?"running":false\}\}/)
       expect(result.stdout).toContain(`"event":"RESUME"`)
+      // Every stdout line is one JSON message: no console text, not even on a reply's line.
+      expect(() => Cli.jsonLines(result.stdout)).not.toThrow()
+      expect(result.stdout).not.toContain(files.readyMarker)
       expect(processesMentioning(base)).toEqual([])
       expect(fs.readdirSync(base)).toEqual([])
     }), 180_000)

@@ -11,7 +11,7 @@ import { describeCause } from "../Errors.js"
 import type { QmpClient } from "../index.js"
 import * as Net from "../internal/net.js"
 import * as Address from "./address.js"
-import { CliFailure, EXIT_FATAL } from "./errors.js"
+import { CliFailure, escape, EXIT_FATAL } from "./errors.js"
 
 /**
  * @since 0.2.0
@@ -67,10 +67,10 @@ export const connect = (address: QmpClient.Address): Effect.Effect<LineClient, C
       try {
         message = JSON.parse(line)
       } catch {
-        return end(failure(`${where} sent something that is not JSON: ${line.slice(0, 200)}`))
+        return end(failure(`${where} sent something that is not JSON: ${escape(line.slice(0, 200))}`))
       }
       if (typeof message !== "object" || message === null || Array.isArray(message)) {
-        return end(failure(`${where} sent something that is not a JSON object: ${line.slice(0, 200)}`))
+        return end(failure(`${where} sent something that is not a JSON object: ${escape(line.slice(0, 200))}`))
       }
       const record = message as Record<string, unknown>
       if (("return" in record || "error" in record) && inFlight) {
