@@ -41,7 +41,7 @@ describe("reliability harness (quick)", () => {
       if (code !== 0 || !fs.existsSync(jsonFile)) expect.fail(`harness exited with ${code}:\n${output.slice(-6000)}`)
       const summary = JSON.parse(fs.readFileSync(jsonFile, "utf8")) as Summary
       expect(summary.ok).toBe(true)
-      expect(summary.cases.map((c) => c.name)).toHaveLength(6)
+      expect(summary.cases.map((c) => c.name)).toHaveLength(7)
       for (const c of summary.cases) {
         expect({ case: c.name, survived: c.survived, leaked: c.leaked, failures: c.failures }).toEqual({
           case: c.name,

@@ -7,7 +7,7 @@
  * failed or anything leaked.
  *
  * Flags: `--quick`, `--only=name[,name]` (faults, bad-input, interrupt, soak,
- * parent-death, security), `--seed=N` (replay), `--json=FILE` (the table as
+ * parent-death, security, snapshots), `--seed=N` (replay), `--json=FILE` (the table as
  * JSON, for the vitest wrapper).
  */
 import * as fs from "node:fs"
@@ -24,7 +24,8 @@ const cases: ReadonlyArray<readonly [string, () => Promise<Case>]> = [
   ["interrupt", () => import("./interruption.js").then((m) => m.interruption)],
   ["soak", () => import("./soak.js").then((m) => m.soak)],
   ["parent-death", () => import("./parentDeath.js").then((m) => m.parentDeath)],
-  ["security", () => import("./security.js").then((m) => m.security)]
+  ["security", () => import("./security.js").then((m) => m.security)],
+  ["snapshots", () => import("./snapshots.js").then((m) => m.snapshots)]
 ]
 
 export interface Summary {
