@@ -8,6 +8,9 @@
  * arguments and return the decoded result; any other string keeps the untyped
  * form. `vm.eventWait` types the event and its `match` the same way.
  *
+ * The named QAPI types are exported as types too (`Qapi.StatusInfo`,
+ * `Qapi.BlockdevOptions`, ...), with their Schemas through `schema(name)`.
+ *
  * @example
  * ```ts
  * import { Effect } from "effect"
@@ -22,9 +25,6 @@
  * }).pipe(Effect.scoped)
  * ```
  *
- * The named QAPI types are exported as types too (`Qapi.StatusInfo`,
- * `Qapi.BlockdevOptions`, ...), with their Schemas through `schema(name)`.
- *
  * @since 0.2.0
  */
 import type { Effect, Schema } from "effect"
@@ -33,6 +33,13 @@ import * as generated from "./generated/qmp.js"
 import * as decode from "./internal/qapi/decode.js"
 import type { ArgsTupleOf, CommandInfo, EventInfo } from "./internal/qapi/info.js"
 
+/**
+ * Every named type of the QAPI schema, generated: `Qapi.StatusInfo`,
+ * `Qapi.BlockdevOptions`, `Qapi.RunState`, ...
+ *
+ * @since 0.2.0
+ * @category models
+ */
 export type * from "./generated/qmp.js"
 
 /**
@@ -252,9 +259,10 @@ export type UntypedEvent<S extends string> = S extends EventName ? never : S
  * ```ts
  * import type { Errors, Qapi } from "effect-qemu"
  *
- * declare const execute: Qapi.Execute<{ timeout?: string }, Errors.QmpCommandError, never>
- * execute("query-status")                       // Effect<StatusInfo, ...>
- * execute("x-my-vendor-command", { a: 1 })       // Effect<unknown, ...>
+ * const calls = (execute: Qapi.Execute<{ timeout?: string }, Errors.QmpCommandError, never>) => [
+ *   execute("query-status"),                    // Effect<StatusInfo, ...>
+ *   execute("x-my-vendor-command", { a: 1 })     // Effect<unknown, ...>
+ * ]
  * ```
  *
  * @since 0.2.0

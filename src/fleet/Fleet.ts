@@ -15,8 +15,8 @@
  *   return yield* vm.command("query-status")
  * }).pipe(Effect.scoped)
  *
- * // one host, embedded SQLite storage
- * Effect.runPromise(Effect.provide(program, Fleet.runnerLayer()))
+ * // one host, embedded SQLite storage; run it with Effect.runPromise(main)
+ * const main = Effect.provide(program, Fleet.runnerLayer())
  * ```
  *
  * @since 0.2.0
