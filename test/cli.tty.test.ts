@@ -50,4 +50,51 @@ describe("effect-qemu shell in a terminal", () => {
       expect(result.code).toBe(0)
       expect(fs.readFileSync(history, "utf8").split("\n").at(-2)).toBe("query-status")
     }), 240_000)
+
+  it.scopedLive("greets with the QEMU version; Ctrl-C clears the line and cancels a transaction; help is local", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const sock = path.join(dir, "qmp.sock")
+      yield* qemuServer(sock)
+      const shell = yield* session(sock, path.join(dir, "history"))
+      yield* shell.waitFor((out) => out.includes(PROMPT))
+      expect(shell.stdout()).toMatch(/connected to QEMU \d+\.\d+\.\d+/)
+      // Half a command, then Ctrl-C: the line is dropped and the shell stays.
+      shell.child.stdin.write("query-sta")
+      yield* shell.waitFor((out) => out.includes("query-sta"))
+      shell.child.stdin.write("\x03")
+      shell.child.stdin.write("query-name\r")
+      yield* shell.waitFor((out) => out.includes(`{"return":{}}`))
+      expect(shell.stdout()).not.toContain("query-staquery-name")
+      expect(shell.stdout()).not.toContain("CommandNotFound")
+      // Ctrl-C inside a transaction cancels it: back to the normal prompt.
+      shell.child.stdin.write("transaction(\r")
+      yield* shell.waitFor((out) => out.includes("... "))
+      shell.child.stdin.write("\x03")
+      yield* shell.waitFor((out) => out.includes("transaction cancelled"))
+      // `help COMMAND` answers from the schema without asking QEMU.
+      shell.child.stdin.write("help query-status\r")
+      yield* shell.waitFor((out) => /status: enum \(/.test(out))
+      shell.child.stdin.write("\x04")
+      const result = yield* shell.exit
+      expect(result.code).toBe(0)
+    }), 240_000)
+
+  it.scopedLive("completes HMP command names and info subcommands with -H", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const sock = path.join(dir, "qmp.sock")
+      yield* qemuServer(sock)
+      const shell = yield* Cli.spawn(["shell", "-H", sock], {
+        env: { EFFECT_QEMU_HISTORY: path.join(dir, "history"), TERM: "xterm" },
+        wrap: inTerminal
+      })
+      yield* shell.waitFor((out) => out.includes(PROMPT))
+      shell.child.stdin.write("info statu\t")
+      yield* shell.waitFor((out) => out.includes("info status"))
+      shell.child.stdin.write("\r")
+      yield* shell.waitFor((out) => out.includes("VM status: running"))
+      shell.child.stdin.write("\x04")
+      expect((yield* shell.exit).code).toBe(0)
+    }), 240_000)
 })
