@@ -75,6 +75,15 @@ describe("Policy: wrapper and paths", () => {
       }
     }))
 
+  it.effect("a disk outside the dirs, or with a format or id that smuggles properties, is refused", () =>
+    Effect.gen(function*() {
+      const disk = { path: path.join(dirs, "d.qcow2"), format: "qcow2", readOnly: true, id: "disk0" }
+      expect((yield* Effect.either(Policy.checkSpec(policy, "vm", { ...base, disks: [disk] })))._tag).toBe("Right")
+      expect(yield* denied({ disks: [{ ...disk, path: "/etc/shadow" }] })).toMatchObject({ what: "path" })
+      expect(yield* denied({ disks: [{ ...disk, format: "raw,file.filename=/etc/shadow" }] })).toMatchObject({ what: "argument" })
+      expect(yield* denied({ console: { deviceType: "isa-serial,romfile=/etc/x" } })).toMatchObject({ what: "argument" })
+    }))
+
   it.effect("without dirs no path may be named; a TCP monitor and a name with a slash are refused", () =>
     Effect.gen(function*() {
       expect(yield* denied({ consoleLog: path.join(dirs, "c.log") }, Policy.make())).toMatchObject({ what: "path" })

@@ -55,12 +55,67 @@ describe("MachineSpec", () => {
       expect(back.qmpTimeout).toEqual(config.qmpTimeout)
     }))
 
+  it.effect("every option of a config crosses the wire and comes back the same (all but passed fds)", () =>
+    Effect.gen(function*() {
+      const config = QemuMachine.make({
+        binary: "qemu-system-x86_64",
+        args: ["-m", "64"],
+        wrapper: ["env"],
+        name: "every",
+        baseTempDir: "/srv/vms",
+        monitorAddress: { host: "127.0.0.1", port: 4444 },
+        sockDir: "/srv/vms/s",
+        drainConsole: true,
+        consoleLog: "/srv/vms/c.log",
+        logDir: "/srv/vms/log",
+        qmpTimeout: "7 seconds",
+        eventCacheSize: 11,
+        eventCacheBytes: 12_000,
+        eventStreamBuffer: 13,
+        validateArgs: true
+      }).pipe(
+        QemuMachine.setMachine("q35"),
+        QemuMachine.setAccel("tcg"),
+        QemuMachine.setConsole({ deviceType: "isa-serial", index: 2 }),
+        QemuMachine.setQmpMonitor(false),
+        QemuMachine.addGuestAgent,
+        QemuMachine.addDisk({ path: "/srv/vms/d.qcow2", readOnly: true })
+      )
+      const spec = yield* MachineSpec.fromConfig(config)
+      const wire = yield* Schema.encode(Schema.parseJson(MachineSpec.MachineSpec))(spec)
+      const back = MachineSpec.toConfig(yield* Schema.decode(Schema.parseJson(MachineSpec.MachineSpec))(wire))
+      const { fds: _a, ...sent } = config
+      const { fds: _b, ...received } = back
+      expect({ ...received, networks: [] }).toEqual({ ...sent, networks: [] })
+      expect(QemuMachine.isConfig(back)).toBe(true)
+      // and every field was set away from its default, so a dropped one shows
+      const defaults = QemuMachine.make({ binary: "qemu-system-x86_64" }) as unknown as Record<string, unknown>
+      const changed = Object.keys(sent).filter((key) => key !== "networks" && key !== "binary" && key !== "fds")
+      for (const key of changed) expect(sent[key as keyof typeof sent], key).not.toEqual(defaults[key])
+    }))
+
   it.effect("a config with passed file descriptors cannot travel", () =>
     Effect.gen(function*() {
       const config = QemuMachine.make({ binary: "qemu-system-x86_64" }).pipe(QemuMachine.addFd({ fd: 3, fdset: 1, opaque: "x" }))
       const error = yield* Effect.flip(MachineSpec.fromConfig(config))
       expect(error._tag).toBe("InvalidSpec")
     }))
+})
+
+describe("RemoteMachine types", () => {
+  it("command and eventWait are typed like vm.command and vm.eventWait for known names", () => {
+    // compile-time only: the effects are built, never run
+    const check = (vm: Fleet.RemoteMachine) => {
+      const status: Effect.Effect<{ readonly running: boolean }, Fleet.CallError> = vm.command("query-status")
+      const other: Effect.Effect<unknown, Fleet.CallError> = vm.command("x-not-in-the-schema", { any: 1 })
+      // @ts-expect-error: query-status takes no such argument
+      vm.command("query-status", { nope: 1 })
+      const event = vm.eventWait("SHUTDOWN", { match: { data: { guest: true } }, timeout: "1 second" })
+      const guest: Effect.Effect<boolean, Fleet.CallError> = Effect.map(event, (e) => e.data.guest)
+      return [status, other, guest]
+    }
+    expect(typeof check).toBe("function")
+  })
 })
 
 describe("Errors on the wire", () => {

@@ -47,6 +47,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Os from "node:os"
 import * as QemuMachine from "../QemuMachine.js"
+import type * as Qapi from "../Qapi.js"
 import type * as QmpMessage from "../QmpMessage.js"
 import * as FleetErrors from "./FleetErrors.js"
 import * as Registry from "./internal/registry.js"
@@ -183,21 +184,25 @@ export interface RemoteMachine {
   readonly runner: string
   /** QEMU's machine name on the runner. */
   readonly name: string
-  /** Runs a QMP command and returns its `return` value. */
-  readonly command: (
-    command: string,
-    args?: Readonly<Record<string, unknown>>
-  ) => Effect.Effect<unknown, CallError>
+  /**
+   * Runs a QMP command and returns its `return` value: typed like
+   * `vm.command` for every command of the generated schema (arguments checked
+   * at compile time; the runner checks the reply against its QEMU's schema),
+   * untyped for any other name.
+   */
+  readonly command: Qapi.Execute<never, CallError, never>
   /** Runs a QMP command and returns the raw response. */
   readonly qmp: (
     command: string,
     args?: Readonly<Record<string, unknown>>
   ) => Effect.Effect<QmpMessage.Response, CallError>
-  /** Waits for an event named `name` (matching `match`). */
-  readonly eventWait: (
-    name: string,
-    options?: { readonly match?: unknown; readonly timeout?: Duration.DurationInput | undefined }
-  ) => Effect.Effect<QmpMessage.Event, CallError>
+  /** Waits for an event named `name` (matching `match`): typed like `vm.eventWait` for known events. */
+  readonly eventWait: Qapi.EventWait<
+    { readonly timeout?: Duration.DurationInput | undefined },
+    QmpMessage.Event,
+    CallError,
+    never
+  >
   /** The machine's run state. */
   readonly state: Effect.Effect<VmEntity.MachineState, FleetErrors.VmLost | FleetErrors.VmNotFound | FleetErrors.MachineError>
   /** Stops QEMU (soft, then hard) on its runner. Idempotent; also forgets a lost VM. */
@@ -310,14 +315,19 @@ export const make: Effect.Effect<Service, never, Sharding.Sharding> = Effect.gen
       id,
       runner: launched.runner,
       name: launched.name,
-      command: (command, args) => clusterFailure(client.Command({ command, args })),
+      // the same call for typed and untyped names: the types are the caller's, the checks the runner's
+      command: ((command: string, args?: Readonly<Record<string, unknown>>) =>
+        clusterFailure(client.Command({ command, args }))) as RemoteMachine["command"],
       qmp: (command, args) => clusterFailure(client.Qmp({ command, args })),
-      eventWait: (name, options) =>
+      eventWait: ((
+        name: string,
+        options?: { readonly match?: unknown; readonly timeout?: Duration.DurationInput | undefined }
+      ) =>
         clusterFailure(client.EventWait({
           name,
           match: options?.match,
           timeout: options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
-        })),
+        }))) as RemoteMachine["eventWait"],
       state: clusterFailure(client.State()),
       shutdown: (options) =>
         clusterFailure(client.Shutdown({

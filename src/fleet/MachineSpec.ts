@@ -13,6 +13,7 @@
  * @since 0.2.0
  */
 import * as Effect from "effect/Effect"
+import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as QemuMachine from "../QemuMachine.js"
 import { InvalidSpec } from "./FleetErrors.js"
@@ -27,31 +28,70 @@ export const MonitorAddress = Schema.Union(
 )
 
 /**
+ * Every data field of a `QemuMachine.Config`, as a Schema: the one
+ * declaration the fleet's spec is derived from. Passed file descriptors
+ * (`fds`) belong to one process and are left out. A field the config gains
+ * and this Schema lacks makes `fromConfig` fail with `InvalidSpec` naming it
+ * (and the round-trip test fail), so the two cannot drift apart silently.
+ *
+ * @since 0.3.0
+ * @category schemas
+ */
+export const ConfigFields = {
+  binary: Schema.String,
+  args: Schema.Array(Schema.String),
+  wrapper: Schema.Array(Schema.String),
+  name: Schema.UndefinedOr(Schema.String),
+  baseTempDir: Schema.String,
+  monitorAddress: Schema.UndefinedOr(MonitorAddress),
+  sockDir: Schema.UndefinedOr(Schema.String),
+  drainConsole: Schema.Boolean,
+  consoleLog: Schema.UndefinedOr(Schema.String),
+  logDir: Schema.UndefinedOr(Schema.String),
+  /** Milliseconds on the wire. */
+  qmpTimeout: Schema.DurationFromMillis,
+  eventCacheSize: Schema.UndefinedOr(Schema.Number),
+  eventCacheBytes: Schema.UndefinedOr(Schema.Number),
+  eventStreamBuffer: Schema.UndefinedOr(Schema.Number),
+  validateArgs: Schema.Boolean,
+  /** `-machine TYPE` (`QemuMachine.setMachine`). */
+  machine: Schema.UndefinedOr(Schema.String),
+  /** `QemuMachine.setAccel`. */
+  accel: Schema.UndefinedOr(Schema.Literal("kvm", "tcg", "hvf", "auto")),
+  /** A console (`QemuMachine.setConsole`). */
+  console: Schema.UndefinedOr(Schema.Struct({ deviceType: Schema.UndefinedOr(Schema.String), index: Schema.Number })),
+  /** `false` disables the QMP monitor (`QemuMachine.setQmpMonitor`). */
+  qmp: Schema.Boolean,
+  /** `QemuMachine.addGuestAgent`. */
+  guestAgent: Schema.Boolean,
+  /** `QemuMachine.addDisk`. */
+  disks: Schema.Array(Schema.Struct({ path: Schema.String, format: Schema.String, readOnly: Schema.Boolean, id: Schema.String })),
+  /** `QemuMachine.addNetwork`. */
+  networks: Schema.Array(Schema.Struct({
+    id: Schema.String,
+    forwards: Schema.Array(Schema.Struct({ guest: Schema.Number, host: Schema.Number, protocol: Schema.Literal("tcp", "udp") }))
+  }))
+}
+
+const { binary: _binary, console: _console, ...rest } = ConfigFields
+
+/**
+ * What crosses the wire to a runner: the config's fields, each optional but
+ * `binary` (a missing one takes `QemuMachine.make`'s default), `console`
+ * taking `setConsole`'s options.
+ *
  * @since 0.2.0
  * @category schemas
  */
 export const MachineSpec = Schema.Struct({
-  binary: Schema.String,
-  args: Schema.optional(Schema.Array(Schema.String)),
-  wrapper: Schema.optional(Schema.Array(Schema.String)),
-  name: Schema.optional(Schema.String),
-  baseTempDir: Schema.optional(Schema.String),
-  monitorAddress: Schema.optional(MonitorAddress),
-  sockDir: Schema.optional(Schema.String),
-  drainConsole: Schema.optional(Schema.Boolean),
-  consoleLog: Schema.optional(Schema.String),
-  logDir: Schema.optional(Schema.String),
-  /** Milliseconds. */
-  qmpTimeout: Schema.optional(Schema.DurationFromMillis),
-  /** `-machine TYPE` (`QemuMachine.setMachine`). */
-  machine: Schema.optional(Schema.String),
-  /** A console (`QemuMachine.setConsole`). */
+  binary: ConfigFields.binary,
   console: Schema.optional(Schema.Struct({
     deviceType: Schema.optional(Schema.String),
     index: Schema.optional(Schema.Number)
   })),
-  /** `false` disables the QMP monitor (`QemuMachine.setQmpMonitor`). */
-  qmp: Schema.optional(Schema.Boolean)
+  ...(Object.fromEntries(Object.entries(rest).map(([key, schema]) => [key, Schema.optional(schema)])) as {
+    readonly [K in keyof typeof rest]: Schema.optional<(typeof rest)[K]>
+  })
 })
 
 /**
@@ -73,48 +113,34 @@ export const make = (spec: MachineSpec): MachineSpec => spec
  * @category conversions
  */
 export const toConfig = (spec: MachineSpec): QemuMachine.Config => {
-  let config = QemuMachine.make({
-    binary: spec.binary,
-    args: spec.args,
-    wrapper: spec.wrapper,
-    name: spec.name,
-    baseTempDir: spec.baseTempDir,
-    monitorAddress: spec.monitorAddress,
-    sockDir: spec.sockDir,
-    drainConsole: spec.drainConsole,
-    consoleLog: spec.consoleLog,
-    logDir: spec.logDir,
-    qmpTimeout: spec.qmpTimeout
-  })
-  if (spec.machine !== undefined) config = QemuMachine.setMachine(config, spec.machine)
-  if (spec.console !== undefined) config = QemuMachine.setConsole(spec.console)(config)
-  if (spec.qmp === false) config = QemuMachine.setQmpMonitor(config, false)
-  return config
+  const base = QemuMachine.make({ binary: spec.binary, consoleLog: spec.consoleLog })
+  const fields: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(spec)) if (value !== undefined) fields[key] = value
+  if (spec.console !== undefined) fields.console = { deviceType: spec.console.deviceType, index: spec.console.index ?? 0 }
+  return Object.assign(Object.create(Object.getPrototypeOf(base)), base, fields)
 }
 
+const validateFields = Schema.validateEither(Schema.Struct(ConfigFields), { onExcessProperty: "error" })
+
 /**
- * The spec of a local config. Passed file descriptors belong to this process
- * and cannot travel: a config with `addFd` fails with `InvalidSpec`.
+ * The spec of a local config: every field but the passed file descriptors,
+ * which belong to this process and cannot travel (a config with `addFd`
+ * fails with `InvalidSpec`, as does one with a field the fleet does not know).
  *
  * @since 0.2.0
  * @category conversions
  */
-export const fromConfig = (config: QemuMachine.Config): Effect.Effect<MachineSpec, InvalidSpec> =>
-  config.fds.length > 0
-    ? Effect.fail(new InvalidSpec({ message: "a config with passed file descriptors (addFd) cannot run on another host" }))
-    : Effect.succeed({
-      binary: config.binary,
-      args: config.args,
-      wrapper: config.wrapper,
-      name: config.name,
-      baseTempDir: config.baseTempDir,
-      monitorAddress: config.monitorAddress,
-      sockDir: config.sockDir,
-      drainConsole: config.drainConsole,
-      consoleLog: config.consoleLog,
-      logDir: config.logDir,
-      qmpTimeout: config.qmpTimeout,
-      machine: config.machine,
-      console: config.console,
-      qmp: config.qmp
-    })
+export const fromConfig = (config: QemuMachine.Config): Effect.Effect<MachineSpec, InvalidSpec> => {
+  if (config.fds.length > 0) {
+    return Effect.fail(new InvalidSpec({ message: "a config with passed file descriptors (addFd) cannot run on another host" }))
+  }
+  const { fds: _fds, ...fields } = config as QemuMachine.Config & { readonly networks?: unknown }
+  // a config from before networks existed has none
+  const data = Object.assign({ networks: [] }, fields)
+  const checked = validateFields(data)
+  return checked._tag === "Right"
+    ? Effect.succeed(checked.right)
+    : Effect.fail(
+      new InvalidSpec({ message: `this config cannot cross the wire: ${ParseResult.TreeFormatter.formatErrorSync(checked.left)}` })
+    )
+}

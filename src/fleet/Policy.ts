@@ -11,7 +11,7 @@
  * |---|---|---|
  * | binaries by name | `binary` | only `qemu-system-*` found on the runner's `PATH` (a path in the spec must be that same file): anything else is an arbitrary program |
  * | no wrapper | `wrapper` | a wrapper is a program run with QEMU's command line (`/bin/sh -c …`) |
- * | paths inside `dirs` | `path` | `baseTempDir`, `sockDir`, `logDir`, `consoleLog` and a unix `monitorAddress` must be absolute, without `..`, and resolve (symlinks followed) inside one of the runner's `dirs` (none by default: the runner picks them); a TCP monitor is refused (anyone on the host could reach it, past this policy); a `name` is one path segment |
+ * | paths inside `dirs` | `path` | `baseTempDir`, `sockDir`, `logDir`, `consoleLog`, every disk (`addDisk`) and a unix `monitorAddress` must be absolute, without `..`, and resolve (symlinks followed) inside one of the runner's `dirs` (none by default: the runner picks them); a TCP monitor is refused (anyone on the host could reach it, past this policy); a `name` is one path segment |
  * | no programs, no host files | `argument` | options that run a program or give QEMU the runner's fds are refused (`-plugin`, `-add-fd`, `exec:` anywhere, `-netdev …,script=/downscript=/helper=` other than `no`, `fd=`/`fds=`/`vhostfd=`, `-readconfig`/`-writeconfig`, `-L`, `-runas`/`-run-with`/`-chroot`/`-daemonize`, `-sandbox` — the runner sets it —, `-mon` and `-qmp`/`-monitor` other than `none`/`null`, `mon:` chardevs); options and `key=value` properties that name a host file (`-kernel`, `-drive file=`, `-chardev file/pipe/socket/serial,path=`, `-serial file:`, `-D`, `-pidfile`, `mem-path=`, `logfile=`, `romfile=`, …) must name one inside `dirs` (a bare ROM/BIOS name is looked up in QEMU's own data directory) |
  * | QMP | `command` | `human-monitor-command` is refused (HMP reaches everything QMP is checked for); `migrate`/`migrate-incoming` to `exec:` (or an `exec` channel) or to a file/socket outside `dirs`; `screendump`, `dump-guest-memory`, `pmemsave`, `memsave` … to a file outside `dirs`; `blockdev-add`, `chardev-add`, `object-add`, `netdev-add`, `device_add`, mirror/backup/snapshot targets … naming a host path outside `dirs` |
  *
@@ -305,6 +305,8 @@ const checkArgs = (policy: Policy, args: ReadonlyArray<string>): void => {
   }
 }
 
+const word = /^[A-Za-z0-9_.-]+$/
+
 /**
  * The spec a runner may launch, with its binary resolved on the runner's
  * PATH, or the refusal. The sandbox is not added here (see `sandboxArgs`).
@@ -333,6 +335,16 @@ export const checkSpec = (
     if (spec.name !== undefined && (spec.name.includes("/") || spec.name.startsWith("."))) {
       refuse("path", `name: ${JSON.stringify(spec.name)} must be one path segment`)
     }
+    for (const [i, disk] of (spec.disks ?? []).entries()) {
+      checkPath(policy, disk.path, `disks[${i}].path`)
+      // these go into -drive/-device options unescaped: one word each, no smuggled properties
+      if (!word.test(disk.format) || !word.test(disk.id)) refuse("argument", `disks[${i}]: format and id must be single words`)
+    }
+    for (const [i, network] of (spec.networks ?? []).entries()) {
+      if (!word.test(network.id)) refuse("argument", `networks[${i}].id must be a single word`)
+    }
+    const deviceType = spec.console?.deviceType
+    if (deviceType !== undefined && !word.test(deviceType)) refuse("argument", "console.deviceType must be a single word")
     checkArgs(policy, spec.args ?? [])
     if (spec.machine !== undefined) checkArgs(policy, ["-machine", spec.machine])
     return { ...spec, binary }
