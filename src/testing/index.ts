@@ -6,3 +6,7 @@
 
 /** @since 0.1.0 */
 export * as Guest from "./Guest.js"
+/** @since 0.3.0 */
+export * as DebianImage from "./DebianImage.js"
+/** @since 0.3.0 */
+export * as DebianGuest from "./DebianGuest.js"
