@@ -80,7 +80,7 @@ export const handshake = (
       // TLS 1.3: the server checks the client's certificate after the client
       // thinks the handshake is over; a refused client sees an alert or EOF
       // right after, an accepted one sees nothing until it writes.
-      socket.once("secureConnect", () => setTimeout(() => finish({ ok: true }), 300))
+      socket.once("secureConnect", () => setTimeout(() => finish({ ok: true }), 1000))
       socket.on("error", (error) => finish({ ok: false, error: error.message }))
       socket.on("close", () => finish({ ok: false, error: "closed" }))
       socket.on("end", () => finish({ ok: false, error: "ended" }))
