@@ -1,32 +1,32 @@
 /**
  * What the shell talks to: a QEMU over QMP (`QmpClient.connect`), raw JSON
- * lines without negotiation (`-N`), a machine we launch (`run`), or a guest
- * agent socket (`ga`).
+ * lines without negotiation (`-N`), or a guest agent socket (`ga`); a
+ * machine we launch (`run`) is in `machine.ts`, loaded only by `run`.
  *
  * @since 0.2.0
  */
-import { type Duration, Effect, Option, Scope, Stream } from "effect"
+import { type Duration, Effect, Scope, Stream } from "effect"
 import * as net from "node:net"
 import type { GuestAgentError, QmpError } from "../Errors.js"
 import * as GuestAgent from "../GuestAgent.js"
-import * as QemuMachine from "../QemuMachine.js"
 import * as QmpClient from "../QmpClient.js"
 import * as Address from "./address.js"
 import * as Catalog from "./catalog.js"
-import { CliFailure, EXIT_FATAL, EXIT_OK, escape, fatal } from "./errors.js"
+import { CliFailure, escape, EXIT_FATAL, fatal } from "./errors.js"
 import * as LineClient from "./lineClient.js"
-import * as Schema from "./schema.js"
 import type * as Parse from "./parse.js"
 import type * as Shell from "./shell.js"
 
-const asRecord = (u: unknown): Record<string, unknown> => u as Record<string, unknown>
+/** @internal */
+export const asRecord = (u: unknown): Record<string, unknown> => u as Record<string, unknown>
 
 const versionOf = (qmp: QmpClient.QmpClient.Service): string => {
   const v = qmp.greeting.QMP.version.qemu
   return `QEMU ${v.major}.${v.minor}.${v.micro}`
 }
 
-const fromClient = (qmp: QmpClient.QmpClient.Service): Effect.Effect<Shell.Backend, never, Scope.Scope> =>
+/** @internal */
+export const fromClient = (qmp: QmpClient.QmpClient.Service): Effect.Effect<Shell.Backend, never, Scope.Scope> =>
   Effect.map(qmp.subscribe, (events) => ({
     peer: versionOf(qmp),
     execute: (command: Parse.Command) =>
@@ -63,7 +63,8 @@ export const raw = (address: QmpClient.Address): Effect.Effect<Shell.Backend, Cl
     unsolicited: client.unsolicited,
     closed: client.closed,
     // Before negotiation QEMU answers nothing but qmp_capabilities: names come from the generated types.
-    catalog: Schema.loadGenerated.pipe(
+    catalog: Effect.promise(() => import("./schema.js")).pipe(
+      Effect.flatMap((Schema) => Schema.loadGenerated),
       Effect.map((names) => Catalog.fromNames(["qmp_capabilities", ...names.commands])),
       Effect.orElseSucceed(() => Catalog.empty)
     )
@@ -171,53 +172,3 @@ export const guestAgent = (
       noReply: GA_NO_REPLY
     })
   )
-
-/**
- * @since 0.2.0
- * @category models
- */
-export interface MachineOptions {
-  readonly binary: string
-  readonly args: ReadonlyArray<string>
-  readonly console: boolean
-  readonly baseTempDir?: string | undefined
-}
-
-/**
- * Launches a machine, hands its console to the shell when asked, runs `use`
- * on it, then shuts it down (soft, then hard). An interruption (Ctrl-C) closes
- * the scope, which shuts it down the same way.
- *
- * @since 0.2.0
- * @category constructors
- */
-export const machine = <A>(
-  options: MachineOptions,
-  use: (backend: Shell.Backend) => Effect.Effect<A, CliFailure, Scope.Scope>
-): Effect.Effect<A, CliFailure, Scope.Scope> =>
-  Effect.gen(function*() {
-    const base = QemuMachine.make({ binary: options.binary, args: options.args, baseTempDir: options.baseTempDir })
-    const config = options.console ? QemuMachine.setConsole()(base) : base
-    const vm = yield* QemuMachine.launch(config).pipe(Effect.mapError(fatal))
-    // The shell prints the console: stdout carries replies and events only.
-    const console = options.console ? Option.some(yield* vm.console.pipe(Effect.mapError(fatal))) : Option.none()
-    const client = yield* Option.match(vm.qmpClient, {
-      onNone: () => Effect.fail(new CliFailure({ message: "the machine has no QMP monitor", exitCode: EXIT_FATAL })),
-      onSome: Effect.succeed
-    })
-    const backend = yield* fromClient(client)
-    // Commands go through the machine, so that `quit` counts as issued and its EOF is success.
-    const result = yield* use({
-      ...backend,
-      ...(Option.isSome(console) ? { console: console.value.stream } : {}),
-      execute: (command) =>
-        vm.qmp(command.execute, command.arguments).pipe(Effect.map(asRecord), Effect.mapError(fatal)),
-      // QEMU ending the connection (guest power-off, `quit`) ends the shell normally; how QEMU
-      // ended is judged below.
-      closed: Effect.as(client.closed, new CliFailure({ message: "", exitCode: EXIT_OK }))
-    })
-    // Exited by itself (power-off, `quit`): collect it; still running: soft, then hard.
-    const running = yield* vm.isRunning
-    yield* (running ? vm.shutdown() : vm.wait({ timeout: "10 seconds" })).pipe(Effect.mapError(fatal))
-    return result
-  })

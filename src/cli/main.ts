@@ -42,6 +42,7 @@ import * as Argv from "./argv.js"
 const Backends = Effect.promise(() => import("./backends.js"))
 const Shell = Effect.promise(() => import("./shell.js"))
 const Schema = Effect.promise(() => import("./schema.js"))
+const Machine = Effect.promise(() => import("./machine.js"))
 
 // src/cli/main.ts and dist/cli/main.js are both two levels below the package root.
 const VERSION = (() => {
@@ -127,9 +128,9 @@ const run = Command.make(
   },
   (options) =>
     Effect.gen(function*() {
-      const [backends, shell] = yield* Effect.all([Backends, Shell])
+      const [machine, shell] = yield* Effect.all([Machine, Shell])
       const consoleTo = Option.getOrUndefined(options.console)
-      return yield* backends.machine({
+      return yield* machine.machine({
         binary: options.binary,
         args: options.qemuArgs,
         console: consoleTo !== undefined,

@@ -5,7 +5,8 @@
  * @since 0.2.0
  */
 import { Effect, Option, Scope } from "effect"
-import { QemuMachine, QmpClient } from "../index.js"
+import * as QemuMachine from "../QemuMachine.js"
+import * as QmpClient from "../QmpClient.js"
 import * as Catalog from "./catalog.js"
 import { CliFailure, EXIT_FATAL, fatal } from "./errors.js"
 

@@ -1,0 +1,61 @@
+/**
+ * The backend of `run`: a machine launched through `QemuMachine` (loaded
+ * only by `run`: the library's machine code is the larger part of it).
+ *
+ * @since 0.3.0
+ */
+import { Effect, Option, type Scope } from "effect"
+import * as QemuMachine from "../QemuMachine.js"
+import { asRecord, fromClient } from "./backends.js"
+import { CliFailure, EXIT_FATAL, EXIT_OK, fatal } from "./errors.js"
+import type * as Shell from "./shell.js"
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export interface MachineOptions {
+  readonly binary: string
+  readonly args: ReadonlyArray<string>
+  readonly console: boolean
+  readonly baseTempDir?: string | undefined
+}
+
+/**
+ * Launches a machine, hands its console to the shell when asked, runs `use`
+ * on it, then shuts it down (soft, then hard). An interruption (Ctrl-C) closes
+ * the scope, which shuts it down the same way.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const machine = <A>(
+  options: MachineOptions,
+  use: (backend: Shell.Backend) => Effect.Effect<A, CliFailure, Scope.Scope>
+): Effect.Effect<A, CliFailure, Scope.Scope> =>
+  Effect.gen(function*() {
+    const base = QemuMachine.make({ binary: options.binary, args: options.args, baseTempDir: options.baseTempDir })
+    const config = options.console ? QemuMachine.setConsole()(base) : base
+    const vm = yield* QemuMachine.launch(config).pipe(Effect.mapError(fatal))
+    // The shell prints the console: stdout carries replies and events only.
+    const console = options.console ? Option.some(yield* vm.console.pipe(Effect.mapError(fatal))) : Option.none()
+    const client = yield* Option.match(vm.qmpClient, {
+      onNone: () => Effect.fail(new CliFailure({ message: "the machine has no QMP monitor", exitCode: EXIT_FATAL })),
+      onSome: Effect.succeed
+    })
+    const backend = yield* fromClient(client)
+    // Commands go through the machine, so that `quit` counts as issued and its EOF is success.
+    const result = yield* use({
+      ...backend,
+      ...(Option.isSome(console) ? { console: console.value.stream } : {}),
+      execute: (command) =>
+        vm.qmp(command.execute, command.arguments).pipe(Effect.map(asRecord), Effect.mapError(fatal)),
+      // QEMU ending the connection (guest power-off, `quit`) ends the shell normally; how QEMU
+      // ended is judged below.
+      closed: Effect.as(client.closed, new CliFailure({ message: "", exitCode: EXIT_OK }))
+    })
+    // Exited by itself (power-off, `quit`): collect it; still running: soft, then hard.
+    const running = yield* vm.isRunning
+    yield* (running ? vm.shutdown() : vm.wait({ timeout: "10 seconds" })).pipe(Effect.mapError(fatal))
+    return result
+  })
