@@ -8,6 +8,23 @@
  * (command line, QEMU's output, exit code, which shutdown step failed) and a
  * readable `message`.
  *
+ * @example
+ * ```ts
+ * import { Console, Effect } from "effect"
+ * import { QemuMachine } from "effect-qemu"
+ *
+ * const program = Effect.gen(function*() {
+ *   const vm = yield* QemuMachine.launch(QemuMachine.make({ binary: "qemu-system-x86_64" }))
+ *   yield* vm.command("no-such-command")
+ * }).pipe(
+ *   Effect.scoped,
+ *   Effect.catchTags({
+ *     LaunchFailure: (e) => Console.error(e.reason, e.command, e.output),
+ *     QmpCommandError: (e) => Console.error(e.command, e.errorClass, e.desc) // CommandNotFound
+ *   })
+ * )
+ * ```
+ *
  * @since 0.1.0
  */
 import { Duration, Schema } from "effect"

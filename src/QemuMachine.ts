@@ -190,6 +190,17 @@ export interface Config extends Pipeable.Pipeable {
 /**
  * Creates a configuration from the seed's constructor options.
  *
+ * @example
+ * ```ts
+ * import { QemuMachine } from "effect-qemu"
+ *
+ * const config = QemuMachine.make({ binary: "qemu-system-x86_64", qmpTimeout: "10 seconds" }).pipe(
+ *   QemuMachine.setMachine("q35"),
+ *   QemuMachine.addArgs("-m", "256")
+ * )
+ * console.log(config.binary)
+ * ```
+ *
  * @since 0.1.0
  * @category constructors
  */
@@ -701,6 +712,22 @@ export class QemuMachine extends Context.Tag("effect-qemu/QemuMachine")<QemuMach
  * Launches QEMU. The machine lives until the scope closes, which shuts it
  * down (a failure there is logged: call `shutdown` yourself to see it).
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { QemuMachine } from "effect-qemu"
+ *
+ * const program = Effect.gen(function*() {
+ *   const vm = yield* QemuMachine.launch(QemuMachine.make({ binary: "qemu-system-x86_64" }))
+ *   const status = yield* vm.command("query-status")
+ *   yield* vm.shutdown()
+ *   return status.status
+ * }).pipe(
+ *   Effect.scoped,
+ *   Effect.catchTag("LaunchFailure", (e) => Effect.succeed(`not started: ${e.reason}`))
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category constructors
  */
@@ -783,6 +810,20 @@ export const template: <E = never, R = never>(
 /**
  * A layer that launches the machine and provides both `QemuMachine` and
  * `QmpClient` (the latter fails with `MachineError` when QMP is disabled).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { QemuMachine, QmpClient } from "effect-qemu"
+ *
+ * const program = Effect.gen(function*() {
+ *   const vm = yield* QemuMachine.QemuMachine
+ *   const qmp = yield* QmpClient.QmpClient
+ *   return [vm.name, yield* qmp.execute("query-status")] as const
+ * })
+ *
+ * const main = program.pipe(Effect.provide(QemuMachine.layer(QemuMachine.make({ binary: "qemu-system-x86_64" }))))
+ * ```
  *
  * @since 0.1.0
  * @category layers

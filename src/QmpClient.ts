@@ -297,6 +297,18 @@ export const fromSocket: (
  * Connects to a QEMU that listens for QMP (`-qmp unix:PATH,server=on,wait=off`
  * or `-qmp tcp:HOST:PORT,server=on,wait=off`).
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { QmpClient } from "effect-qemu"
+ *
+ * const program = Effect.gen(function*() {
+ *   const qmp = yield* QmpClient.connect({ address: { host: "127.0.0.1", port: 4444 }, connectTimeout: "5 seconds" })
+ *   const status = yield* qmp.execute("query-status")
+ *   return status.running
+ * }).pipe(Effect.scoped) // the connection closes with the scope
+ * ```
+ *
  * @since 0.1.0
  * @category constructors
  */
@@ -315,6 +327,15 @@ export const listen: (address: Address) => Effect.Effect<Listener, QmpConnection
 
 /**
  * A layer that connects to a running QEMU and provides `QmpClient`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { QmpClient } from "effect-qemu"
+ *
+ * const program = Effect.flatMap(QmpClient.QmpClient, (qmp) => qmp.execute("query-version"))
+ * const main = program.pipe(Effect.provide(QmpClient.layer({ address: "/tmp/qmp.sock" })))
+ * ```
  *
  * @since 0.1.0
  * @category layers

@@ -5,6 +5,18 @@
  * Every message QEMU sends is decoded with these schemas; unknown fields are
  * tolerated (QEMU adds fields between versions).
  *
+ * @example
+ * ```ts
+ * import { Schema } from "effect"
+ * import { QmpMessage } from "effect-qemu"
+ *
+ * const event = Schema.decodeUnknownSync(QmpMessage.Event)({
+ *   event: "STOP",
+ *   timestamp: { seconds: 1700000000, microseconds: 0 }
+ * })
+ * console.log(event.event) // "STOP"
+ * ```
+ *
  * @since 0.1.0
  */
 import { Either, ParseResult, Schema } from "effect"
