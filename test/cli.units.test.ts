@@ -3,6 +3,8 @@ import { Either } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Address from "../src/cli/address.js"
+import * as Argv from "../src/cli/argv.js"
+import * as Errors from "../src/cli/errors.js"
 import * as Catalog from "../src/cli/catalog.js"
 import * as Schema from "../src/cli/schema.js"
 import { root } from "./helpers/cli.js"
@@ -63,6 +65,14 @@ describe("cli addresses", () => {
     expect(Address.format({ host: "::1", port: 4444 })).toBe("[::1]:4444")
   })
 
+  it("reads QEMU's unix:PATH and tcp:HOST:PORT, options after a comma ignored", () => {
+    expect(Address.parse("unix:/tmp/q.sock,server=on,wait=off")).toEqual(Either.right("/tmp/q.sock"))
+    expect(Address.parse("tcp:localhost:4444")).toEqual(Either.right({ host: "localhost", port: 4444 }))
+    expect(Address.parse("tcp:[::1]:4444,server=on")).toEqual(Either.right({ host: "::1", port: 4444 }))
+    expect(Either.isLeft(Address.parse("tcp:/tmp/q.sock"))).toBe(true)
+    expect(Either.isLeft(Address.parse("unix:"))).toBe(true)
+  })
+
   it("rejects bad ports, empty addresses and over-long paths", () => {
     expect(Either.isLeft(Address.parse("host:0"))).toBe(true)
     expect(Either.isLeft(Address.parse("host:65536"))).toBe(true)
@@ -83,5 +93,87 @@ describe("cli schema comparison", () => {
     const text = Schema.render(diff)
     expect(text).toContain("commands the live QEMU has and the generated types lack (1):\n  new\n")
     expect(text).toContain("events in the generated types that the live QEMU lacks (1):\n  GONE\n")
+  })
+})
+
+describe("cli command line before @effect/cli", () => {
+  const argv = (...args: Array<string>) => Argv.prepare(["node", "main.js", ...args])
+
+  it("reports an option the subcommand does not know, not the address after it", () => {
+    expect(argv("shell", "--bogus", "/tmp/q.sock")).toEqual(
+      Either.left("unknown option '--bogus' for 'shell' (see effect-qemu shell --help)")
+    )
+    expect(argv("shell", "-pX", "/tmp/q.sock")).toEqual(Either.left(expect.stringContaining("'-X'")))
+    expect(argv("schema", "-H")).toEqual(Either.left(expect.stringContaining("'-H' for 'schema'")))
+  })
+
+  it("passes known options, values of valued options, and everything after --", () => {
+    expect(argv("shell", "-l", "--odd-file-name", "-H", "/tmp/q.sock")).toEqual(
+      Either.right(["node", "main.js", "shell", "-l", "--odd-file-name", "-H", "/tmp/q.sock"])
+    )
+    expect(argv("run", "--binary=/usr/bin/qemu", "--", "-machine", "none")).toEqual(
+      Either.right(["node", "main.js", "run", "--binary=/usr/bin/qemu", "--", "-machine", "none"])
+    )
+    expect(argv("--help")).toEqual(Either.right(["node", "main.js", "--help"]))
+  })
+
+  it("gives run --console alone the value that means the default place, keeps --console=FILE", () => {
+    expect(argv("run", "--console", "--", "-S")).toEqual(
+      Either.right(["node", "main.js", "run", `--console=${Argv.CONSOLE_DEFAULT}`, "--", "-S"])
+    )
+    expect(argv("run", "--console=/tmp/c.log", "--", "-S")).toEqual(
+      Either.right(["node", "main.js", "run", "--console=/tmp/c.log", "--", "-S"])
+    )
+  })
+})
+
+describe("cli messages", () => {
+  it("escapes what a peer sent: control characters as \\xNN, a backslash doubled", () => {
+    expect(Errors.escape("a\x01\x1b[31mb\x07\\c\u0085")).toBe("a\\x01\\x1b[31mb\\x07\\\\c\\x85")
+    expect(Errors.escape("plain text, é")).toBe("plain text, é")
+  })
+
+  it("says what failed without the library's reason tags", () => {
+    const error = (fields: Record<string, unknown>) => ({ message: "QMP connection Eof", ...fields })
+    expect(Errors.describe(error({ _tag: "QmpConnectionError", reason: "Eof" }))).toBe("QEMU closed the connection")
+    expect(Errors.describe(error({
+      _tag: "QmpConnectionError",
+      reason: "Refused",
+      detail: "cannot connect to /x: connect ECONNREFUSED /x"
+    }))).toBe("cannot connect to /x: connection refused (ECONNREFUSED)")
+    const enoent = Object.assign(new Error("spawn /nope ENOENT"), { code: "ENOENT" })
+    expect(Errors.describe({
+      _tag: "LaunchFailure",
+      message: "QEMU launch failed: SpawnFailed",
+      reason: "SpawnFailed",
+      command: ["/nope", "-machine", "none"],
+      output: "",
+      cause: enoent
+    })).toBe("cannot start QEMU: /nope: no such file")
+  })
+})
+
+describe("cli help and HMP completion", () => {
+  it("describes a command: arguments with types, optional ones marked, enum values, the return type", () => {
+    const text = catalog.help("blockdev-backup")!
+    expect(text).toContain("command blockdev-backup")
+    expect(text).toMatch(/^ {2}device: str$/m)
+    expect(text).toMatch(/^ {2}speed: int \(optional\)$/m)
+    expect(text).toMatch(/^ {2}sync: enum \(top \| full \| none \| incremental \| bitmap\)$/m)
+    expect(catalog.help("query-status")).toMatch(/returns: object:\n {2}running: bool/)
+    expect(catalog.help("SHUTDOWN")).toContain("event SHUTDOWN")
+    expect(catalog.help("no-such-command")).toBeUndefined()
+    expect(catalog.help()).toMatch(/^commands \(\d+\)/)
+  })
+
+  it("reads HMP's help output: names, aliases, info subcommands", () => {
+    const hmp = Catalog.fromHmpHelp(
+      "info [subcommand] -- show various information\r\nq|quit  -- quit the emulator\r\nstop  -- stop emulation\r\n",
+      "info status  -- show the current VM status\r\ninfo stats target [names] -- show statistics\r\n"
+    )
+    expect(hmp.commands).toEqual(["info", "q", "quit", "stop"])
+    expect(Catalog.completeHmp(hmp, "st")).toEqual([["stop"], "st"])
+    expect(Catalog.completeHmp(hmp, "info stat")).toEqual([["stats", "status"], "stat"])
+    expect(Catalog.completeHmp(hmp, "stop x")).toEqual([[], "x"])
   })
 })
