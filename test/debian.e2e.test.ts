@@ -38,4 +38,21 @@ describe("Debian guest", { timeout: 900_000 }, () => {
       }))
       expect(yield* sha(files.disk)).toBe(before)
     }))
+
+  it.scopedLive("clones a booted template: two at once, each with its own disk and SSH port", () =>
+    Effect.gen(function*() {
+      const files = yield* DebianImage.build()
+      const before = yield* sha(files.disk)
+      yield* Effect.scoped(Effect.gen(function*() {
+        const tpl = yield* DebianGuest.template()
+        const [a, b] = yield* Effect.all([tpl.clone(), tpl.clone()], { concurrency: 2 })
+        yield* Effect.logInfo(`Debian clones ready: ${a.bootTime.toString()}, ${b.bootTime.toString()}`)
+        expect(a.sshPort).not.toBe(b.sshPort)
+        expect(a.disk).not.toBe(b.disk)
+        expect((yield* a.ssh("echo a > /root/mine && sync && cat /root/mine")).stdout).toBe("a\n")
+        expect((yield* b.ssh("cat /root/mine 2>/dev/null; systemctl is-system-running")).stdout).toBe("running\n")
+        yield* b.agent.ping
+      }))
+      expect(yield* sha(files.disk)).toBe(before)
+    }))
 })
