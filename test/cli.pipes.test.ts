@@ -137,7 +137,8 @@ describe("effect-qemu through pipes", () => {
       const result = yield* running.exit
       expect(() => Cli.jsonLines(result.stdout)).not.toThrow()
       expect(result.stdout).not.toMatch(/WARN|SIGKILL/)
-      expect(result.stderr).toContain("SIGKILL")
+      expect(result.stderr).toContain("effect-qemu: QEMU was killed by SIGKILL\n")
+      expect(result.code).toBe(2)
     }), SPAWNS)
 
   it.scopedLive("help is local and from the live schema; --help has no colour codes; -l logs the session", () =>

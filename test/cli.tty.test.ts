@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import * as Guest from "../src/testing/Guest.js"
 import * as Cli from "./helpers/cli.js"
 import { qemuServer, tempDir } from "./helpers/qemu.js"
 
@@ -94,6 +95,42 @@ describe("effect-qemu shell in a terminal", () => {
       yield* shell.waitFor((out) => out.includes("info status"))
       shell.child.stdin.write("\r")
       yield* shell.waitFor((out) => out.includes("VM status: running"))
+      shell.child.stdin.write("\x04")
+      expect((yield* shell.exit).code).toBe(0)
+    }), 240_000)
+
+  it.scopedLive("run --console in a terminal prints the guest's console above the prompt", () =>
+    Effect.gen(function*() {
+      const files = yield* Guest.build().pipe(Effect.orDie)
+      const dir = yield* tempDir
+      const shell = yield* Cli.spawn([
+        "run",
+        "--console",
+        "--temp-dir",
+        dir,
+        "--",
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-reboot",
+        "-kernel",
+        files.kernel,
+        "-initrd",
+        files.initrd,
+        "-append",
+        "console=ttyS0 quiet panic=-1"
+      ], { env: { EFFECT_QEMU_HISTORY: path.join(dir, "history"), TERM: "xterm" }, wrap: inTerminal })
+      yield* shell.waitFor((out) => out.includes(files.readyMarker), 150_000)
+      // The console line is a line of its own, and the prompt comes back after it.
+      const after = shell.stdout().slice(shell.stdout().indexOf(files.readyMarker))
+      yield* shell.waitFor((out) => out.slice(out.indexOf(files.readyMarker)).includes(PROMPT))
+      expect(after.split(/\r?\n/)[0]).not.toContain("{")
+      shell.child.stdin.write("query-status\r")
+      yield* shell.waitFor((out) => out.includes(`"status":"running"`))
       shell.child.stdin.write("\x04")
       expect((yield* shell.exit).code).toBe(0)
     }), 240_000)

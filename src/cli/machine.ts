@@ -4,7 +4,8 @@
  *
  * @since 0.3.0
  */
-import { Effect, Option, type Scope } from "effect"
+import { Effect, Either, Fiber, Option, type Scope } from "effect"
+import * as os from "node:os"
 import * as QemuMachine from "../QemuMachine.js"
 import { asRecord, fromClient } from "./backends.js"
 import { CliFailure, EXIT_FATAL, EXIT_OK, fatal } from "./errors.js"
@@ -44,6 +45,7 @@ export const machine = <A>(
       onSome: Effect.succeed
     })
     const backend = yield* fromClient(client)
+    const gone = yield* Effect.forkScoped(client.closed)
     // Commands go through the machine, so that `quit` counts as issued and its EOF is success.
     const result = yield* use({
       ...backend,
@@ -54,8 +56,19 @@ export const machine = <A>(
       // ended is judged below.
       closed: Effect.as(client.closed, new CliFailure({ message: "", exitCode: EXIT_OK }))
     })
-    // Exited by itself (power-off, `quit`): collect it; still running: soft, then hard.
+    // Exited by itself (power-off, `quit`, killed): collect it; still running: soft, then hard.
+    const closed = Option.isSome(yield* Fiber.poll(gone))
     const running = yield* vm.isRunning
-    yield* (running ? vm.shutdown() : vm.wait({ timeout: "10 seconds" })).pipe(Effect.mapError(fatal))
+    if (running && !closed) {
+      yield* vm.shutdown().pipe(Effect.mapError(fatal))
+      return result
+    }
+    const waited = yield* Effect.either(vm.wait({ timeout: "10 seconds" }))
+    const code = Option.getOrUndefined(yield* vm.exitCode)
+    if (code !== undefined && code < 0) {
+      const name = Object.entries(os.constants.signals).find(([, n]) => n === -code)?.[0] ?? `signal ${-code}`
+      return yield* Effect.fail(new CliFailure({ message: `QEMU was killed by ${name}`, exitCode: EXIT_FATAL }))
+    }
+    if (Either.isLeft(waited)) return yield* Effect.fail(fatal(waited.left))
     return result
   })
