@@ -62,3 +62,30 @@ fi
 grep -q 'ERESOLVE' npm.log && grep -q 'peer effect@' npm.log \
   || { tail -n 30 npm.log; echo "expected ERESOLVE naming peer effect"; exit 1; }
 echo "effect 4: $(grep -m1 'peer effect@' npm.log | sed 's/^npm error *//')"
+
+# The fleet with one storage driver each, as the README tells users to install it: a one-host
+# project has only @effect/sql-sqlite-node, a multi-host one only @effect/sql-pg; each launches
+# a VM through the fleet (the second on a throwaway PostgreSQL).
+for driver in sqlite pg; do
+  echo "::: fleet with only the $driver driver"
+  cd "$work" && mkdir "fleet-$driver" && cd "fleet-$driver"
+  npm init -y >/dev/null
+  node -e 'const p=require("./package.json");p.type="module";p.allowScripts={"effect-qemu":true,"better-sqlite3":true};require("fs").writeFileSync("package.json",JSON.stringify(p,null,2))'
+  if [ "$driver" = sqlite ]; then pkg="@effect/sql-sqlite-node@$(peer @effect/sql-sqlite-node)" other=@effect/sql-pg
+  else pkg="@effect/sql-pg@$(peer @effect/sql-pg)" other=@effect/sql-sqlite-node; fi
+  npm install --no-audit --no-fund "../$tarball" "effect@$(peer effect)" "@effect/platform@$(peer @effect/platform)" \
+    "@effect/platform-node@$(peer @effect/platform-node)" "@effect/cluster@$(peer @effect/cluster)" \
+    "@effect/rpc@$(peer @effect/rpc)" "@effect/sql@$(peer @effect/sql)" "@effect/workflow@$(peer @effect/workflow)" \
+    "@effect/experimental@$(peer @effect/experimental)" "$pkg" >npm.log 2>&1 || { tail -n 30 npm.log; exit 1; }
+  [ ! -e "node_modules/$other" ] || { echo "$other was installed too"; exit 1; }
+  cp "$root/scripts/consumer/fleet.mjs" .
+  if [ "$driver" = sqlite ]; then out=$(node fleet.mjs sqlite)
+  else
+    pg=$(bash "$root/scripts/postgres.sh" start)
+    pgdir=$(sed -n 's/^PGDIR=//p' <<<"$pg")
+    out=$(node fleet.mjs pg "$(sed -n 's/^DATABASE_URL=//p' <<<"$pg")") || { bash "$root/scripts/postgres.sh" stop "$pgdir"; exit 1; }
+    bash "$root/scripts/postgres.sh" stop "$pgdir" >/dev/null
+  fi
+  echo "fleet ($driver only): $out"
+  grep -q '"status":"running"' <<<"$out" || { echo "unexpected fleet output"; exit 1; }
+done
