@@ -46,10 +46,16 @@ npm install --no-audit --no-fund "@effect/cluster@$(peer @effect/cluster)" "@eff
 node "$root/scripts/consumer/doc-blocks.mjs" "$root" docs >/dev/null
 cat > docs/tsconfig.json <<'JSON'
 { "compilerOptions": { "target": "ES2022", "lib": ["ES2022"], "module": "NodeNext", "moduleResolution": "NodeNext",
-  "strict": true, "skipLibCheck": true, "types": ["node"], "noEmit": true }, "include": ["*.ts"] }
+  "strict": true, "skipLibCheck": true, "types": ["node"], "outDir": "out" }, "include": ["*.ts"] }
 JSON
 npx tsc -p docs/tsconfig.json || { echo "README/@example blocks do not compile against the package (above)"; exit 1; }
 echo "docs: $(ls docs/*.ts | wc -l) blocks compile"
+# The README's "```ts run" blocks, run against the real QEMU.
+for js in docs/out/*-run.js; do
+  [ -e "$js" ] || continue
+  timeout 120 node "$js" >"$js.log" 2>&1 || { cat "$js.log"; echo "README block $(basename "$js" .js) failed"; exit 1; }
+  echo "docs: $(basename "$js" .js) ran"
+done
 
 # A project on Effect 4: npm must refuse with a peer conflict (ERESOLVE) naming effect,
 # not install a tree that fails at run time.

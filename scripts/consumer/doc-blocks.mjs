@@ -17,14 +17,17 @@ const emit = (name, lines) => {
   written.push(path.basename(file))
 }
 
-// README: a block runs from a line "```ts" to the next "```".
+// README: a block runs from a line "```ts" to the next "```". A block opened with "```ts run"
+// needs nothing but QEMU and finishes by itself: its file is named *-run.ts, and
+// check-package.sh runs it too.
 const readme = fs.readFileSync(path.join(root, "README.md"), "utf8").split("\n")
 for (let i = 0; i < readme.length; i++) {
-  if (readme[i].trim() !== "```ts") continue
+  const fence = readme[i].trim()
+  if (fence !== "```ts" && fence !== "```ts run") continue
   const start = i + 1
   const body = []
   for (i++; i < readme.length && readme[i].trim() !== "```"; i++) body.push(readme[i])
-  emit(`readme-L${start}`, body)
+  emit(`readme-L${start}${fence.endsWith(" run") ? "-run" : ""}`, body)
 }
 
 // TSDoc: "@example" then a ```ts block inside a /** */ comment, each line prefixed by " * ".
