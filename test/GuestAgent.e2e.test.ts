@@ -8,6 +8,7 @@ import { Context, Effect, Either, Fiber, Layer, Option } from "effect"
 import * as crypto from "node:crypto"
 import type { GuestAgent } from "../src/GuestAgent.js"
 import { Guest } from "../src/testing/index.js"
+import { guestTemplate } from "./support/clones.js"
 
 class Shared extends Context.Tag("test/GuestAgentShared")<Shared, {
   readonly guest: Guest.Guest
@@ -17,7 +18,9 @@ class Shared extends Context.Tag("test/GuestAgentShared")<Shared, {
 const SharedLive = Layer.scoped(
   Shared,
   Effect.gen(function*() {
-    const guest = yield* Guest.launch({ guestAgent: true, guestAgentDisabled: ["guest-get-time"] })
+    // A clone: this file tests the agent, not the boot.
+    const tpl = yield* guestTemplate({ guestAgent: true, guestAgentDisabled: ["guest-get-time"] })
+    const guest = yield* tpl.clone()
     const agent = yield* guest.agent
     return { guest, agent }
   })

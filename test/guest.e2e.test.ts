@@ -10,6 +10,10 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { EventMatch } from "../src/index.js"
 import { Guest } from "../src/testing/index.js"
+import { guestTemplate } from "./support/clones.js"
+
+/** A clone of the suite's cached template, for the tests that are about the running guest, not its boot or power-off. */
+const clone = Effect.flatMap(guestTemplate(), (tpl) => tpl.clone())
 
 const tempDir = Effect.acquireRelease(
   Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "eq-guest-"))),
@@ -27,7 +31,7 @@ describe("a real Linux guest", { timeout: 180_000 }, () => {
 
   it.scopedLive("runs a command over the serial console and reads its output", () =>
     Effect.gen(function*() {
-      const guest = yield* Guest.launch()
+      const guest = yield* clone
       const uname = yield* guest.run("uname -sr")
       expect(uname).toEqual({ output: `Linux ${guest.files.kernelVersion}`, status: 0 })
       const failing = yield* guest.run("ls /no/such/dir")
@@ -83,7 +87,7 @@ describe("a real Linux guest", { timeout: 180_000 }, () => {
 
   it.scopedLive("a guest flooding the console while nobody reads does not stall QEMU", () =>
     Effect.gen(function*() {
-      const guest = yield* Guest.launch()
+      const guest = yield* clone
       // ~2 MB of output that nobody consumes with expect; the console keeps draining it.
       yield* guest.console.write("i=0; while [ $i -lt 20000 ]; do echo flood-line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done; echo FLOOD\"\"-DONE\n")
       // QMP stays responsive while the guest floods.

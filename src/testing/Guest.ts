@@ -25,6 +25,7 @@
  */
 import { Data, Duration, Effect, Scope } from "effect"
 import * as cp from "node:child_process"
+import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -429,6 +430,15 @@ const makeGuest = (
     return { vm, console, files, bootTime, run, agentAddress, agent }
   })
 
+/** The kernel's and initramfs's size and mtime: a cached template of other files is never reused. */
+const filesKey = (files: Files): string => {
+  const stamp = (file: string) => {
+    const st = fs.statSync(file)
+    return `${st.size}:${st.mtimeMs}`
+  }
+  return `guest-${crypto.createHash("sha256").update(`${stamp(files.kernel)}|${stamp(files.initrd)}`).digest("hex").slice(0, 12)}`
+}
+
 /**
  * A booted guest to clone (see {@link template}).
  *
@@ -478,7 +488,8 @@ export const template = (
     const bootTimeout = options.bootTimeout ?? Duration.seconds(90)
     const base = (options.disks ?? []).reduce((c, disk) => QemuMachine.addDisk(disk)(c), config(files, options))
     const tpl = yield* QemuMachine.template(base, {
-      cacheDir: options.cacheDir,
+      // A rebuilt guest keeps its file names: its templates are told apart by the files themselves.
+      cacheDir: options.cacheDir === undefined ? undefined : path.join(options.cacheDir, filesKey(files)),
       prepare: (vm) =>
         Effect.gen(function*() {
           const console = yield* vm.console
