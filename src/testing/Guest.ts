@@ -1,7 +1,7 @@
 /**
  * A tiny real Linux guest for tests and demos: a Debian cloud kernel and a
  * busybox initramfs, built from Debian packages by `scripts/build-guest.sh`
- * into a git-ignored cache, and booted under TCG with its serial console
+ * into a cache directory (`defaultDir`), and booted under TCG with its serial console
  * scripted over the library's `ConsoleSocket`. The initramfs also carries
  * Debian's QEMU guest agent: `Guest.launch({ guestAgent: true })` starts it
  * and `guest.agent` is its `GuestAgent` client.
