@@ -33,16 +33,13 @@ import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import type { SocketServerError } from "@effect/platform/SocketServer"
 import * as RpcSerialization from "@effect/rpc/RpcSerialization"
-import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { ConfigError } from "effect/ConfigError"
-import * as ConfigErrors from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Os from "node:os"
@@ -53,6 +50,7 @@ import * as FleetErrors from "./FleetErrors.js"
 import * as Registry from "./internal/registry.js"
 import * as MachineSpec from "./MachineSpec.js"
 import * as Policy from "./Policy.js"
+import * as StorageLayer from "./internal/storage.js"
 import * as Transport from "./internal/transport.js"
 import * as VmEntity from "./VmEntity.js"
 
@@ -65,9 +63,7 @@ import * as VmEntity from "./VmEntity.js"
  * @since 0.2.0
  * @category models
  */
-export type Storage =
-  | { readonly _tag: "Sqlite"; readonly filename?: string | undefined }
-  | { readonly _tag: "Postgres"; readonly url: string }
+export type Storage = StorageLayer.Storage
 
 /**
  * One host: SQLite, in memory by default (the fleet lives as long as the
@@ -86,37 +82,6 @@ export const sqlite = (filename?: string): Storage => ({ _tag: "Sqlite", filenam
  * @category storage
  */
 export const postgres = (url: string): Storage => ({ _tag: "Postgres", url })
-
-/**
- * The driver of `storage`, loaded when the layer starts: a one-host user
- * installs only `@effect/sql-sqlite-node`, a multi-host user only
- * `@effect/sql-pg`, and importing `effect-qemu/fleet` needs neither.
- */
-const driver = <M>(name: string, load: () => Promise<M>): Effect.Effect<M, ConfigError> =>
-  Effect.tryPromise({
-    try: load,
-    catch: (cause) =>
-      ConfigErrors.InvalidData(
-        ["storage"],
-        `this storage needs ${name}, which could not be loaded (npm install ${name}): ${String(cause)}`
-      )
-  })
-
-const sqlLayer = (storage: Storage): Layer.Layer<SqlClient.SqlClient, SqlError | ConfigError> => {
-  switch (storage._tag) {
-    case "Sqlite":
-      return Layer.unwrapEffect(Effect.map(
-        driver("@effect/sql-sqlite-node", () => import("@effect/sql-sqlite-node/SqliteClient")),
-        // in memory by default: nothing on disk to leave behind, even on SIGKILL
-        (SqliteClient) => SqliteClient.layer({ filename: storage.filename ?? ":memory:" })
-      ))
-    case "Postgres":
-      return Layer.unwrapEffect(Effect.map(
-        driver("@effect/sql-pg", () => import("@effect/sql-pg/PgClient")),
-        (PgClient) => PgClient.layer({ url: Redacted.make(storage.url), maxConnections: 4 })
-      ))
-  }
-}
 
 // ---------------------------------------------------------------------------
 // transport
@@ -510,7 +475,7 @@ const base = (storage: Storage, config: Layer.Layer<ShardingConfig.ShardingConfi
     Registry.layer()
   ).pipe(
     Layer.provideMerge(config),
-    Layer.provideMerge(sqlLayer(storage))
+    Layer.provideMerge(StorageLayer.sqlLayer(storage))
   )
 
 /**
