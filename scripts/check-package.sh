@@ -34,6 +34,10 @@ npx tsc -p tsconfig.json
 out=$(node out/consumer.js)
 echo "consumer: $out"
 echo "$out" | grep -q '"after":"Exited"' || { echo "unexpected consumer output"; exit 1; }
+# An installed package builds its test guest in the user's cache directory, not in node_modules.
+guest_dir=$(XDG_CACHE_HOME=/nonexistent-cache node --input-type=module \
+  -e 'import { Guest } from "effect-qemu/testing"; console.log(Guest.defaultDir())')
+[ "$guest_dir" = /nonexistent-cache/effect-qemu/guest ] || { echo "Guest.defaultDir() is $guest_dir"; exit 1; }
 
 # The docs as a user copies them: every ```ts block of README.md and every @example of the
 # public modules, type-checked as written against the installed package (the fleet's optional
