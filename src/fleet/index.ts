@@ -1,8 +1,9 @@
 /**
  * `effect-qemu/fleet`: QEMU machines across hosts on `@effect/cluster`.
  * Needs the optional peer dependencies `@effect/cluster`, `@effect/rpc`,
- * `@effect/sql` and a driver (`@effect/sql-sqlite-node` for one host,
- * `@effect/sql-pg` for several).
+ * `@effect/sql` and one driver (`@effect/sql-sqlite-node` for one host,
+ * `@effect/sql-pg` for several), loaded when a layer starts: the other one
+ * need not be installed.
  *
  * @since 0.2.0
  */
