@@ -3,6 +3,7 @@ import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
+import * as Guest from "../src/testing/Guest.js"
 import * as Cli from "./helpers/cli.js"
 import { processesMentioning } from "./helpers/machine.js"
 import { qemuServer, tempDir } from "./helpers/qemu.js"
@@ -162,4 +163,42 @@ describe("effect-qemu through pipes", () => {
       expect(usage.stdout).not.toMatch(/\x1b\[/)
       expect(usage.stdout).toContain("--log")
     }), SPAWNS)
+
+  it.scopedLive("run --console=FILE appends the guest's console to FILE; stdout and stderr stay clean", () =>
+    Effect.gen(function*() {
+      const files = yield* Guest.build().pipe(Effect.orDie)
+      const base = yield* tempDir
+      const consoleFile = path.join(base, "console.log")
+      const running = yield* Cli.spawn([
+        "run",
+        `--console=${consoleFile}`,
+        "--temp-dir",
+        base,
+        "--",
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-reboot",
+        "-kernel",
+        files.kernel,
+        "-initrd",
+        files.initrd,
+        "-append",
+        "console=ttyS0 quiet panic=-1"
+      ])
+      const deadline = Date.now() + 150_000
+      while (!(fs.existsSync(consoleFile) && fs.readFileSync(consoleFile, "utf8").includes(files.readyMarker))) {
+        if (Date.now() > deadline) throw new Error(`no ready marker; stderr: ${running.stderr()}`)
+        yield* Effect.sleep("200 millis")
+      }
+      running.child.stdin.end("query-status\n")
+      const result = yield* running.exit
+      expect(result.code).toBe(0)
+      expect(Cli.jsonLines(result.stdout)[0]).toMatchObject({ return: { status: "running" } })
+      expect(result.stdout + result.stderr).not.toContain(files.readyMarker)
+    }), 240_000)
 })
