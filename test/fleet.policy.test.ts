@@ -196,6 +196,17 @@ describe("Policy: QMP commands", () => {
       expect((yield* command("screendump", { filename: `${dirs}/s.ppm` }))._tag).toBe("Right")
     }))
 
+  it.effect("a transaction's actions are checked as the commands they are", () =>
+    Effect.gen(function*() {
+      const action = (file: string) => ({
+        actions: [{ type: "blockdev-snapshot-sync", data: { device: "d", "snapshot-file": file, format: "qcow2" } }]
+      })
+      expect((yield* command("transaction", action("/etc/cron.d/x")))._tag).toBe("Left")
+      expect((yield* command("transaction", action(`${dirs}/snap.qcow2`)))._tag).toBe("Right")
+      expect((yield* command("block-export-add", { type: "fuse", id: "e", "node-name": "n", mountpoint: "/home/x" }))._tag)
+        .toBe("Left")
+    }))
+
   it.effect("blockdev-add, chardev-add and object-add opening host files outside the dirs are refused", () =>
     Effect.gen(function*() {
       expect((yield* command("blockdev-add", { driver: "file", "node-name": "f", filename: "/etc/shadow" }))._tag).toBe("Left")

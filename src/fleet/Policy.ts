@@ -13,7 +13,7 @@
  * | no wrapper | `wrapper` | a wrapper is a program run with QEMU's command line (`/bin/sh -c …`) |
  * | paths inside `dirs` | `path` | `baseTempDir`, `sockDir`, `logDir`, `consoleLog`, every disk (`addDisk`) and a unix `monitorAddress` must be absolute, without `..`, and resolve (symlinks followed) inside one of the runner's `dirs` (none by default: the runner picks them); a TCP monitor is refused (anyone on the host could reach it, past this policy); a `name` is one path segment |
  * | no programs, no host files | `argument` | options that run a program or give QEMU the runner's fds are refused (`-plugin`, `-add-fd`, `exec:` anywhere, `-netdev …,script=/downscript=/helper=` other than `no`, `fd=`/`fds=`/`vhostfd=`, `-readconfig`/`-writeconfig`, `-L`, `-runas`/`-run-with`/`-chroot`/`-daemonize`, `-sandbox` — the runner sets it —, `-mon` and `-qmp`/`-monitor` other than `none`/`null`, `mon:` chardevs); options and `key=value` properties that name a host file (`-kernel`, `-drive file=`, `-chardev file/pipe/socket/serial,path=`, `-serial file:`, `-D`, `-pidfile`, `mem-path=`, `logfile=`, `romfile=`, …) must name one inside `dirs` (a bare ROM/BIOS name is looked up in QEMU's own data directory) |
- * | QMP | `command` | `human-monitor-command` is refused (HMP reaches everything QMP is checked for); `migrate`/`migrate-incoming` to `exec:` (or an `exec` channel) or to a file/socket outside `dirs`; `screendump`, `dump-guest-memory`, `pmemsave`, `memsave` … to a file outside `dirs`; `blockdev-add`, `chardev-add`, `object-add`, `netdev-add`, `device_add`, mirror/backup/snapshot targets … naming a host path outside `dirs` |
+ * | QMP | `command` | `human-monitor-command` is refused (HMP reaches everything QMP is checked for); `migrate`/`migrate-incoming` to `exec:` (or an `exec` channel) or to a file/socket outside `dirs`; `screendump`, `dump-guest-memory`, `pmemsave`, `memsave` … to a file outside `dirs`; `blockdev-add`, `chardev-add`, `object-add`, `netdev-add`, `device_add`, `block-export-add`, `nbd-server-start`, mirror/backup/snapshot targets … naming a host path outside `dirs`; each action of a `transaction` as the command it is |
  *
  * Then QEMU itself runs under `-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny`
  * (seccomp): even what the policy lets through cannot start a process.
@@ -359,7 +359,8 @@ const fileCommands = new Set([
   "blockdev-add", "blockdev-reopen", "chardev-add", "chardev-change", "object-add", "netdev-add", "device_add",
   "drive-mirror", "drive-backup", "blockdev-mirror", "blockdev-backup", "blockdev-create", "blockdev-snapshot-sync",
   "blockdev-change-medium", "change", "block-commit", "block-stream", "xen-save-devices-state",
-  "xen-load-devices-state", "x-blockdev-change", "snapshot-save", "trace-event-set-state", "cxl-inject-poison"
+  "xen-load-devices-state", "x-blockdev-change", "snapshot-save", "block-export-add", "nbd-server-start",
+  "blockdev-amend", "x-blockdev-amend"
 ])
 
 const checkValue = (policy: Policy, command: string, key: string, value: unknown): void => {
@@ -402,7 +403,20 @@ export const checkCommand = (
     if (policy.denyCommands.includes(command) || defaultDeniedCommands.includes(command)) {
       refuse("command", `${command} is refused by the runner's policy`)
     }
-    if (args !== undefined) checkValue(policy, command, "arguments", args)
+    if (args === undefined) return
+    // a transaction's actions are commands of their own
+    if (command === "transaction" && typeof args === "object" && args !== null && "actions" in args) {
+      const actions = Array.isArray(args.actions) ? args.actions : []
+      for (const action of actions as ReadonlyArray<{ readonly type?: unknown; readonly data?: unknown }>) {
+        const type = String(action?.type)
+        if (!policy.allowCommands.includes(type)) {
+          if (policy.denyCommands.includes(type)) refuse("command", `transaction: ${type} is refused by the runner's policy`)
+          checkValue(policy, type, "data", action?.data)
+        }
+      }
+      return
+    }
+    checkValue(policy, command, "arguments", args)
   })
 
 /**
