@@ -153,6 +153,23 @@ describe("snapshots of an idle machine", { timeout: 60_000 }, () => {
       expect((yield* clone.command("query-status")).running).toBe(false)
     }))
 
+  it.scopedLive("restoring while the saved machine still holds its disk is Io (in use), not Corrupt", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const disk = path.join(dir, "disk.raw")
+      fs.writeFileSync(disk, Buffer.alloc(1 << 20))
+      const vm = yield* QemuMachine.launch(idle("-drive", `file=${disk},format=raw,if=virtio`))
+      // Running: after the save it takes its disk back (a machine that never ran leaves it released).
+      yield* vm.command("cont")
+      const snap = yield* vm.snapshot({ dir: path.join(dir, "snap") })
+      const error = yield* Effect.flip(Effect.scoped(QemuMachine.restore(snap)))
+      expect(error._tag === "SnapshotError" && error.reason).toBe("Io")
+      expect(error.message).toContain("in use by another QEMU")
+      yield* vm.shutdown({ hard: true })
+      const again = yield* QemuMachine.restore(snap)
+      expect((yield* again.command("query-status")).running).toBe(true)
+    }))
+
   it.scopedLive("a template refuses a raw writable disk", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(QemuMachine.template(idle("-drive", "file=/tmp/x.raw,format=raw,if=virtio")))
@@ -208,6 +225,10 @@ describe("snapshots and clones of the test guest", { timeout: 180_000 }, () => {
         expect((yield* other.run("cat /tmp/f")).status).not.toBe(0)
         expect((yield* other.run("head -c 4 /dev/vda | od -An -tx1")).output).toBe("07 07 07 07")
       }
+      // A snapshot of a clone records the clone's overlay: restoring it never opens the base writable.
+      const snap = yield* a!.vm.snapshot({ dir: path.join(yield* tempDir, "snap") })
+      expect(snap.manifest.config.disks.map((d) => [path.basename(d.path), d.format])).toEqual([["disk-disk0.qcow2", "qcow2"]])
+      expect(snap.manifest.config.disks.some((d) => d.path === base)).toBe(false)
       expect(sha(base)).toBe(checksum)
     }))
 })

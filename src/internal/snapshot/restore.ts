@@ -53,7 +53,13 @@ const binaryVersion = (config: Api.Config) =>
   })
 
 const refused = (snapshot: SnapshotApi.Snapshot, target: string, detail: string) =>
-  snapshot.manifest.qemuVersion !== target
+  // QEMU's image locking: the snapshot's disks are open in another QEMU (the machine it was taken of, still running).
+  /Failed to get "(write|consistent read)" lock/.test(detail)
+    ? new SnapshotError({
+      reason: "Io",
+      message: `snapshot ${snapshot.dir}: its disks are in use by another QEMU (the machine it was saved from?): ${detail}`
+    })
+    : snapshot.manifest.qemuVersion !== target
     ? new SnapshotError({
       reason: "VersionMismatch",
       message: `snapshot ${snapshot.dir} was saved by QEMU ${snapshot.manifest.qemuVersion} ` +

@@ -205,7 +205,8 @@ export const template = <E = never, R = never>(
         }
         return yield* Restore.incoming(snapshot, {
           config: Args.withArgs(Args.withDisks(config, disks), ...Args.memoryArgs(ram, size, false)),
-          recorded: Args.withArgs(config, ...Args.anonymousMemoryArgs(size)),
+          // Its own overlays: a snapshot of the clone must never open the template's base disks writable.
+          recorded: Args.withArgs(Args.withDisks(config, disks), ...Args.anonymousMemoryArgs(size)),
           ignoreShared: true
         }, cloneOptions)
       }).pipe(Effect.withSpan("QemuMachine.clone", { captureStackTrace: false }))
