@@ -20,8 +20,10 @@ import * as CliConfig from "@effect/cli/CliConfig"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
-import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as NodePath from "@effect/platform-node/NodePath"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeTerminal from "@effect/platform-node/NodeTerminal"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -247,8 +249,11 @@ const program = Effect.suspend(() => {
     Deferred.await(brokenPipe)
   )
 }).pipe(
+  // What @effect/cli needs, and no more (NodeContext would also load the process and worker modules).
   Effect.provide(Layer.mergeAll(
-    NodeContext.layer,
+    NodeFileSystem.layer,
+    NodePath.layer,
+    NodeTerminal.layer,
     CliConfig.layer({ isCaseSensitive: true, showBuiltIns: false }),
     logger,
     Logger.minimumLogLevel(LogLevel.Warning)
