@@ -6,6 +6,10 @@
  * and standard error: a missing file, a wrong format, an image a running QEMU
  * holds (its lock), a bad size.
  *
+ * Runs go through `@effect/platform`'s `Command` with Node's executor provided
+ * inside, so callers need no extra layer.
+ *
+ * @example
  * ```ts
  * import { Effect } from "effect"
  * import { Image } from "effect-qemu"
@@ -17,9 +21,6 @@
  *   info["backing-image"]?.filename                          // "/tmp/base.qcow2"
  * }).pipe(Effect.scoped)
  * ```
- *
- * Runs go through `@effect/platform`'s `Command` with Node's executor provided
- * inside, so callers need no extra layer.
  *
  * @since 0.3.0
  */

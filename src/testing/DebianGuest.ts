@@ -4,6 +4,7 @@
  * virtio-blk and virtio-net, SSH forwarded to a free host port. Each launch
  * writes to its own qcow2 overlay: the cached base image never changes.
  *
+ * @example
  * ```ts
  * import { Effect } from "effect"
  * import { DebianGuest } from "effect-qemu/testing"

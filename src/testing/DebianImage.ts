@@ -6,11 +6,15 @@
  * host port). Each launch writes to its own overlay: the cached base image is
  * never changed.
  *
+ * @example
  * ```ts
  * import { Effect } from "effect"
  * import { DebianImage } from "effect-qemu/testing"
  *
- * const files = yield* DebianImage.build({ packages: ["curl"] })   // cached after the first time
+ * const program = Effect.gen(function*() {
+ *   const files = yield* DebianImage.build({ packages: ["curl"] })   // cached after the first time
+ *   console.log(files)
+ * })
  * ```
  *
  * @since 0.3.0
