@@ -4,6 +4,23 @@
  * they are, and are re-exported here (`PolicyDenied` among them);
  * `VmNotFound`, `VmAlreadyLaunched` and `InvalidSpec` exist only in the fleet.
  *
+ * @example
+ * ```ts
+ * import { Console, Effect } from "effect"
+ * import { Fleet } from "effect-qemu/fleet"
+ *
+ * const program = Effect.gen(function*() {
+ *   const fleet = yield* Fleet.Fleet
+ *   const vm = yield* fleet.attach("vm-1")
+ *   return yield* vm.command("query-status")
+ * }).pipe(
+ *   Effect.catchTags({
+ *     VmLost: (e) => Console.error(`${e.id} died with its runner ${e.runner}`),
+ *     VmNotFound: () => Console.error("no such VM")
+ *   })
+ * )
+ * ```
+ *
  * @since 0.2.0
  */
 import * as Schema from "effect/Schema"
