@@ -63,7 +63,7 @@ export interface Catalog {
    * Help on a command or event (arguments, types, enum values), or the list
    * of commands without a name; `undefined` for an unknown name.
    */
-  readonly help: (name?: string) => string | undefined
+  readonly help: (name?: string, width?: number) => string | undefined
 }
 
 /**
@@ -85,8 +85,8 @@ const columns = (names: ReadonlyArray<string>, width = 78): string => {
   return lines.join("\n")
 }
 
-const listHelp = (commands: ReadonlyArray<string>): string =>
-  `commands (${commands.length}); 'help COMMAND' for its arguments:\n${columns(commands)}`
+const listHelp = (commands: ReadonlyArray<string>, width?: number): string =>
+  `commands (${commands.length}); 'help COMMAND' for its arguments:\n${columns(commands, width)}`
 
 /**
  * Command names only (the guest agent's `guest-info`).
@@ -98,9 +98,9 @@ export const fromNames = (commands: ReadonlyArray<string>): Catalog => ({
   commands: [...new Set(commands)].sort(),
   events: [],
   members: () => [],
-  help: (name) =>
+  help: (name, width) =>
     name === undefined
-      ? listHelp([...new Set(commands)].sort())
+      ? listHelp([...new Set(commands)].sort(), width)
       : commands.includes(name)
       ? `${name}: arguments unknown (no schema)`
       : undefined
@@ -244,8 +244,8 @@ export const fromSchema = (schema: unknown): Catalog => {
     return lines
   }
 
-  const help = (name?: string): string | undefined => {
-    if (name === undefined) return listHelp(commands)
+  const help = (name?: string, width?: number): string | undefined => {
+    if (name === undefined) return listHelp(commands, width)
     const entry = types.get(name)
     if (!entry || (entry["meta-type"] !== "command" && entry["meta-type"] !== "event")) return undefined
     const isCommand = entry["meta-type"] === "command"
@@ -288,7 +288,7 @@ export const fromHmpHelp = (help: string, info = ""): Catalog => {
     commands,
     events: [],
     members: (command) => command === "info" || command === "i" ? infos.map((name) => ({ name, object: false, values: [] })) : [],
-    help: (name) => name === undefined ? listHelp(commands) : undefined
+    help: (name, width) => name === undefined ? listHelp(commands, width) : undefined
   }
 }
 

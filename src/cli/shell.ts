@@ -380,7 +380,8 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
 
     const help = (name: string | undefined) =>
       Effect.map(helpCatalog, (known) => {
-        const text = known.help(name)
+        const columns = (options.output ?? process.stdout) as { readonly columns?: number }
+        const text = known.help(name, interactive && columns.columns ? columns.columns - 2 : undefined)
         if (text === undefined) {
           failures++
           io.complain(`${where()}help: no command or event '${name}'`)
