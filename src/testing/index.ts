@@ -1,5 +1,6 @@
 /**
- * Test support: a tiny real Linux guest to boot under TCG.
+ * Test support: a tiny real Linux guest to boot under TCG (`Guest`), and a
+ * real Debian 12 one with systemd, the agent and SSH (`DebianImage`, `DebianGuest`).
  *
  * @since 0.1.0
  */
