@@ -94,7 +94,8 @@ export const postgres = (url: string): Storage => ({ _tag: "Postgres", url })
  * Every member presents its certificate and checks the other's against `ca`
  * (and only `ca`): a peer without a certificate, with another CA's, or with
  * an expired one is refused during the handshake. Host names are not checked:
- * the CA is what a fleet trusts.
+ * the CA is what a fleet trusts. A refused member is not told why (the
+ * handshake is reset): its calls wait while the cluster retries.
  *
  * @since 0.3.0
  * @category transport
