@@ -103,8 +103,10 @@ describe("cli command line before @effect/cli", () => {
     expect(argv("shell", "--bogus", "/tmp/q.sock")).toEqual(
       Either.left("unknown option '--bogus' for 'shell' (see effect-qemu shell --help)")
     )
-    expect(argv("shell", "-pX", "/tmp/q.sock")).toEqual(Either.left(expect.stringContaining("'-X'")))
+    expect(argv("shell", "-pX", "/tmp/q.sock")).toEqual(Either.left(expect.stringContaining("'-pX'")))
+    expect(argv("shell", "-pv", "/tmp/q.sock")).toEqual(Either.right(["node", "main.js", "shell", "-pv", "/tmp/q.sock"]))
     expect(argv("schema", "-H")).toEqual(Either.left(expect.stringContaining("'-H' for 'schema'")))
+    expect(argv("run", "-machine", "none")).toEqual(Either.left(expect.stringMatching(/^unknown option '-machine' for 'run' .*QEMU's own options go after --/)))
   })
 
   it("passes known options, values of valued options, and everything after --", () => {

@@ -57,11 +57,13 @@ export const prepare = (argv: ReadonlyArray<string>): Either.Either<Array<string
     }
     const eq = arg.indexOf("=")
     const name = arg.startsWith("--") && eq > 0 ? arg.slice(0, eq) : arg
-    // Short flags may be grouped (`-pv`): each letter must be known.
-    const group = !arg.startsWith("--") && arg.length > 2 ? [...arg.slice(1)].map((c) => `-${c}`) : [name]
+    // Short flags may be grouped (`-pv`) when each letter is one; else the word is one option (`-machine`).
+    const letters = !arg.startsWith("--") && arg.length > 2 ? [...arg.slice(1)].map((c) => `-${c}`) : []
+    const group = letters.length > 0 && letters.every((f) => known.flags.includes(f)) ? letters : [name]
     for (const flag of group) {
       if (![...known.flags, ...known.valued, ...BUILT_IN_FLAGS, ...BUILT_IN_VALUED].includes(flag)) {
-        return Either.left(`unknown option '${flag}' for '${args[sub]}' (see effect-qemu ${args[sub]} --help)`)
+        const hint = args[sub] === "run" ? "; QEMU's own options go after --" : ""
+        return Either.left(`unknown option '${flag}' for '${args[sub]}' (see effect-qemu ${args[sub]} --help${hint})`)
       }
     }
     if (args[sub] === "run" && arg === "--console") {
