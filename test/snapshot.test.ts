@@ -12,6 +12,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { QemuMachine, Snapshot } from "../src/index.js"
 import { Guest } from "../src/testing/index.js"
+import { guestTemplate } from "./support/clones.js"
 
 const tempDir = Effect.acquireRelease(
   Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "eq-snap-"))),
@@ -203,6 +204,20 @@ describe("snapshots and clones of the test guest", { timeout: 180_000 }, () => {
       yield* Effect.sleep("4 seconds")
       const vm = yield* QemuMachine.restore(snap)
       const agent = yield* vm.guestAgent({ timeout: "30 seconds" })
+      const skew = Effect.map(agent.execute("guest-get-time"), (ns) => Math.abs(Number(ns) / 1e6 - Date.now()))
+      let last = yield* skew
+      for (let i = 0; i < 40 && last > 1000; i++) {
+        yield* Effect.sleep("250 millis")
+        last = yield* skew
+      }
+      expect(last).toBeLessThan(1000)
+    }))
+
+  it.scopedLive("a Guest clone with an agent gets the host's clock, though its template was saved earlier", () =>
+    Effect.gen(function*() {
+      const tpl = yield* guestTemplate({ guestAgent: true })
+      const guest = yield* tpl.clone()
+      const agent = yield* guest.agent
       const skew = Effect.map(agent.execute("guest-get-time"), (ns) => Math.abs(Number(ns) / 1e6 - Date.now()))
       let last = yield* skew
       for (let i = 0; i < 40 && last > 1000; i++) {

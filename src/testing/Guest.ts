@@ -34,6 +34,7 @@ import type * as ConsoleSocket from "../ConsoleSocket.js"
 import { MachineError } from "../Errors.js"
 import type { LaunchFailure, QmpArgumentError, QmpCommandError, QmpError, SnapshotError } from "../Errors.js"
 import * as GuestAgent from "../GuestAgent.js"
+import { setGuestClock } from "../internal/snapshot/restore.js"
 import * as QemuMachine from "../QemuMachine.js"
 
 /**
@@ -507,6 +508,8 @@ export const template = (
         // Connected before the guest runs: nothing it prints is lost.
         const console = yield* vm.console
         yield* vm.command("cont")
+        // Its clock stopped when the template was saved (a paused restore leaves it to us).
+        if (options.guestAgent === true) yield* setGuestClock(vm)
         return yield* makeGuest(vm, console, files, Duration.millis(Date.now() - started), options)
       }).pipe(Effect.withSpan("Guest.clone"))
     return { template: tpl, files, clone }

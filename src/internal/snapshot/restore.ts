@@ -80,7 +80,7 @@ const launchRecorded = (snapshot: SnapshotApi.Snapshot, incoming: Incoming) => {
 }
 
 /** Sets the guest clock from the host through the agent, in the background: a guest without one is not waited for. */
-const setGuestClock = (vm: Api.Machine) =>
+export const setGuestClock = (vm: Api.Machine) =>
   Effect.gen(function*() {
     const agent = yield* vm.guestAgent({ timeout: Duration.seconds(30) })
     const now = BigInt(Date.now()) * 1_000_000n
