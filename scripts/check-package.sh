@@ -99,3 +99,15 @@ for driver in sqlite pg; do
   echo "fleet ($driver only): $out"
   grep -q '"status":"running"' <<<"$out" || { echo "unexpected fleet output"; exit 1; }
 done
+
+# What the tarball holds: the LICENSE, compiled code without source maps (src/ is not shipped),
+# the native sources, and of scripts/ only what the testing module runs.
+echo "::: tarball contents"
+grep -qx 'package/LICENSE' <<<"$listing" || { echo "the tarball has no LICENSE"; exit 1; }
+if grep -E '\.map$|^package/src/' <<<"$listing"; then echo "source maps or src/ in the tarball"; exit 1; fi
+for f in binding.gyp native/fdpass.cc native/pdeathsig.c scripts/build-guest.sh; do
+  grep -qx "package/$f" <<<"$listing" || { echo "the tarball has no $f"; exit 1; }
+done
+extra=$(grep '^package/scripts/' <<<"$listing" | grep -vx -e package/scripts/build-guest.sh -e package/scripts/build-debian-image.sh || true)
+[ -z "$extra" ] || { echo "development scripts in the tarball: $extra"; exit 1; }
+echo "tarball: $(wc -l <<<"$listing") files, LICENSE, no source maps, no development scripts"
