@@ -24,9 +24,8 @@ import { NodeCommandExecutor, NodeFileSystem } from "@effect/platform-node"
 import { Chunk, Data, Effect, Layer, Stream } from "effect"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
+import { packageRoot, userCacheDir } from "./internal/paths.js"
 
 /**
  * The image could not be built or the guest did not come up.
@@ -73,16 +72,6 @@ export interface BuildOptions {
   readonly cacheDir?: string | undefined
 }
 
-const packageRoot = (): string => {
-  let dir = path.dirname(fileURLToPath(import.meta.url))
-  while (!fs.existsSync(path.join(dir, "package.json"))) {
-    const parent = path.dirname(dir)
-    if (parent === dir) break
-    dir = parent
-  }
-  return dir
-}
-
 /**
  * The user's cache directory for effect-qemu: `$XDG_CACHE_HOME/effect-qemu`,
  * else `~/.cache/effect-qemu`.
@@ -90,8 +79,7 @@ const packageRoot = (): string => {
  * @since 0.3.0
  * @category constructors
  */
-export const defaultCacheDir = (): string =>
-  path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "effect-qemu")
+export const defaultCacheDir = (): string => userCacheDir()
 
 const executor = NodeCommandExecutor.layer.pipe(Layer.provide(NodeFileSystem.layer))
 

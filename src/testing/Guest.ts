@@ -27,15 +27,14 @@ import { Data, Duration, Effect, Scope } from "effect"
 import * as cp from "node:child_process"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import type * as ConsoleSocket from "../ConsoleSocket.js"
 import { MachineError } from "../Errors.js"
 import type { LaunchFailure, QmpArgumentError, QmpCommandError, QmpError, SnapshotError } from "../Errors.js"
 import * as GuestAgent from "../GuestAgent.js"
 import { setGuestClock } from "../internal/snapshot/restore.js"
 import * as QemuMachine from "../QemuMachine.js"
+import { packageRoot, userCacheDir } from "./internal/paths.js"
 
 /**
  * The built guest files.
@@ -76,16 +75,6 @@ export class GuestUnavailable extends Data.TaggedError("GuestUnavailable")<{
   }
 }
 
-const packageRoot = (): string => {
-  let dir = path.dirname(fileURLToPath(import.meta.url))
-  while (!fs.existsSync(path.join(dir, "package.json"))) {
-    const parent = path.dirname(dir)
-    if (parent === dir) break
-    dir = parent
-  }
-  return dir
-}
-
 /**
  * The default cache directory: `$EFFECT_QEMU_GUEST_DIR`; else, when effect-qemu
  * is installed as a package (it sits in a `node_modules`), `effect-qemu/guest`
@@ -107,9 +96,7 @@ export const defaultDir = (): string => {
   if (process.env.EFFECT_QEMU_GUEST_DIR) return process.env.EFFECT_QEMU_GUEST_DIR
   const root = packageRoot()
   if (!root.split(path.sep).includes("node_modules")) return path.join(root, ".cache", "guest")
-  const xdg = process.env.XDG_CACHE_HOME
-  const cache = xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), ".cache")
-  return path.join(cache, "effect-qemu", "guest")
+  return path.join(userCacheDir(), "guest")
 }
 
 /**

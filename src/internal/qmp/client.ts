@@ -27,9 +27,10 @@ const anyEvent = () => true
 
 /** Fails with a QMP command error when the response is `{ error }`. */
 export const unwrap = (command: string) => (response: QmpMessage.Response): Effect.Effect<unknown, QmpCommandError> =>
-  QmpMessage.isErrorResponse(response)
-    ? Effect.fail(new QmpCommandError({ command, errorClass: response.error.class, desc: response.error.desc }))
-    : Effect.succeed(response.return)
+  QmpMessage.isErrorResponse(response) ? Effect.fail(commandError(command, response)) : Effect.succeed(response.return)
+
+const commandError = (command: string, response: QmpMessage.ErrorResponse): QmpCommandError =>
+  new QmpCommandError({ command, errorClass: response.error.class, desc: response.error.desc })
 
 const waitDeadline = (wait: boolean | Duration.DurationInput | undefined): Duration.Duration | undefined =>
   wait === true || wait === undefined || wait === false ? undefined : Duration.decode(wait)
@@ -91,13 +92,15 @@ const makeService = (connection: Connection.Connection, options: Api.Options, de
   const { events } = connection
   const executeRaw = connection.executeRaw
   // A known command's reply is checked against the connected QEMU's schema (see internal/qapi/decode).
-  const decodeReturn = (command: string) => (value: unknown): Effect.Effect<unknown, QmpProtocolError> => {
-    const decoded = decoders.current.result(command, value)
+  // The `return` of a known command is checked against the connected QEMU's schema (see
+  // internal/qapi/decode): one step after the reply, no Effect in between when it passes.
+  const returned = (command: string, response: QmpMessage.Response): Effect.Effect<unknown, QmpCommandError | QmpProtocolError> => {
+    if (QmpMessage.isErrorResponse(response)) return Effect.fail(commandError(command, response))
+    const decoded = decoders.current.result(command, response.return)
     return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
   }
   const run = (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
-    Effect.flatMap(executeRaw(command, args, executeOptions), (response) =>
-      Effect.flatMap(unwrap(command)(response), decodeReturn(command)))
+    Effect.flatMap(executeRaw(command, args, executeOptions), (response) => returned(command, response))
 
   // Fetched once per connection, when first asked for.
   const introspect = Effect.runSync(Effect.cached(
