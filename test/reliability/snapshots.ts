@@ -24,10 +24,13 @@ const idle = (base: string) =>
     QemuMachine.addArgs("-accel", "tcg", "-m", "32", "-nodefaults", "-S")
   )
 
-/** The template RAM dirs in /dev/shm (where templates keep their RAM when it exists). */
+/**
+ * This process's template RAM dirs in /dev/shm (where templates keep their RAM when it exists):
+ * other processes' (a test file running beside this harness) are theirs to remove.
+ */
 const shmDirs = (): Set<string> => {
   try {
-    return new Set(fs.readdirSync("/dev/shm").filter((f) => f.startsWith("qemu-template-")))
+    return new Set(fs.readdirSync("/dev/shm").filter((f) => f.startsWith(`qemu-template-${process.pid}-`)))
   } catch {
     return new Set()
   }

@@ -144,7 +144,8 @@ export const template = <E = never, R = never>(
       if (options.cacheDir === undefined) {
         const dir = yield* Effect.uninterruptible(Effect.tap(
           Effect.try({
-            try: () => fs.mkdtempSync(nodePath.join(ramBase(config), "qemu-template-")),
+            // the process id in the name: whose template it is, for leak checks and for people
+            try: () => fs.mkdtempSync(nodePath.join(ramBase(config), `qemu-template-${process.pid}-`)),
             catch: Manifest.ioError(`cannot create a template directory`)
           }),
           (d) => Effect.sync(() => (owned = d))
