@@ -285,6 +285,8 @@ const fakeAgent = (sock: string) =>
   Effect.acquireRelease(
     Effect.async<net.Server>((resume) => {
       const server = net.createServer((socket) => {
+        // the CLI may hang up while a reply is on its way (EPIPE): not this fake agent's concern
+        socket.on("error", () => {})
         socket.write("{\"return\": \"stale\", \"id\": 1}\n")
         let buffer = ""
         const reply = (body: Record<string, unknown>, id: unknown) =>

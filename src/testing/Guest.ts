@@ -398,8 +398,7 @@ const makeGuest = (
       lock.withPermits(1)(Effect.gen(function*() {
         // The marker's text is built by the shell, so the echoed command line cannot match it.
         const tag = `__EQ${counter++}__`
-        const marker = `echo "${tag.slice(0, 4)}""${tag.slice(4)}"$?`
-        yield* console.write(`${command}; ${marker}\n`)
+        yield* console.write(`${command}; echo "${tag.slice(0, 4)}""${tag.slice(4)}"$?\n`)
         const pattern = new RegExp(`${tag}(\\d+)\\r?\\n`)
         const text = yield* console.expect(pattern, { timeout: runOptions?.timeout ?? "60 seconds" })
         yield* console.expect("# ", { timeout: "10 seconds" })
@@ -407,8 +406,10 @@ const makeGuest = (
         // Drop the echoed command line (and whatever came before it, e.g. the rest of
         // earlier output): the output starts after the line that echoes the marker, or
         // after the first newline when the terminal broke that line up.
-        const body = text.slice(0, match.index)
-        const echoed = body.indexOf(marker)
+        // The shell's line editor puts escape sequences into its echo: strip them first. The
+        // echoed line ends with the marker's last part (`"0__"$?`), whatever split the line.
+        const body = text.slice(0, match.index).replace(ESCAPES, "").replace(/\r/g, "")
+        const echoed = body.lastIndexOf(`"${tag.slice(4)}"$?`)
         const lineEnd = body.indexOf("\n", echoed >= 0 ? echoed : 0)
         const output = lineEnd >= 0 ? body.slice(lineEnd + 1) : ""
         return { output: cleanOutput(output), status: Number(match[1]) }
