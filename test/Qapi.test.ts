@@ -151,6 +151,40 @@ describe("replies, checked against the connected QEMU's own schema", () => {
     expect(warnings).toHaveLength(1)
   })
 
+  // A bare array fails an object Schema at once; only a recursive type (ImageInfo's
+  // backing-image) followed 100k levels down makes the check itself overflow the stack,
+  // and that must count as a mismatch, not as a match.
+  it("fails with QmpProtocolError on a reply whose recursive member is nested 100k levels deep inside objects", async () => {
+    const image = (depth: number) => {
+      let info: Record<string, unknown> = { filename: "base.qcow2", format: "qcow2", "virtual-size": 1 }
+      for (let i = 0; i < depth; i++) info = { filename: `o${i}.qcow2`, format: "qcow2", "virtual-size": 1, "backing-image": info }
+      return info
+    }
+    const node = (depth: number) => [{
+      file: "top.qcow2",
+      ro: false,
+      drv: "qcow2",
+      backing_file_depth: depth,
+      encrypted: false,
+      detect_zeroes: "off",
+      bps: 0,
+      bps_rd: 0,
+      bps_wr: 0,
+      iops: 0,
+      iops_rd: 0,
+      iops_wr: 0,
+      image: image(depth),
+      cache: { writeback: true, direct: false, "no-flush": false },
+      write_threshold: 0
+    }]
+    const d = await decodersFor("7.2.22")
+    const shallow = node(3)
+    expect(Either.getOrThrow(d.result("query-named-block-nodes", shallow))).toBe(shallow)
+    const error = Either.flip(d.result("query-named-block-nodes", node(100_000))).pipe(Either.getOrThrow)
+    expect(error).toBeInstanceOf(QmpProtocolError)
+    expect(error.message).toContain("query-named-block-nodes")
+  })
+
   it("on a QEMU newer than the types: checks against the merged types, delivers a mismatch with one warning per name", async () => {
     const warnings: Array<string> = []
     const d = await decodersFor("12.0.1", warnings)
