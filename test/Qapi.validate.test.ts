@@ -15,6 +15,8 @@ const entries: ReadonlyArray<SchemaInfo> = [
   { "meta-type": "builtin", name: "str", "json-type": "string" },
   { "meta-type": "array", name: "[int]", "element-type": "int" },
   { "meta-type": "alternate", name: "IntOrStr", members: [{ type: "int" }, { type: "str" }] },
+  { "meta-type": "array", name: "[number]", "element-type": "number" },
+  { "meta-type": "alternate", name: "NumberOrStr", members: [{ type: "number" }, { type: "str" }] },
   {
     "meta-type": "object",
     name: "Args",
@@ -22,7 +24,9 @@ const entries: ReadonlyArray<SchemaInfo> = [
       { name: "size", type: "int" },
       { name: "ratio", type: "number", default: null },
       { name: "list", type: "[int]", default: null },
-      { name: "either", type: "IntOrStr", default: null }
+      { name: "either", type: "IntOrStr", default: null },
+      { name: "ratios", type: "[number]", default: null },
+      { name: "weight", type: "NumberOrStr", default: null }
     ]
   },
   { "meta-type": "object", name: "Empty", members: [] },
@@ -75,5 +79,21 @@ describe("the validator's integer and number checks", () => {
     })
     expect(check({ size: 1, ratio: Infinity })?.message).toBe("expected a finite number, got number Infinity")
     expect(check({ size: 1, ratio: "1" })?.message).toBe("expected a finite number, got string \"1\"")
+  })
+
+  it("applies the number checks to -Infinity, and inside arrays and alternates", () => {
+    expect(check({ size: 1, ratio: -Infinity })?.message).toBe("expected a finite number, got number -Infinity")
+    expect(check({ size: 1, ratios: [0.5, 2, -1e-9] })).toBeUndefined()
+    expect(check({ size: 1, ratios: [0.5, Number.NaN] })).toMatchObject({
+      path: "arguments.ratios[1]",
+      message: "expected a finite number, got number NaN"
+    })
+    expect(check({ size: 1, weight: 0.25 })).toBeUndefined()
+    expect(check({ size: 1, weight: "heavy" })).toBeUndefined()
+    expect(check({ size: 1, weight: Infinity })).toMatchObject({
+      path: "arguments.weight",
+      message: "expected a finite number, got number Infinity"
+    })
+    expect(check({ size: 1, weight: -Infinity })?.path).toBe("arguments.weight")
   })
 })
