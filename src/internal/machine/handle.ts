@@ -3,7 +3,7 @@
  * client (one event path), the console connects on first use, and `quit`
  * moves the run state before it is sent.
  */
-import { Duration, Effect, Option, Scope, Stream } from "effect"
+import { Context, DefaultServices, Duration, Effect, Option, Scope, Stream, Tracer } from "effect"
 import * as fs from "node:fs"
 import type * as ConsoleApi from "../../ConsoleSocket.js"
 import type * as GuestAgentApi from "../../GuestAgent.js"
@@ -30,7 +30,7 @@ export const qmpDisabled = new MachineError({ message: "QMP is disabled for this
 
 // Effect's built-in tracer records spans nowhere, and on the per-command path a span
 // costs as much as the round trip to QEMU: commands get theirs under a real tracer only.
-const builtinTracer = Effect.runSync(Effect.tracer)
+const builtinTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 const withCommandSpan = (name: string, command: string) => <A, E, R>(self: Effect.Effect<A, E, R>) =>
   Effect.tracerWith((tracer) => tracer === builtinTracer ? self : Effect.withSpan(self, name, { attributes: { command } }))
 

@@ -17,12 +17,27 @@ import { prepare } from "./prepare.js"
 import { readText, start } from "./start.js"
 import * as State from "./state.js"
 
-// Built once: providing the layer to every launch rebuilt it each time (a fifth of a millisecond).
-const nodeFileSystem = Effect.runSync(Effect.provide(FileSystem.FileSystem, NodeFileSystem.layer))
+/**
+ * `build` run on first use, its value kept for every later use. For a value
+ * with nothing to release; a failure is not kept, and two first uses at once
+ * may both build (equal values, either kept).
+ */
+const memoize = <A, E, R>(build: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  let built: { readonly value: A } | undefined
+  return Effect.suspend(() =>
+    built
+      ? Effect.succeed(built.value)
+      : Effect.tap(build, (value) => Effect.sync(() => (built = { value })))
+  )
+}
+
+// Node's FileSystem is a record of functions: built on the first launch, then kept (providing the
+// layer to every launch rebuilt it each time, a fifth of a millisecond), and not at import.
+const nodeFileSystem = memoize(Effect.provide(FileSystem.FileSystem, NodeFileSystem.layer))
 
 const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Config) =>
   Effect.gen(function*() {
-    const prepared = yield* prepare(config, scope, nodeFileSystem)
+    const prepared = yield* prepare(config, scope, yield* nodeFileSystem)
     const { child, killAndFail, qmp } = yield* start(config, prepared, scope)
     // Connected: what this machine keeps open is counted by the next launch's look at /proc.
     prepared.releaseFds()

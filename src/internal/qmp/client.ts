@@ -88,88 +88,95 @@ interface DecoderRef {
   current: QapiDecode.Decoders
 }
 
-const makeService = (connection: Connection.Connection, options: Api.Options, decoders: DecoderRef): Service => {
-  const { events } = connection
-  const executeRaw = connection.executeRaw
-  // A known command's reply is checked against the connected QEMU's schema (see internal/qapi/decode).
-  // The `return` of a known command is checked against the connected QEMU's schema (see
-  // internal/qapi/decode): one step after the reply, no Effect in between when it passes.
-  const returned = (command: string, response: QmpMessage.Response): Effect.Effect<unknown, QmpCommandError | QmpProtocolError> => {
-    if (QmpMessage.isErrorResponse(response)) return Effect.fail(commandError(command, response))
-    const decoded = decoders.current.result(command, response.return)
-    return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
-  }
-  const run = (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
-    Effect.flatMap(executeRaw(command, args, executeOptions), (response) => returned(command, response))
+const makeService = (
+  connection: Connection.Connection,
+  options: Api.Options,
+  decoders: DecoderRef
+): Effect.Effect<Service> =>
+  Effect.gen(function*() {
+    const { events } = connection
+    const executeRaw = connection.executeRaw
+    // The `return` of a known command is checked against the connected QEMU's schema (see
+    // internal/qapi/decode): one step after the reply, no Effect in between when it passes.
+    const returned = (
+      command: string,
+      response: QmpMessage.Response
+    ): Effect.Effect<unknown, QmpCommandError | QmpProtocolError> => {
+      if (QmpMessage.isErrorResponse(response)) return Effect.fail(commandError(command, response))
+      const decoded = decoders.current.result(command, response.return)
+      return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
+    }
+    const run = (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
+      Effect.flatMap(executeRaw(command, args, executeOptions), (response) => returned(command, response))
 
-  // Fetched once per connection, when first asked for.
-  const introspect = Effect.runSync(Effect.cached(
-    Effect.flatMap(run("query-qmp-schema"), (schema) =>
-      Array.isArray(schema)
-        ? Effect.succeed(schema as ReadonlyArray<Api.SchemaInfo>)
-        : Effect.fail(new QmpProtocolError({ message: "query-qmp-schema did not return an array", raw: "" })))
-  ))
-  const validator = Effect.runSync(Effect.cached(
-    Effect.map(introspect, (schema) => QapiValidate.make(schema as ReadonlyArray<SchemaInfo>))
-  ))
-  const validated = (command: string, args: Api.Arguments | undefined) =>
-    Effect.flatMap(validator, (v): Effect.Effect<void, QmpArgumentError> => {
-      const problem = v.validate(command, args ?? {})
-      return problem ? Effect.fail(problem) : Effect.void
-    })
-  const execute = (options.validateArgs
-    ? (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
-      Effect.zipRight(validated(command, args), run(command, args, executeOptions))
-    : run) as Service["execute"]
+    // Fetched once per connection, when first asked for.
+    const introspect = yield* Effect.cached(
+      Effect.flatMap(run("query-qmp-schema"), (schema) =>
+        Array.isArray(schema)
+          ? Effect.succeed(schema as ReadonlyArray<Api.SchemaInfo>)
+          : Effect.fail(new QmpProtocolError({ message: "query-qmp-schema did not return an array", raw: "" })))
+    )
+    const validator = yield* Effect.cached(
+      Effect.map(introspect, (schema) => QapiValidate.make(schema as ReadonlyArray<SchemaInfo>))
+    )
+    const validated = (command: string, args: Api.Arguments | undefined) =>
+      Effect.flatMap(validator, (v): Effect.Effect<void, QmpArgumentError> => {
+        const problem = v.validate(command, args ?? {})
+        return problem ? Effect.fail(problem) : Effect.void
+      })
+    const execute = (options.validateArgs
+      ? (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
+        Effect.zipRight(validated(command, args), run(command, args, executeOptions))
+      : run) as Service["execute"]
 
-  // Typed waiters check an event's data against the connected QEMU's schema.
-  const checked = (event: QmpMessage.Event): Effect.Effect<QmpMessage.Event, QmpProtocolError> => {
-    const decoded = decoders.current.event(event)
-    return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
-  }
+    // Typed waiters check an event's data against the connected QEMU's schema.
+    const checked = (event: QmpMessage.Event): Effect.Effect<QmpMessage.Event, QmpProtocolError> => {
+      const decoded = decoders.current.event(event)
+      return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
+    }
 
-  const pullEvent = (options?: Api.WaitOptions) =>
-    Effect.suspend(() => {
-      const polled = events.poll(anyEvent)
-      if (Option.isSome(polled) || !options?.wait) return Effect.succeed(polled)
-      return Effect.asSome(events.take(anyEvent, waitDeadline(options.wait), "waiting for a QMP event"))
-    })
-
-  const commandNames = Effect.runSync(Effect.cached(
-    Effect.map(introspect, (schema) =>
-      new Set(schema.filter((info) => info["meta-type"] === "command").map((info) => info.name)))
-  ))
-
-  const service: Omit<Service, "greeting" | "capabilities"> = {
-    [TypeId]: TypeId,
-    execute,
-    executeRaw,
-    events: Stream.unwrapScoped(events.subscribe),
-    subscribe: events.subscribe,
-    pullEvent,
-    getEvents: (options) =>
+    const pullEvent = (options?: Api.WaitOptions) =>
       Effect.suspend(() => {
-        const taken = events.takeAll()
-        if (taken.length > 0 || !options?.wait) return Effect.succeed(taken)
-        return Effect.map(pullEvent(options), (first) => [...Option.toArray(first), ...events.takeAll()])
-      }),
-    clearEvents: Effect.sync(() => void events.takeAll()),
-    eventsWait: (pairs, options) => {
-      const timeout = options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
-      return Effect.flatMap(
-        events.take(matchesAny(pairs), timeout, `waiting for event ${pairs.map(([n]) => n).join(" | ")}`),
-        checked
-      )
-    },
-    sendFdScm: (fd) => sendFd(connection, fd),
-    introspect,
-    supports: (command) => Effect.map(commandNames, (names) => names.has(command)),
-    isConnected: Effect.sync(() => connection.session.cause() === undefined),
-    closed: connection.session.closed,
-    close: Effect.sync(connection.close)
-  }
-  return service as Service
-}
+        const polled = events.poll(anyEvent)
+        if (Option.isSome(polled) || !options?.wait) return Effect.succeed(polled)
+        return Effect.asSome(events.take(anyEvent, waitDeadline(options.wait), "waiting for a QMP event"))
+      })
+
+    const commandNames = yield* Effect.cached(
+      Effect.map(introspect, (schema) =>
+        new Set(schema.filter((info) => info["meta-type"] === "command").map((info) => info.name)))
+    )
+
+    const service: Omit<Service, "greeting" | "capabilities"> = {
+      [TypeId]: TypeId,
+      execute,
+      executeRaw,
+      events: Stream.unwrapScoped(events.subscribe),
+      subscribe: events.subscribe,
+      pullEvent,
+      getEvents: (options) =>
+        Effect.suspend(() => {
+          const taken = events.takeAll()
+          if (taken.length > 0 || !options?.wait) return Effect.succeed(taken)
+          return Effect.map(pullEvent(options), (first) => [...Option.toArray(first), ...events.takeAll()])
+        }),
+      clearEvents: Effect.sync(() => void events.takeAll()),
+      eventsWait: (pairs, options) => {
+        const timeout = options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
+        return Effect.flatMap(
+          events.take(matchesAny(pairs), timeout, `waiting for event ${pairs.map(([n]) => n).join(" | ")}`),
+          checked
+        )
+      },
+      sendFdScm: (fd) => sendFd(connection, fd),
+      introspect,
+      supports: (command) => Effect.map(commandNames, (names) => names.has(command)),
+      isConnected: Effect.sync(() => connection.session.cause() === undefined),
+      closed: connection.session.closed,
+      close: Effect.sync(connection.close)
+    }
+    return service as Service
+  })
 
 /** Waits for the greeting, negotiates, and marks the connection ready. */
 const negotiate = (connection: Connection.Connection, service: Service, options: Api.Options, decoders: DecoderRef) =>
@@ -197,7 +204,7 @@ export const fromSocket = (
     const connection = Connection.open(socket, options, yield* Effect.runtime<never>())
     yield* Effect.addFinalizer(() => Effect.sync(connection.close))
     const decoders: DecoderRef = { current: unchecked }
-    const service = makeService(connection, options, decoders)
+    const service = yield* makeService(connection, options, decoders)
     const timeout = Duration.decode(options.negotiationTimeout ?? DEFAULT_NEGOTIATION_TIMEOUT)
     const negotiated = Duration.isFinite(timeout)
       ? Effect.timeoutFail(negotiate(connection, service, options, decoders), {
