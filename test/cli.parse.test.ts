@@ -44,6 +44,27 @@ describe("cli parse", () => {
     expect(one("cmd x.y=1 x.y=2")).toMatchObject({ _tag: "Error", column: 11 })
   })
 
+  it("takes keys named like Object.prototype members once, and still rejects them given twice", () => {
+    expect(one("cmd constructor=1 toString=2 hasOwnProperty=3 valueOf.x=4")).toEqual({
+      _tag: "Command",
+      command: { execute: "cmd", arguments: { constructor: 1, toString: 2, hasOwnProperty: 3, valueOf: { x: 4 } } }
+    })
+    expect(one("cmd constructor=1 constructor=2")).toEqual({ _tag: "Error", message: "key 'constructor' given twice", column: 19 })
+    expect(one("cmd toString.a=1 toString.a=2")).toMatchObject({ _tag: "Error", column: 18 })
+  })
+
+  it("sends a key named __proto__ as a member, not as the object's prototype", () => {
+    const args = (line: string) => {
+      const step = one(line)
+      return step._tag === "Command" ? step.command.arguments : step
+    }
+    expect(JSON.stringify(args("cmd __proto__=1"))).toBe(`{"__proto__":1}`)
+    const nested = args("cmd __proto__.x=1 y=2")
+    expect(JSON.stringify(nested)).toBe(`{"__proto__":{"x":1},"y":2}`)
+    expect(Object.getPrototypeOf(nested)).toBe(Object.prototype)
+    expect(one("cmd __proto__=1 __proto__=2")).toMatchObject({ _tag: "Error", message: "key '__proto__' given twice" })
+  })
+
   it("rejects a dotted key below a plain value", () => {
     expect(one("cmd a=1 a.b=2")).toMatchObject({ _tag: "Error", column: 9, message: "'a' is already a value, not an object" })
   })

@@ -166,6 +166,12 @@ export const parseValue = (text: string, column = 1): unknown | ParseError => {
 const isPlainObject = (u: unknown): u is Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u)
 
+// An own member even when the key is `__proto__` (plain assignment would set the prototype:
+// the member silently dropped from what is sent, and a later `__proto__.x` read as inherited).
+const define = (target: Record<string, unknown>, key: string, value: unknown): void => {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true })
+}
+
 /**
  * Builds an arguments object from `key=value` tokens (dotted keys nest).
  *
@@ -194,7 +200,7 @@ export const parseArguments = (tokens: ReadonlyArray<Token>): Record<string, unk
       const existing = Object.hasOwn(target, part) ? target[part] : undefined
       if (existing === undefined) {
         const made: Record<string, unknown> = {}
-        target[part] = made
+        define(target, part, made)
         target = made
       } else if (isPlainObject(existing)) {
         target = existing
@@ -204,7 +210,7 @@ export const parseArguments = (tokens: ReadonlyArray<Token>): Record<string, unk
     }
     const last = path[path.length - 1]!
     if (Object.hasOwn(target, last)) return new ParseError(`key '${key}' given twice`, token.column)
-    target[last] = value
+    define(target, last, value)
   }
   return args
 }
