@@ -17,7 +17,7 @@
  *
  * @since 0.3.0
  */
-import { Duration, Effect } from "effect"
+import { Clock, Duration, Effect } from "effect"
 import type { Scope } from "effect"
 import { MachineError } from "../Errors.js"
 import type { GuestAgentError, ImageError, LaunchFailure, QmpError, SnapshotError } from "../Errors.js"
@@ -154,7 +154,7 @@ const makeGuest = (
 ): Effect.Effect<Guest, GuestError> =>
   Effect.gen(function*() {
     const agent = yield* vm.guestAgent()
-    const bootTime = Duration.millis(Date.now() - started)
+    const bootTime = Duration.millis((yield* Clock.currentTimeMillis) - started)
     const sshPort = yield* vm.forwardedPort(22)
     yield* vm.waitForPort(22, { timeout: "60 seconds" }).pipe(
       Effect.mapError((e) => new DebianUnavailable({ reason: `ssh does not answer: ${e.message}`, output: "" }))
@@ -184,7 +184,7 @@ export const launch = (
   Effect.gen(function*() {
     const files = yield* build(options)
     const disk = yield* Image.overlay(files.disk, { baseFormat: "qcow2" })
-    const started = Date.now()
+    const started = yield* Clock.currentTimeMillis
     const vm = yield* QemuMachine.launch(config(files, disk, options))
     const bootTimeout = Duration.decode(options.bootTimeout ?? Duration.seconds(180))
     const systemState = yield* waitRunning(vm, bootTimeout)
@@ -237,7 +237,7 @@ export const template = (
     })
     const clone = () =>
       Effect.gen(function*() {
-        const started = Date.now()
+        const started = yield* Clock.currentTimeMillis
         const vm = yield* tpl.clone()
         return yield* makeGuest(vm, files, diskOf(vm, disk), started, systemState || "running")
       }).pipe(Effect.withSpan("DebianGuest.clone"))

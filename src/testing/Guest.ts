@@ -23,8 +23,9 @@
  *
  * @since 0.1.0
  */
-import { Data, Duration, Effect, Scope } from "effect"
-import * as cp from "node:child_process"
+import { Command } from "@effect/platform"
+import { NodeCommandExecutor, NodeFileSystem } from "@effect/platform-node"
+import { Chunk, Clock, Data, Duration, Effect, Layer, Scope, Stream } from "effect"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -99,6 +100,24 @@ export const defaultDir = (): string => {
   return path.join(userCacheDir(), "guest")
 }
 
+const executor = NodeCommandExecutor.layer.pipe(Layer.provide(NodeFileSystem.layer))
+
+const text = <E>(stream: Stream.Stream<Uint8Array, E>) =>
+  Effect.map(Stream.runCollect(stream), (chunks) => Buffer.concat(Chunk.toReadonlyArray(chunks)).toString("utf8"))
+
+/** Runs the builder script; interrupted, it is killed with its scope. */
+const runBuilder = (script: string, dir: string): Effect.Effect<{ code: number; output: string }, GuestUnavailable> =>
+  Effect.scoped(Effect.gen(function*() {
+    const proc = yield* Command.start(Command.make("bash", script, dir))
+    const [stdout, stderr, code] = yield* Effect.all([text(proc.stdout), text(proc.stderr), proc.exitCode], {
+      concurrency: "unbounded"
+    })
+    return { code: Number(code), output: stdout + stderr }
+  })).pipe(
+    Effect.provide(executor),
+    Effect.mapError((e) => new GuestUnavailable({ reason: `cannot run the builder ${script}: ${e.message}`, output: "" }))
+  )
+
 /**
  * Builds the guest, or reuses the cached one (a few milliseconds). Progress
  * lines of the builder are logged at info level.
@@ -110,11 +129,7 @@ export const build = (options: { readonly dir?: string | undefined } = {}): Effe
   Effect.gen(function*() {
     const dir = options.dir ?? defaultDir()
     const script = path.join(packageRoot(), "scripts", "build-guest.sh")
-    const result = yield* Effect.async<{ code: number | null; output: string }>((resume) => {
-      const child = cp.execFile("bash", [script, dir], { maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) =>
-        resume(Effect.succeed({ code: error ? (typeof error.code === "number" ? error.code : 1) : 0, output: stdout + stderr })))
-      return Effect.sync(() => child.kill("SIGTERM"))
-    })
+    const result = yield* runBuilder(script, dir)
     for (const line of result.output.split("\n").filter((l) => l.startsWith("guest:"))) yield* Effect.logDebug(line)
     if (result.code !== 0) {
       return yield* Effect.fail(new GuestUnavailable({ reason: `builder exited with ${result.code}`, output: result.output }))
@@ -362,12 +377,12 @@ export const launch = (
     const vm = yield* QemuMachine.launch(config(files, options))
     // QEMU drops serial output while nothing is connected: connect, then run the CPU.
     const console = yield* vm.console
-    const started = Date.now()
+    const started = yield* Clock.currentTimeMillis
     yield* vm.command("cont")
     const bootTimeout = options.bootTimeout ?? Duration.seconds(90)
     yield* console.expect(files.readyMarker, { timeout: bootTimeout })
     yield* console.expect("# ", { timeout: bootTimeout })
-    const bootTime = Duration.millis(Date.now() - started)
+    const bootTime = Duration.millis((yield* Clock.currentTimeMillis) - started)
 
     return yield* makeGuest(vm, console, files, bootTime, options)
   }).pipe(Effect.withSpan("Guest.launch"))
@@ -495,14 +510,15 @@ export const template = (
     })
     const clone = () =>
       Effect.gen(function*() {
-        const started = Date.now()
+        const started = yield* Clock.currentTimeMillis
         const vm = yield* tpl.clone({ paused: true })
         // Connected before the guest runs: nothing it prints is lost.
         const console = yield* vm.console
         yield* vm.command("cont")
         // Its clock stopped when the template was saved (a paused restore leaves it to us).
         if (options.guestAgent === true) yield* setGuestClock(vm)
-        return yield* makeGuest(vm, console, files, Duration.millis(Date.now() - started), options)
+        const bootTime = Duration.millis((yield* Clock.currentTimeMillis) - started)
+        return yield* makeGuest(vm, console, files, bootTime, options)
       }).pipe(Effect.withSpan("Guest.clone"))
     return { template: tpl, files, clone }
   }).pipe(Effect.withSpan("Guest.template"))
