@@ -10,6 +10,9 @@
  *   --guests       also boot 32 real test guests at once (TCG; minutes, needs `npm run guest`);
  *                  `--only=guests` runs that row alone
  *   --strict       exit 1 when a target is missed
+ *   --load=N       N busy processes (one spinning core each) run beside the whole measurement, so
+ *                  library and baseline share a loaded machine alike; a full run writes
+ *                  bench/results-load-N.json instead of results.json
  */
 import { Effect, Fiber } from "effect"
 import * as cp from "node:child_process"
@@ -30,6 +33,11 @@ const only = argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).
 const guests = argv.includes("--guests") || (only?.includes("guests") ?? false)
 const enabled = (metric: string) => only === undefined || only.includes(metric)
 const merge = argv.includes("--merge")
+const load = Number(argv.find((a) => a.startsWith("--load="))?.slice("--load=".length) ?? 0)
+if (!Number.isInteger(load) || load < 0 || load > 64) {
+  process.stderr.write(`--load takes a number of busy processes from 0 to 64\n`)
+  process.exit(2)
+}
 
 const plan = quick
   ? { warmup: 1, launch: 3, lifecycle: 3, rtRounds: 1, rtOps: 300, rtWarm: 50, inflight: 3, evWarm: 1, evRounds: 1, evPairs: 50, conRounds: 1, conSamples: 20, localSamples: 50, concRounds: 1, concCount: 32, manyRounds: 1, manyCount: 16, manyCommands: 10, guestCount: 2 }
@@ -65,9 +73,33 @@ const openMachine = async (config?: Parameters<typeof Lib.openMachine>[0]) => {
   }
 }
 
+/**
+ * `--load=N`: N processes spinning on a core each, started before the first
+ * measurement and stopped after the last. They are plain `sh` loops (no
+ * Node start-up cost to skew the first rows), nice 0 like us, in their own
+ * session so the kernel's autogroup scheduler treats them as other users'
+ * work, which is what a shared CI machine looks like.
+ */
+const spinners: Array<cp.ChildProcess> = []
+const startLoad = () => {
+  for (let i = 0; i < load; i++) {
+    spinners.push(cp.spawn("sh", ["-c", "while :; do :; done"], { stdio: "ignore", detached: true }))
+  }
+}
+const stopLoad = () => {
+  for (const child of spinners.splice(0)) {
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL")
+    } catch {
+      // gone already
+    }
+  }
+}
+
 // Leave nothing behind, even on Ctrl-C or a crash: library scopes are closed (interrupting what
 // runs), raw QEMUs are killed; a library QEMU that outlives us dies by PDEATHSIG.
 const cleanUp = () => {
+  stopLoad()
   Raw.killAll()
   for (const dir of Lib.tempDirs) fs.rmSync(dir, { recursive: true, force: true })
 }
@@ -637,10 +669,14 @@ const leftovers = (): Array<string> => {
   return found
 }
 
+/** The quiet run's figures, or the loaded run's beside them. */
+const resultsFile = load > 0 ? `results-load-${load}.json` : "results.json"
+
 const main = async () => {
   const started = now()
   const qemuVersion = cp.execFileSync(Raw.QEMU, ["--version"], { encoding: "utf8" }).split("\n")[0]
-  log(`effect-qemu bench${quick ? " (quick)" : ""}: ${qemuVersion}, node ${process.version}, ${os.cpus().length} cpus`)
+  log(`effect-qemu bench${quick ? " (quick)" : ""}: ${qemuVersion}, node ${process.version}, ${os.cpus().length} cpus${load > 0 ? `, ${load} busy processes beside it` : ""}`)
+  startLoad()
   if (enabled("launch")) await benchLaunch()
   if (enabled("lifecycle")) await benchLifecycle()
   if (enabled("roundtrips") || enabled("typed-roundtrips") || enabled("inflight")) await benchOnOneMachine()
@@ -651,6 +687,7 @@ const main = async () => {
   if (enabled("guest-agent")) await benchGuestAgent()
   if (enabled("clones")) await benchClones()
   if (guests) await benchGuests()
+  stopLoad()
   const seconds = (now() - started) / 1000
 
   const header = quick
@@ -669,7 +706,7 @@ const main = async () => {
   const toMetric = ({ id, metric, library, baseline, ratio, target, pass, data }: Row) => ({ id, metric, libraryText: library, baselineText: baseline, ratio, target, pass, ...data })
   if (!quick && only !== undefined && merge && rows.length > 0) {
     // A partial run updates its own rows; the others keep the figures (and date) of the run that measured them.
-    const file = path.join(benchDir, "results.json")
+    const file = path.join(benchDir, resultsFile)
     const results = JSON.parse(fs.readFileSync(file, "utf8")) as { metrics: Array<{ id: string; measuredAt?: string }> }
     const fresh = rows.map((r) => ({ ...toMetric(r), measuredAt: new Date().toISOString() }))
     const ids = new Set(fresh.map((m) => m.id))
@@ -684,12 +721,12 @@ const main = async () => {
     const results = {
       date: new Date().toISOString(),
       durationSeconds: Math.round(seconds),
-      environment: { node: process.version, qemu: qemuVersion, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, platform: `${os.type()} ${os.release()}` },
+      environment: { node: process.version, qemu: qemuVersion, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, platform: `${os.type()} ${os.release()}`, busyProcesses: load },
       plan,
       notes,
       metrics: rows.map(toMetric)
     }
-    const file = path.join(benchDir, "results.json")
+    const file = path.join(benchDir, resultsFile)
     fs.writeFileSync(`${file}.tmp`, `${JSON.stringify(results, null, 2)}\n`)
     fs.renameSync(`${file}.tmp`, file)
     process.stdout.write(`wrote ${path.relative(process.cwd(), file)}\n`)
