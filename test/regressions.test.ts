@@ -9,7 +9,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { QemuMachine } from "../src/index.js"
 import * as Redact from "../src/internal/redact.js"
-import { LineDecoder } from "../src/internal/lineDecoder.js"
+import * as LineFramer from "../src/internal/lineFramer.js"
 import * as QmpClient from "../src/QmpClient.js"
 import * as QmpMessage from "../src/QmpMessage.js"
 import { eventJson, fakeServer } from "./helpers/fakeQmp.js"
@@ -140,22 +140,27 @@ describe("secrets on the command line (logged at Debug, carried by LaunchFailure
   })
 })
 
-describe("LineDecoder limit", () => {
+describe("line framer limit", () => {
+  const framer = (maxLineBytes: number) => {
+    const seen: Array<string> = []
+    const push = LineFramer.make({ maxLineBytes }, {
+      onLine: (l) => seen.push(l),
+      onOversized: (size) => seen.push(`OVERSIZED ${size}`)
+    })
+    return { push, seen }
+  }
+
   it("counts bytes, not characters, so multi-byte text cannot exceed maxMessageSize", () => {
-    const decoder = new LineDecoder(100)
-    const lines: Array<string> = []
+    const { push, seen } = framer(100)
     // 40 three-byte characters: 40 characters, 120 bytes.
-    const result = decoder.push(Buffer.from(`${"€".repeat(40)}\n`), (l) => lines.push(l))
-    expect(result?._tag).toBe("Oversized")
-    expect(result?.size).toBe(120)
-    expect(lines).toEqual([])
+    push(Buffer.from(`${"€".repeat(40)}\n`))
+    expect(seen).toEqual(["OVERSIZED 120"])
   })
 
   it("accepts a line of exactly the limit, split across reads", () => {
-    const decoder = new LineDecoder(10)
-    const lines: Array<string> = []
-    expect(decoder.push(Buffer.from("01234"), (l) => lines.push(l))).toBeUndefined()
-    expect(decoder.push(Buffer.from("56789\n"), (l) => lines.push(l))).toBeUndefined()
-    expect(lines).toEqual(["0123456789"])
+    const { push, seen } = framer(10)
+    push(Buffer.from("01234"))
+    push(Buffer.from("56789\n"))
+    expect(seen).toEqual(["0123456789"])
   })
 })

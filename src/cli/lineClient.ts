@@ -6,10 +6,12 @@
  *
  * @since 0.2.0
  */
-import { Deferred, Effect, Exit, FiberId, Queue, Scope, Stream } from "effect"
+import { Effect, Exit, Queue, Scope, Stream } from "effect"
 import { describeCause } from "../Errors.js"
 import type { QmpClient } from "../index.js"
+import * as LineFramer from "../internal/lineFramer.js"
 import * as Net from "../internal/net.js"
+import * as Session from "../internal/session.js"
 import * as Address from "./address.js"
 import { CliFailure, escape, EXIT_FATAL } from "./errors.js"
 
@@ -46,31 +48,21 @@ export const connect = (address: QmpClient.Address): Effect.Effect<LineClient, C
       )
     )
     const unsolicited = yield* Queue.unbounded<Record<string, unknown> | null>()
-    const closed = Deferred.unsafeMake<CliFailure>(FiberId.none)
     let inFlight: ((reply: Exit.Exit<Record<string, unknown>, CliFailure>) => void) | undefined
-    let closeCause: CliFailure | undefined
-    let tail: Buffer = Buffer.alloc(0)
-
-    const end = (cause: CliFailure) => {
-      if (closeCause) return
-      closeCause = cause
-      socket.destroy()
-      inFlight?.(Exit.fail(cause))
-      inFlight = undefined
-      unsolicited.unsafeOffer(null)
-      Deferred.unsafeDone(closed, Exit.succeed(cause))
-    }
 
     const onLine = (line: string) => {
-      if (line.trim() === "") return
+      // Lines after a fatal one in the same read come from a connection already ended.
+      if (session.cause() !== undefined || line.trim() === "") return
       let message: unknown
       try {
         message = JSON.parse(line)
       } catch {
-        return end(failure(`${where} sent something that is not JSON: ${escape(line.slice(0, 200))}`))
+        return session.end(() => failure(`${where} sent something that is not JSON: ${escape(line.slice(0, 200))}`))
       }
       if (typeof message !== "object" || message === null || Array.isArray(message)) {
-        return end(failure(`${where} sent something that is not a JSON object: ${escape(line.slice(0, 200))}`))
+        return session.end(() =>
+          failure(`${where} sent something that is not a JSON object: ${escape(line.slice(0, 200))}`)
+        )
       }
       const record = message as Record<string, unknown>
       if (("return" in record || "error" in record) && inFlight) {
@@ -81,28 +73,34 @@ export const connect = (address: QmpClient.Address): Effect.Effect<LineClient, C
       unsolicited.unsafeOffer(record)
     }
 
-    socket.on("data", (data: Buffer) => {
-      tail = tail.length === 0 ? data : Buffer.concat([tail, data])
-      let nl = tail.indexOf(10)
-      while (nl >= 0 && !closeCause) {
-        onLine(tail.toString("utf8", 0, nl))
-        tail = tail.subarray(nl + 1)
-        nl = tail.indexOf(10)
-      }
-      if (tail.length > MAX_LINE) end(failure(`${where} sent a message over ${MAX_LINE} bytes`))
+    // The session core's one close path (first cause wins): whatever ends the connection fails the
+    // request in flight and ends the unsolicited stream.
+    const session: Session.Session<CliFailure> = Session.make<CliFailure>(socket, {
+      onData: LineFramer.make({ maxLineBytes: MAX_LINE }, {
+        onLine,
+        onOversized: () => session.end(() => failure(`${where} sent a message over ${MAX_LINE} bytes`))
+      }),
+      onClose: (cause) => {
+        inFlight?.(Exit.fail(cause))
+        inFlight = undefined
+        unsolicited.unsafeOffer(null)
+      },
+      eof: () => failure(`connection to ${where} closed`),
+      error: (err) => failure(`connection to ${where} failed: ${describeCause(err)}`),
+      crashed: (err) => failure(`cannot handle what ${where} sent: ${describeCause(err)}`)
     })
-    socket.on("end", () => end(failure(`connection to ${where} closed`)))
-    socket.on("close", () => end(failure(`connection to ${where} closed`)))
-    socket.on("error", (err) => end(failure(`connection to ${where} failed: ${describeCause(err)}`)))
-    yield* Effect.addFinalizer(() => Effect.sync(() => end(failure("connection closed by the client"))))
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => session.end(() => failure("connection closed by the client")))
+    )
 
     const request = (message: Record<string, unknown>) =>
       Effect.suspend(() => {
-        if (closeCause) return Effect.fail(closeCause)
+        const closedBy = session.cause()
+        if (closedBy !== undefined) return Effect.fail(closedBy)
         if (inFlight) return Effect.fail(failure("a request is already in flight"))
         return Effect.async<Record<string, unknown>, CliFailure>((resume) => {
           inFlight = resume
-          socket.write(`${JSON.stringify(message)}\n`)
+          session.write(`${JSON.stringify(message)}\n`)
           return Effect.sync(() => {
             inFlight = undefined
           })
@@ -114,6 +112,6 @@ export const connect = (address: QmpClient.Address): Effect.Effect<LineClient, C
       unsolicited: Stream.fromQueue(unsolicited).pipe(
         Stream.takeWhile((m): m is Record<string, unknown> => m !== null)
       ),
-      closed: Deferred.await(closed)
+      closed: session.closed
     }
   })

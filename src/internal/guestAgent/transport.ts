@@ -9,6 +9,7 @@
 import { Duration, Effect, Schedule, Scope } from "effect"
 import type * as net from "node:net"
 import { QmpConnectionError } from "../../Errors.js"
+import * as LineFramer from "../lineFramer.js"
 import * as Net from "../net.js"
 import * as Session from "../session.js"
 
@@ -36,57 +37,13 @@ export interface Transport {
 }
 
 /**
- * Splits the stream into lines (blank lines skipped, a trailing `\r` kept for
- * JSON to ignore). A 0xFF byte drops any partial line before it, since the
- * agent sends it exactly where a fresh message starts. A line over the limit
- * is reported once and skipped up to its newline; what follows is read as usual.
+ * The agent's framing: the shared line framer with 0xFF as the delimiter (the
+ * agent sends it exactly where a fresh message starts, so a partial line
+ * before it is dropped). A line over the limit is reported once and skipped up
+ * to its newline; what follows is read as usual.
  */
-export const makeFramer = (maxLineBytes: number, handlers: Pick<Handlers, "onLine" | "onOversized">) => {
-  let parts: Array<Buffer> = []
-  let pending = 0
-  let skipping = false
-  const reset = () => {
-    parts = []
-    pending = 0
-    skipping = false
-  }
-  const append = (data: Buffer) => {
-    if (skipping || data.length === 0) return
-    if (pending + data.length > maxLineBytes) {
-      handlers.onOversized(pending + data.length, Buffer.concat([...parts, data]).subarray(0, 256).toString("utf8"))
-      parts = []
-      pending = 0
-      skipping = true
-      return
-    }
-    parts.push(data)
-    pending += data.length
-  }
-  const feed = (data: Buffer) => {
-    let start = 0
-    let nl = data.indexOf(10)
-    while (nl !== -1) {
-      append(data.subarray(start, nl))
-      const line = skipping ? "" : Buffer.concat(parts, pending).toString("utf8")
-      reset()
-      if (line.length > 0 && line !== "\r") handlers.onLine(line)
-      start = nl + 1
-      nl = data.indexOf(10, start)
-    }
-    append(data.subarray(start))
-  }
-  return (chunk: Buffer): void => {
-    let start = 0
-    let at = chunk.indexOf(DELIMITER)
-    while (at !== -1) {
-      feed(chunk.subarray(start, at))
-      reset()
-      start = at + 1
-      at = chunk.indexOf(DELIMITER, start)
-    }
-    feed(start === 0 ? chunk : chunk.subarray(start))
-  }
-}
+export const makeFramer = (maxLineBytes: number, handlers: Pick<Handlers, "onLine" | "onOversized">) =>
+  LineFramer.make({ maxLineBytes, delimiter: DELIMITER }, handlers)
 
 /**
  * Wraps a connected socket on the session core; nothing else may listen to

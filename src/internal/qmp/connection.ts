@@ -10,7 +10,7 @@ import type * as net from "node:net"
 import { QmpConnectionError, QmpProtocolError, QmpTimeoutError } from "../../Errors.js"
 import type { QmpError } from "../../Errors.js"
 import * as QmpMessage from "../../QmpMessage.js"
-import { LineDecoder } from "../lineDecoder.js"
+import * as LineFramer from "../lineFramer.js"
 import * as Session from "../session.js"
 import * as Events from "./events.js"
 
@@ -121,7 +121,6 @@ const makeReplies = (log: ReturnType<typeof makeLog>) => {
 /** Starts reading QMP from an open socket. The greeting is awaited with `greeting`. */
 export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runtime<never>): Connection => {
   const maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
-  const decoder = new LineDecoder(maxMessage)
   const log = makeLog(runtime, options.name ?? "qmp")
   const replies = makeReplies(log)
   const greeting = Deferred.unsafeMake<QmpMessage.Greeting, CloseCause>(FiberId.none)
@@ -165,14 +164,12 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
   }
 
   const session: Session.Session<CloseCause> = Session.make<CloseCause>(socket, {
-    onData: (data) => {
-      const oversized = decoder.push(data, onLine)
-      if (oversized) {
-        session.end(() =>
-          protocolError(`QMP message exceeds ${maxMessage} bytes (${oversized.size} so far)`, oversized.head)
-        )
-      }
-    },
+    // An oversized message is fatal; lines after it in the same read find the state closed.
+    onData: LineFramer.make({ maxLineBytes: maxMessage }, {
+      onLine,
+      onOversized: (size, head) =>
+        session.end(() => protocolError(`QMP message exceeds ${maxMessage} bytes (${size} so far)`, head))
+    }),
     onClose: (cause) => {
       state = { _tag: "Closed", cause }
       const failure = Exit.fail(cause)
