@@ -10,6 +10,7 @@ import type * as net from "node:net"
 import { StringDecoder } from "node:string_decoder"
 import type * as Api from "../ConsoleSocket.js"
 import { describeCause, MachineError, QmpConnectionError, QmpTimeoutError } from "../Errors.js"
+import * as FanOut from "./fanOut.js"
 import * as Net from "./net.js"
 import * as Session from "./session.js"
 
@@ -46,7 +47,7 @@ export const fromSocketWithLog = (
   Effect.gen(function*() {
     const bufferSize = options.bufferSize ?? DEFAULT_BUFFER
     const decoder = new StringDecoder("utf8")
-    const fanOut = Session.makeFanOut<Uint8Array>({ capacity: STREAM_BUFFER, onDrop: () => {} })
+    const fanOut = FanOut.make<Uint8Array>({ capacity: STREAM_BUFFER, onDrop: () => {} })
     let text = ""
     let received = 0
     let waiters: Array<Deferred.Deferred<void>> = []

@@ -2,7 +2,7 @@
  * The one path every QMP event takes once decoded.
  *
  * - Streams: every subscriber sees every event, through its own bounded
- *   mailbox (`FanOut`); a slow one loses its oldest events with a warning.
+ *   mailbox (`../fanOut.ts`); a slow one loses its oldest events with a warning.
  * - Waiters (`eventWait`, `getQmpEvent`, ...): each takes the first event, in
  *   arrival order, that matches its pattern and nobody else took; an event
  *   several waiters want goes to the one that started waiting first.
@@ -13,7 +13,7 @@ import { Duration, Effect, Option, Scope, Stream } from "effect"
 import { QmpTimeoutError } from "../../Errors.js"
 import type { QmpConnectionError, QmpProtocolError } from "../../Errors.js"
 import type * as QmpMessage from "../../QmpMessage.js"
-import * as Session from "../session.js"
+import * as FanOut from "../fanOut.js"
 
 export type CloseCause = QmpConnectionError | QmpProtocolError
 
@@ -131,7 +131,7 @@ const makeStreams = (options: Options) => {
     entry.pending = 0
   }
   const above = options.subscriberWarning ?? SUBSCRIBER_WARNING
-  return Session.makeFanOut<QmpMessage.Event>({
+  return FanOut.make<QmpMessage.Event>({
     capacity: options.streamBuffer,
     onDrop: (n, subscriber) => {
       const entry = drops.get(subscriber)
