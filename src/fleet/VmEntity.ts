@@ -198,8 +198,6 @@ const handlers = (policy: Policy.Policy) => Effect.gen(function*() {
     Effect.map(current.vm.state, (local): MachineState =>
       local._tag === "Exited"
         ? { _tag: "Exited", exitCode: local.exitCode, expected: local.expected }
-        : current.shuttingDown && local._tag === "Running"
-        ? { _tag: "ShuttingDown" }
         : { _tag: local._tag }))
 
   return Vm.of({

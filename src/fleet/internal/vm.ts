@@ -25,7 +25,6 @@ export interface Held {
   readonly _tag: "Held"
   readonly vm: QemuMachine.Machine
   readonly scope: Scope.CloseableScope
-  readonly shuttingDown: boolean
 }
 
 export interface Context {
@@ -130,7 +129,7 @@ export const launch = (
         )
       )
     )
-    yield* Ref.set(ctx.slot, { _tag: "Held", vm, scope, shuttingDown: false })
+    yield* Ref.set(ctx.slot, { _tag: "Held", vm, scope })
     // …and where its files are, for a runner on this host that finds it lost
     yield* Effect.ignore(registry.put({ id, runner, status: "running", host, tempDir: vm.tempDir }))
     return yield* describe(ctx, vm)
@@ -148,7 +147,7 @@ export const shutdown = (
       yield* Ref.set(ctx.slot, { _tag: "Empty" })
       return
     }
-    yield* Ref.set(ctx.slot, { ...current, shuttingDown: true })
+    // The machine's own state says ShuttingDown from here (vm.shutdown moves it first).
     const result = yield* Effect.exit(current.vm.shutdown({ hard: options.hard, timeout: options.timeout }))
     yield* Scope.close(current.scope, Exit.void)
     yield* Ref.set(ctx.slot, { _tag: "Empty" })
