@@ -15,7 +15,6 @@ export interface FanOut<A> {
   readonly end: () => void
   /** Subscribes now, so nothing published after this point is missed; the stream ends with `end`. */
   readonly subscribe: Effect.Effect<Stream.Stream<A>, never, Scope.Scope>
-  readonly subscribers: () => number
 }
 
 /**
@@ -82,7 +81,6 @@ export const make = <A>(options: {
             options.onUnsubscribe?.(subscriber)
           })
       ).pipe(Effect.map(Mailbox.toStream))
-    }),
-    subscribers: () => mailboxes.size
+    })
   }
 }

@@ -4,7 +4,7 @@
  * first cause wins, and writes that stop once closed. Handing what arrives to
  * many readers is `fanOut.ts`'s job.
  */
-import { Deferred, Effect, Exit, FiberId, Scope } from "effect"
+import { Deferred, Effect, Exit, FiberId } from "effect"
 import type * as net from "node:net"
 
 export interface SessionHandlers<C> {
@@ -71,7 +71,3 @@ export const make = <C>(socket: net.Socket, handlers: SessionHandlers<C>): Sessi
     }
   }
 }
-
-/** Ends the session when the scope closes. */
-export const endWithScope = <C>(session: Session<C>, makeCause: () => C): Effect.Effect<void, never, Scope.Scope> =>
-  Effect.addFinalizer(() => Effect.sync(() => session.end(makeCause)))

@@ -26,8 +26,6 @@ export const schemaVersion = Generated.schemaVersion
 /** Every command's argument and result Schemas, and whether it replies on success. */
 export const commands = Generated.commands
 
-export const isName = (command: string): command is Name => Object.prototype.hasOwnProperty.call(Generated.commands, command)
-
 /** Checks a known command's `return` value; any other command's passes untouched. */
 export const decodeResult: (command: string, value: unknown) => Either.Either<unknown, QmpProtocolError> = Decode
   .makeResultDecoder(

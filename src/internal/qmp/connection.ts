@@ -40,7 +40,6 @@ export interface ExecuteOptions {
 export interface Connection {
   readonly session: Session.Session<CloseCause>
   readonly events: Events.Router
-  readonly state: () => State
   readonly greeting: Effect.Effect<QmpMessage.Greeting, CloseCause>
   readonly ready: () => void
   readonly executeRaw: (
@@ -215,7 +214,6 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
   return {
     session,
     events,
-    state: () => state,
     greeting: Deferred.await(greeting),
     ready: () => transition({ _tag: "Ready" }),
     executeRaw,

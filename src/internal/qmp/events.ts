@@ -60,7 +60,6 @@ export interface Router {
   ) => Effect.Effect<QmpMessage.Event, QmpTimeoutError | CloseCause>
   /** Takes every cached event. */
   readonly takeAll: () => Array<QmpMessage.Event>
-  readonly cached: () => number
 }
 
 /** Unclaimed events in arrival order, bounded by count and bytes; the oldest go first. */
@@ -103,8 +102,7 @@ const makeCache = (options: Options) => {
       bytes = 0
       overflowing = false
       return all
-    },
-    size: () => entries.length
+    }
   }
 }
 
@@ -255,7 +253,6 @@ export const make = (options: Options): Router => {
         waiters.push(waiter)
         return awaitWaiter(waiter, timeout, operation, cancel, route, () => closeCause)
       }),
-    takeAll: cache.takeAll,
-    cached: cache.size
+    takeAll: cache.takeAll
   }
 }
