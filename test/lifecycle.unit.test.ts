@@ -162,6 +162,47 @@ describe("shutdown ladder", () => {
       expect(t.log).toEqual([])
     }))
 
+  it.effect("after an expected exit (quit sent by the user, QEMU gone) shutdown succeeds without quit and cleans up", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      yield* t.state.transition(MachineState.QuitIssued())
+      t.exit({ code: 0, signal: null })
+      yield* t.state.exited(0)
+      expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: 0, expected: true }))
+      yield* t.shutdown.run()
+      expect(t.log).toEqual([])
+      expect(t.cleanups()).toBe(1)
+      expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: 0, expected: true }))
+    }))
+
+  it.effect("after the guest powered off while expected to (ExpectingExit, then Exited), shutdown succeeds, also without QMP", () =>
+    Effect.gen(function*() {
+      for (const qmp of [true, false]) {
+        const t = yield* setup({ qmp })
+        yield* t.state.transition(MachineState.ExpectingExit())
+        t.exit({ code: 0, signal: null })
+        yield* t.state.exited(0)
+        const result = yield* Effect.either(t.shutdown.run())
+        expect(result._tag).toBe("Right")
+        expect(t.log).toEqual([])
+        expect(t.cleanups()).toBe(1)
+      }
+    }))
+
+  it.effect("shutdown after wait() returned succeeds and does not run the ladder again", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      // what vm.wait does: expect the exit, then run the ladder
+      yield* t.state.transition(MachineState.ExpectingExit())
+      const waiting = yield* Effect.fork(t.shutdown.run())
+      yield* Effect.yieldNow()
+      t.exit({ code: 0, signal: null })
+      yield* Fiber.join(waiting)
+      expect((yield* Effect.either(t.shutdown.run()))._tag).toBe("Right")
+      expect(t.log).toEqual([])
+      expect(t.cleanups()).toBe(1)
+    }))
+
   it.effect("a foreign SIGKILL while quitting is not a graceful exit", () =>
     Effect.gen(function*() {
       const t = yield* setup({ onQuit: "foreign-kill" })
