@@ -64,15 +64,25 @@ export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionE
           else if (closed) socket.destroy()
           else backlog.push(socket)
         })
-        const onError = (err: Error) => resume(Effect.fail(connectionError("Refused", err, `cannot listen on ${formatAddress(address)}: ${err.message}`)))
+        let settled = false
+        const onError = (err: Error) => {
+          if (settled) return
+          settled = true
+          resume(Effect.fail(connectionError("Refused", err, `cannot listen on ${formatAddress(address)}: ${err.message}`)))
+        }
         server.once("error", onError)
         const ready = () => {
           server.off("error", onError)
           server.on("error", () => {})
+          if (settled) return
+          settled = true
           resume(Effect.succeed(server))
         }
         if (typeof address === "string") server.listen({ path: address }, ready)
         else server.listen({ host: address.host, port: address.port }, ready)
+        // A unix socket is bound and listening when listen returns (bind and listen are synchronous;
+        // only the event waits for the next tick): go on now, a launch spawns QEMU a turn sooner.
+        if (typeof address === "string" && server.listening) ready()
         return Effect.sync(() => server.close())
       }),
       (server) => closeServer(server)

@@ -3,8 +3,6 @@
  * lifetime is a child scope of the caller's. Closing that scope runs the
  * shutdown ladder (unless a shutdown already ran) and releases everything.
  */
-import { FileSystem } from "@effect/platform"
-import { NodeFileSystem } from "@effect/platform-node"
 import { Effect, ExecutionStrategy, Exit, Option, Scope } from "effect"
 import type { LaunchFailure } from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
@@ -17,27 +15,9 @@ import { prepare } from "./prepare.js"
 import { readText, start } from "./start.js"
 import * as State from "./state.js"
 
-/**
- * `build` run on first use, its value kept for every later use. For a value
- * with nothing to release; a failure is not kept, and two first uses at once
- * may both build (equal values, either kept).
- */
-const memoize = <A, E, R>(build: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
-  let built: { readonly value: A } | undefined
-  return Effect.suspend(() =>
-    built
-      ? Effect.succeed(built.value)
-      : Effect.tap(build, (value) => Effect.sync(() => (built = { value })))
-  )
-}
-
-// Node's FileSystem is a record of functions: built on the first launch, then kept (providing the
-// layer to every launch rebuilt it each time, a fifth of a millisecond), and not at import.
-const nodeFileSystem = memoize(Effect.provide(FileSystem.FileSystem, NodeFileSystem.layer))
-
 const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Config) =>
   Effect.gen(function*() {
-    const prepared = yield* prepare(config, scope, yield* nodeFileSystem)
+    const prepared = yield* prepare(config, scope)
     const { child, killAndFail, qmp } = yield* start(config, prepared, scope)
     // Connected: what this machine keeps open is counted by the next launch's look at /proc.
     prepared.releaseFds()
