@@ -203,6 +203,30 @@ describe("shutdown ladder", () => {
       expect(t.cleanups()).toBe(1)
     }))
 
+  it.effect("wait() called after the guest already powered QEMU off (seen as an exit from Running) succeeds", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      t.exit({ code: 0, signal: null })
+      yield* t.state.exited(0)
+      // the state says what happened: nobody had asked for that exit yet
+      expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: 0, expected: false }))
+      expect((yield* Effect.either(t.shutdown.wait()))._tag).toBe("Right")
+      expect(t.log).toEqual([])
+      expect(t.cleanups()).toBe(1)
+    }))
+
+  it.effect("wait() moves Running to ExpectingExit and succeeds once QEMU exits by itself", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      const fiber = yield* Effect.fork(t.shutdown.wait())
+      yield* Effect.yieldNow()
+      expect(t.state.current()._tag).toBe("ShuttingDown")
+      t.exit({ code: 0, signal: null })
+      yield* Fiber.join(fiber)
+      expect(t.log).toEqual([])
+      expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: 0, expected: true }))
+    }))
+
   it.effect("a foreign SIGKILL while quitting is not a graceful exit", () =>
     Effect.gen(function*() {
       const t = yield* setup({ onQuit: "foreign-kill" })

@@ -204,8 +204,7 @@ export const make = (deps: HandleDeps): Api.Machine => {
     eventsWait,
     shutdown: shutdown.run,
     kill: Effect.ignore(shutdown.run({ hard: true })),
-    wait: (options) =>
-      Effect.zipRight(state.transition(State.MachineState.ExpectingExit()), shutdown.run({ timeout: options?.timeout })),
+    wait: shutdown.wait,
     log: Effect.sync(deps.log),
     console: deps.console.get,
     guestAgent: deps.guestAgent.get,

@@ -130,19 +130,26 @@ const ladder = (
 export interface Shutdown {
   /** Stops QEMU and cleans up; every later call waits for the first one's outcome. */
   readonly run: (options?: Api.ShutdownOptions) => Effect.Effect<void, AbnormalShutdown>
+  /**
+   * `vm.wait`: expects QEMU to exit by itself, then runs the ladder. An exit
+   * that came before the call (a guest power-off seen first) is the exit it
+   * waits for, not a failure.
+   */
+  readonly wait: (options?: { readonly timeout?: Duration.DurationInput | undefined }) => Effect.Effect<void, AbnormalShutdown>
   /** Whether a shutdown has started. */
   readonly started: () => boolean
 }
 
 export const make = (deps: Deps): Shutdown => {
   let done: Deferred.Deferred<void, AbnormalShutdown> | undefined
-  const run = (options?: Api.ShutdownOptions): Effect.Effect<void, AbnormalShutdown> =>
+  const start = (options: Api.ShutdownOptions | undefined, waiting: boolean): Effect.Effect<void, AbnormalShutdown> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
         if (done) return Effect.ignore(restore(Deferred.await(done)))
         const result = Deferred.unsafeMake<void, AbnormalShutdown>(FiberId.none)
         done = result
-        const before = deps.state.current()
+        const current = deps.state.current()
+        const before = waiting && current._tag === "Exited" ? { ...current, expected: true } : current
         return deps.state.transition(State.MachineState.ShuttingDown()).pipe(
           Effect.zipRight(ladder(deps, before, options, restore)),
           Effect.ensuring(
@@ -157,5 +164,13 @@ export const make = (deps: Deps): Shutdown => {
         )
       })
     )
-  return { run, started: () => done !== undefined }
+  return {
+    run: (options) => start(options, false),
+    wait: (options) =>
+      Effect.zipRight(
+        deps.state.transition(State.MachineState.ExpectingExit()),
+        start({ timeout: options?.timeout }, true)
+      ),
+    started: () => done !== undefined
+  }
 }
