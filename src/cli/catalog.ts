@@ -110,6 +110,144 @@ const isEntry = (u: unknown): u is SchemaEntry =>
   typeof u === "object" && u !== null && typeof (u as { name?: unknown }).name === "string" &&
   typeof (u as { "meta-type"?: unknown })["meta-type"] === "string"
 
+// The schema's entries by name.
+type Types = ReadonlyMap<string, SchemaEntry>
+
+// Object members of a type, following alternates and flat-union variants (depth-bounded);
+// `tagValue` gives the value of a union's tag member, when the user typed it.
+const objectMembers = (
+  types: Types,
+  typeName: string,
+  tagValue: (tag: string) => string | undefined = () => undefined,
+  depth = 0
+): Array<{ name: string; type: string }> => {
+  const entry = types.get(typeName)
+  if (!entry || depth > 8) return []
+  switch (entry["meta-type"]) {
+    case "object": {
+      const own = (entry.members ?? []).flatMap((m) => m.name && m.type ? [{ name: m.name, type: m.type }] : [])
+      const chosen = entry.tag === undefined ? undefined : tagValue(entry.tag)
+      const variants = (entry.variants ?? [])
+        .filter((v) => chosen === undefined || v.case === chosen)
+        .flatMap((v) => objectMembers(types, v.type, tagValue, depth + 1))
+      return [...own, ...variants]
+    }
+    case "alternate":
+      return (entry.members ?? []).flatMap((m) => m.type ? objectMembers(types, m.type, tagValue, depth + 1) : [])
+    default:
+      return []
+  }
+}
+
+const isObject = (types: Types, typeName: string, depth = 0): boolean => {
+  const entry = types.get(typeName)
+  if (!entry || depth > 8) return false
+  if (entry["meta-type"] === "object") return true
+  return entry["meta-type"] === "alternate" &&
+    (entry.members ?? []).some((m) => m.type !== undefined && isObject(types, m.type, depth + 1))
+}
+
+const valuesOf = (types: Types, typeName: string, depth = 0): Array<string> => {
+  const entry = types.get(typeName)
+  if (!entry || depth > 8) return []
+  switch (entry["meta-type"]) {
+    case "enum":
+      return [...(entry.values ?? (entry.members ?? []).flatMap((m) => m.name ? [m.name] : []))]
+    case "builtin":
+      return entry.name === "bool" ? ["true", "false"] : []
+    case "alternate":
+      return (entry.members ?? []).flatMap((m) => m.type ? valuesOf(types, m.type, depth + 1) : [])
+    default:
+      return []
+  }
+}
+
+// `Catalog.members`: the members at `path` below a command's arguments, unions narrowed by `given`.
+const membersAt = (
+  types: Types,
+  command: string,
+  path: ReadonlyArray<string>,
+  given: ReadonlyMap<string, string> = new Map()
+): ReadonlyArray<Member> => {
+  const entry = types.get(command)
+  if (!entry || entry["meta-type"] !== "command" || !entry["arg-type"]) return []
+  const at = (prefix: ReadonlyArray<string>) => (tag: string) => given.get([...prefix, tag].join("."))
+  let current = entry["arg-type"]
+  for (let i = 0; i < path.length; i++) {
+    const next = objectMembers(types, current, at(path.slice(0, i))).find((m) => m.name === path[i])
+    if (!next) return []
+    current = next.type
+  }
+  const seen = new Set<string>()
+  const result: Array<Member> = []
+  for (const m of objectMembers(types, current, at(path))) {
+    if (seen.has(m.name)) continue
+    seen.add(m.name)
+    result.push({ name: m.name, object: isObject(types, m.type), values: valuesOf(types, m.type) })
+  }
+  return result.sort((a, b) => a.name.localeCompare(b.name))
+}
+
+// A type, readable: builtins by name, enums with their values, arrays as `[T]`, objects by members.
+const typeText = (types: Types, typeName: string, depth = 0): string => {
+  const entry = types.get(typeName)
+  if (!entry) return typeName
+  switch (entry["meta-type"]) {
+    case "builtin":
+      return entry.name
+    case "enum":
+      return `enum (${valuesOf(types, typeName).join(" | ")})`
+    case "array":
+      return `[${entry["element-type"] ? typeText(types, entry["element-type"], depth + 1) : "?"}]`
+    case "alternate":
+      return depth > 3
+        ? "alternate"
+        : (entry.members ?? []).flatMap((m) => m.type ? [typeText(types, m.type, depth + 1)] : []).join(" or ")
+    case "object":
+      return depth > 3 || (entry.members ?? []).length + (entry.variants ?? []).length === 0 ? "object" : "object:"
+    default:
+      return entry["meta-type"]
+  }
+}
+
+// One line per member, nested objects indented below (depth-bounded).
+const memberLines = (types: Types, typeName: string, indent: string, depth: number): Array<string> => {
+  const entry = types.get(typeName)
+  if (!entry || entry["meta-type"] !== "object" || depth > 3) return []
+  const lines: Array<string> = []
+  for (const m of entry.members ?? []) {
+    if (!m.name || !m.type) continue
+    const optional = "default" in m ? " (optional)" : ""
+    const text = typeText(types, m.type, depth)
+    lines.push(`${indent}${m.name}: ${text}${optional}`)
+    if (text === "object:") lines.push(...memberLines(types, m.type, `${indent}  `, depth + 1))
+  }
+  if (entry.tag !== undefined && (entry.variants ?? []).length > 0) {
+    for (const v of entry.variants ?? []) {
+      const inner = memberLines(types, v.type, `${indent}    `, depth + 1)
+      lines.push(`${indent}  when ${entry.tag}=${v.case}:${inner.length === 0 ? " (nothing more)" : ""}`, ...inner)
+    }
+  }
+  return lines
+}
+
+// `Catalog.help` for one command or event: its arguments (or data) and, for a command, what it returns.
+const entryHelp = (types: Types, name: string): string | undefined => {
+  const entry = types.get(name)
+  if (!entry || (entry["meta-type"] !== "command" && entry["meta-type"] !== "event")) return undefined
+  const isCommand = entry["meta-type"] === "command"
+  const args = entry["arg-type"] ? memberLines(types, entry["arg-type"], "  ", 0) : []
+  const lines = [`${isCommand ? "command" : "event"} ${name}`]
+  lines.push(args.length === 0 ? `  (no ${isCommand ? "arguments" : "data"})` : `${isCommand ? "arguments" : "data"}:`)
+  if (args.length > 0) lines.push(...args)
+  if (isCommand && entry["ret-type"]) {
+    const ret = typeText(types, entry["ret-type"])
+    lines.push(`returns: ${ret}`)
+    if (ret === "object:") lines.push(...memberLines(types, entry["ret-type"], "  ", 0))
+  }
+  return lines.join("\n")
+}
+
 /**
  * Reads the reply of `query-qmp-schema`; anything that is not a list of
  * entries gives an empty catalog.
@@ -128,140 +266,12 @@ export const fromSchema = (schema: unknown): Catalog => {
     if (entry["meta-type"] === "command") commands.push(entry.name)
     if (entry["meta-type"] === "event") events.push(entry.name)
   }
-
-  // Object members of a type, following alternates and flat-union variants (depth-bounded);
-  // `tagValue` gives the value of a union's tag member, when the user typed it.
-  const objectMembers = (
-    typeName: string,
-    tagValue: (tag: string) => string | undefined = () => undefined,
-    depth = 0
-  ): Array<{ name: string; type: string }> => {
-    const entry = types.get(typeName)
-    if (!entry || depth > 8) return []
-    switch (entry["meta-type"]) {
-      case "object": {
-        const own = (entry.members ?? []).flatMap((m) => m.name && m.type ? [{ name: m.name, type: m.type }] : [])
-        const chosen = entry.tag === undefined ? undefined : tagValue(entry.tag)
-        const variants = (entry.variants ?? [])
-          .filter((v) => chosen === undefined || v.case === chosen)
-          .flatMap((v) => objectMembers(v.type, tagValue, depth + 1))
-        return [...own, ...variants]
-      }
-      case "alternate":
-        return (entry.members ?? []).flatMap((m) => m.type ? objectMembers(m.type, tagValue, depth + 1) : [])
-      default:
-        return []
-    }
+  return {
+    commands: commands.sort(),
+    events: events.sort(),
+    members: (command, path, given) => membersAt(types, command, path, given),
+    help: (name, width) => name === undefined ? listHelp(commands, width) : entryHelp(types, name)
   }
-
-  const isObject = (typeName: string, depth = 0): boolean => {
-    const entry = types.get(typeName)
-    if (!entry || depth > 8) return false
-    if (entry["meta-type"] === "object") return true
-    return entry["meta-type"] === "alternate" &&
-      (entry.members ?? []).some((m) => m.type !== undefined && isObject(m.type, depth + 1))
-  }
-
-  const valuesOf = (typeName: string, depth = 0): Array<string> => {
-    const entry = types.get(typeName)
-    if (!entry || depth > 8) return []
-    switch (entry["meta-type"]) {
-      case "enum":
-        return [...(entry.values ?? (entry.members ?? []).flatMap((m) => m.name ? [m.name] : []))]
-      case "builtin":
-        return entry.name === "bool" ? ["true", "false"] : []
-      case "alternate":
-        return (entry.members ?? []).flatMap((m) => m.type ? valuesOf(m.type, depth + 1) : [])
-      default:
-        return []
-    }
-  }
-
-  const members = (
-    command: string,
-    path: ReadonlyArray<string>,
-    given: ReadonlyMap<string, string> = new Map()
-  ): ReadonlyArray<Member> => {
-    const entry = types.get(command)
-    if (!entry || entry["meta-type"] !== "command" || !entry["arg-type"]) return []
-    const at = (prefix: ReadonlyArray<string>) => (tag: string) => given.get([...prefix, tag].join("."))
-    let current = entry["arg-type"]
-    for (let i = 0; i < path.length; i++) {
-      const next = objectMembers(current, at(path.slice(0, i))).find((m) => m.name === path[i])
-      if (!next) return []
-      current = next.type
-    }
-    const seen = new Set<string>()
-    const result: Array<Member> = []
-    for (const m of objectMembers(current, at(path))) {
-      if (seen.has(m.name)) continue
-      seen.add(m.name)
-      result.push({ name: m.name, object: isObject(m.type), values: valuesOf(m.type) })
-    }
-    return result.sort((a, b) => a.name.localeCompare(b.name))
-  }
-
-  // A type, readable: builtins by name, enums with their values, arrays as `[T]`, objects by members.
-  const typeText = (typeName: string, depth = 0): string => {
-    const entry = types.get(typeName)
-    if (!entry) return typeName
-    switch (entry["meta-type"]) {
-      case "builtin":
-        return entry.name
-      case "enum":
-        return `enum (${valuesOf(typeName).join(" | ")})`
-      case "array":
-        return `[${entry["element-type"] ? typeText(entry["element-type"], depth + 1) : "?"}]`
-      case "alternate":
-        return depth > 3
-          ? "alternate"
-          : (entry.members ?? []).flatMap((m) => m.type ? [typeText(m.type, depth + 1)] : []).join(" or ")
-      case "object":
-        return depth > 3 || (entry.members ?? []).length + (entry.variants ?? []).length === 0 ? "object" : "object:"
-      default:
-        return entry["meta-type"]
-    }
-  }
-
-  // One line per member, nested objects indented below (depth-bounded).
-  const memberLines = (typeName: string, indent: string, depth: number): Array<string> => {
-    const entry = types.get(typeName)
-    if (!entry || entry["meta-type"] !== "object" || depth > 3) return []
-    const lines: Array<string> = []
-    for (const m of entry.members ?? []) {
-      if (!m.name || !m.type) continue
-      const optional = "default" in m ? " (optional)" : ""
-      const text = typeText(m.type, depth)
-      lines.push(`${indent}${m.name}: ${text}${optional}`)
-      if (text === "object:") lines.push(...memberLines(m.type, `${indent}  `, depth + 1))
-    }
-    if (entry.tag !== undefined && (entry.variants ?? []).length > 0) {
-      for (const v of entry.variants ?? []) {
-        const inner = memberLines(v.type, `${indent}    `, depth + 1)
-        lines.push(`${indent}  when ${entry.tag}=${v.case}:${inner.length === 0 ? " (nothing more)" : ""}`, ...inner)
-      }
-    }
-    return lines
-  }
-
-  const help = (name?: string, width?: number): string | undefined => {
-    if (name === undefined) return listHelp(commands, width)
-    const entry = types.get(name)
-    if (!entry || (entry["meta-type"] !== "command" && entry["meta-type"] !== "event")) return undefined
-    const isCommand = entry["meta-type"] === "command"
-    const args = entry["arg-type"] ? memberLines(entry["arg-type"], "  ", 0) : []
-    const lines = [`${isCommand ? "command" : "event"} ${name}`]
-    lines.push(args.length === 0 ? `  (no ${isCommand ? "arguments" : "data"})` : `${isCommand ? "arguments" : "data"}:`)
-    if (args.length > 0) lines.push(...args)
-    if (isCommand && entry["ret-type"]) {
-      const ret = typeText(entry["ret-type"])
-      lines.push(`returns: ${ret}`)
-      if (ret === "object:") lines.push(...memberLines(entry["ret-type"], "  ", 0))
-    }
-    return lines.join("\n")
-  }
-
-  return { commands: commands.sort(), events: events.sort(), members, help }
 }
 
 /**

@@ -276,6 +276,187 @@ const consoleLines = (emit: (line: string) => void) => {
   }
 }
 
+// The banner on a terminal: which shell, what it is connected to, how to get help and leave.
+const banner = (io: Io, backend: Backend, options: Options): void => {
+  const mode = options.hmp ? "HMP" : options.prompt.includes("GA") ? "guest agent" : "QMP"
+  io.print(`Welcome to the ${mode} shell of effect-qemu${backend.peer ? `, connected to ${backend.peer}` : ""}.`)
+  io.print(`'help' lists the commands${options.hmp ? "" : ", 'help COMMAND' shows its arguments"}; Ctrl-D leaves.`)
+}
+
+// Events (what nobody asked for), logged and printed as they arrive; the fiber is the caller's to end.
+const printUnsolicited = (
+  backend: Backend,
+  io: Io,
+  log: (value: unknown) => void,
+  json: (value: unknown) => string
+): Effect.Effect<Fiber.RuntimeFiber<void>, never, Scope.Scope> =>
+  backend.unsolicited.pipe(
+    Stream.runForEach((message) =>
+      Effect.sync(() => {
+        log(message)
+        io.print(json(message))
+      })
+    ),
+    Effect.ignore,
+    Effect.forkScoped
+  )
+
+// Where console bytes go: `--console=FILE` (appended), above the prompt on a terminal, else stderr.
+const consoleSink = (options: Options, io: Io): Effect.Effect<(bytes: Uint8Array) => void, CliFailure, Scope.Scope> => {
+  const toFile = options.consoleFile
+  if (toFile === undefined) {
+    return Effect.succeed(
+      io.interactive
+        ? consoleLines((line) => io.print(line))
+        : (bytes: Uint8Array) => void (options.errors ?? process.stderr).write(bytes)
+    )
+  }
+  return Effect.map(
+    Effect.acquireRelease(
+      Effect.try({
+        try: () => fs.openSync(toFile, "a", 0o600),
+        catch: (e) =>
+          new CliFailure({
+            message: `cannot open the console file ${toFile}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+            exitCode: EXIT_FATAL
+          })
+      }),
+      (fd) => Effect.sync(() => fs.closeSync(fd))
+    ),
+    (fd) => (bytes: Uint8Array) => void fs.writeSync(fd, bytes)
+  )
+}
+
+const printConsole = (
+  console: Stream.Stream<Uint8Array, unknown>,
+  options: Options,
+  io: Io
+): Effect.Effect<void, CliFailure, Scope.Scope> =>
+  Effect.flatMap(consoleSink(options, io), (write) =>
+    console.pipe(
+      Stream.runForEach((bytes) => Effect.sync(() => write(bytes))),
+      Effect.ignore,
+      Effect.forkScoped,
+      Effect.asVoid
+    ))
+
+// One run of the shell: what it talks through, and what the exit status and complaints come from.
+interface Session {
+  readonly backend: Backend
+  readonly options: Options
+  readonly io: Io
+  readonly log: (value: unknown) => void
+  readonly json: (value: unknown) => string
+  /** The schema for `help`. */
+  readonly helpCatalog: Effect.Effect<Catalog.Catalog>
+  parse: Parse.State
+  failures: number
+  lineNo: number
+  quitSent: boolean
+}
+
+// Where a complaint points: the column on a terminal, the input line (and column) otherwise.
+const where = (session: Session, column?: number): string =>
+  session.io.interactive
+    ? column === undefined ? "" : `column ${column}: `
+    : `line ${session.lineNo}${column === undefined ? "" : `, column ${column}`}: `
+
+// Sends one command and prints its reply; after `quit`, a lost connection is the expected end.
+const send = (session: Session, command: Parse.Command): Effect.Effect<void, CliFailure> =>
+  Effect.gen(function*() {
+    const { backend, io, json, log, options } = session
+    if (options.verbose) io.print(json(command))
+    log(command)
+    if (command.execute === "quit") session.quitSent = true
+    if (backend.noReply?.has(command.execute)) {
+      yield* backend.execute(command).pipe(Effect.ignore, Effect.fork)
+      return
+    }
+    const reply = yield* backend.execute(command).pipe(
+      Effect.catchAll((e) => session.quitSent ? Effect.succeed(undefined) : Effect.fail(e))
+    )
+    if (reply === undefined) return
+    // QEMU sends a command's events before its reply: let the printer show them first.
+    yield* Effect.yieldNow()
+    const error = errorOf(reply)
+    if (error) session.failures++
+    log(withoutId(reply))
+    const hmpText = options.hmp && io.interactive && typeof reply.return === "string" ? reply.return : undefined
+    if (hmpText !== undefined) {
+      if (hmpText.trim() !== "") io.print(hmpText.replace(/\r?\n$/, ""))
+    } else {
+      io.print(json(withoutId(reply)))
+    }
+    if (error && !io.interactive) io.complain(`${where(session)}${command.execute}: ${error.class}: ${error.desc}`)
+  })
+
+// `help [NAME]`, answered locally from the schema.
+const help = (session: Session, name: string | undefined): Effect.Effect<void> =>
+  Effect.map(session.helpCatalog, (known) => {
+    const { io, options } = session
+    const columns = (options.output ?? process.stdout) as { readonly columns?: number }
+    const text = known.help(name, io.interactive && columns.columns ? columns.columns - 2 : undefined)
+    if (text === undefined) {
+      session.failures++
+      io.complain(`${where(session)}help: no command or event '${name}'`)
+    } else if (text === "") {
+      io.note("help: the command list is not available")
+    } else {
+      io.note(text)
+    }
+  })
+
+// Reads and runs lines until end of input, `quit`, or the connection's end (a failure unless after `quit`).
+const readLines = (session: Session): Effect.Effect<void, CliFailure> =>
+  Effect.gen(function*() {
+    const { backend, io, options } = session
+    while (true) {
+      const prompt = session.parse.transaction ? "... " : options.prompt
+      io.prompt(prompt)
+      const next = yield* Queue.take(io.lines)
+      if (next._tag === "Closed") {
+        if (session.quitSent || next.cause.exitCode === EXIT_OK) return
+        return yield* Effect.fail(next.cause)
+      }
+      if (next._tag === "Cancel") {
+        if (session.parse.transaction) {
+          session.parse = Parse.initial
+          io.print("transaction cancelled")
+        }
+        continue
+      }
+      if (next._tag === "End") {
+        const end = Parse.finish(session.parse)
+        if (end._tag === "Error") {
+          session.failures++
+          io.complain(`${where(session)}${end.message}`)
+        }
+        io.end()
+        return
+      }
+      session.lineNo++
+      const asksHelp = !options.hmp && !session.parse.transaction ? HELP.exec(next.line) : null
+      if (asksHelp) {
+        yield* help(session, asksHelp[1])
+        continue
+      }
+      const [step, parsed] = options.hmp ? [Parse.hmp(next.line), session.parse] : Parse.step(session.parse, next.line)
+      session.parse = parsed
+      if (step._tag === "Error") {
+        session.failures++
+        if (io.interactive) io.print(`${" ".repeat(prompt.length + step.column - 1)}^`)
+        io.complain(`${where(session, step.column)}${step.message}`)
+      } else if (step._tag === "Command") {
+        yield* send(session, step.command)
+      }
+      if (session.quitSent) {
+        // QEMU closes the connection after `quit`: wait for that rather than reading on.
+        yield* Effect.raceFirst(backend.closed, Effect.sleep("5 seconds"))
+        return
+      }
+    }
+  })
+
 /**
  * Runs the shell until end of input (Ctrl-D on a terminal, or `quit`);
  * returns the exit status. A lost connection fails with `CliFailure`.
@@ -298,147 +479,26 @@ export const run = (backend: Backend, options: Options): Effect.Effect<number, C
     // The schema for `help` when stdin is not a terminal: fetched on the first `help`.
     const helpCatalog = interactive ? Effect.succeed(catalog) : yield* Effect.cached(backend.catalog)
 
-    if (interactive) {
-      const mode = options.hmp ? "HMP" : options.prompt.includes("GA") ? "guest agent" : "QMP"
-      io.print(`Welcome to the ${mode} shell of effect-qemu${backend.peer ? `, connected to ${backend.peer}` : ""}.`)
-      io.print(`'help' lists the commands${options.hmp ? "" : ", 'help COMMAND' shows its arguments"}; Ctrl-D leaves.`)
-    }
-
-    const printer = yield* backend.unsolicited.pipe(
-      Stream.runForEach((message) =>
-        Effect.sync(() => {
-          log(message)
-          io.print(json(message))
-        })
-      ),
-      Effect.ignore,
-      Effect.forkScoped
-    )
-    if (backend.console) {
-      const toFile = options.consoleFile
-      const write: (bytes: Uint8Array) => void = toFile !== undefined
-        ? yield* Effect.map(
-          Effect.acquireRelease(
-            Effect.try({
-              try: () => fs.openSync(toFile, "a", 0o600),
-              catch: (e) =>
-                new CliFailure({
-                  message: `cannot open the console file ${toFile}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
-                  exitCode: EXIT_FATAL
-                })
-            }),
-            (fd) => Effect.sync(() => fs.closeSync(fd))
-          ),
-          (fd) => (bytes: Uint8Array) => void fs.writeSync(fd, bytes)
-        )
-        : interactive
-        ? consoleLines((line) => io.print(line))
-        : (bytes: Uint8Array) => void (options.errors ?? process.stderr).write(bytes)
-      yield* backend.console.pipe(
-        Stream.runForEach((bytes) => Effect.sync(() => write(bytes))),
-        Effect.ignore,
-        Effect.forkScoped
-      )
-    }
+    if (interactive) banner(io, backend, options)
+    const printer = yield* printUnsolicited(backend, io, log, json)
+    if (backend.console) yield* printConsole(backend.console, options, io)
     yield* Effect.forkScoped(Effect.flatMap(backend.closed, (cause) => io.lines.offer({ _tag: "Closed", cause })))
 
-    let state = Parse.initial
-    let failures = 0
-    let lineNo = 0
-    let quitSent = false
-    const where = (column?: number) =>
-      interactive
-        ? column === undefined ? "" : `column ${column}: `
-        : `line ${lineNo}${column === undefined ? "" : `, column ${column}`}: `
-
-    const send = (command: Parse.Command) =>
-      Effect.gen(function*() {
-        if (options.verbose) io.print(json(command))
-        log(command)
-        if (command.execute === "quit") quitSent = true
-        if (backend.noReply?.has(command.execute)) {
-          yield* backend.execute(command).pipe(Effect.ignore, Effect.fork)
-          return
-        }
-        const reply = yield* backend.execute(command).pipe(
-          Effect.catchAll((e) => quitSent ? Effect.succeed(undefined) : Effect.fail(e))
-        )
-        if (reply === undefined) return
-        // QEMU sends a command's events before its reply: let the printer show them first.
-        yield* Effect.yieldNow()
-        const error = errorOf(reply)
-        if (error) failures++
-        log(withoutId(reply))
-        const hmpText = options.hmp && interactive && typeof reply.return === "string" ? reply.return : undefined
-        if (hmpText !== undefined) {
-          if (hmpText.trim() !== "") io.print(hmpText.replace(/\r?\n$/, ""))
-        } else {
-          io.print(json(withoutId(reply)))
-        }
-        if (error && !interactive) io.complain(`${where()}${command.execute}: ${error.class}: ${error.desc}`)
-      })
-
-    const help = (name: string | undefined) =>
-      Effect.map(helpCatalog, (known) => {
-        const columns = (options.output ?? process.stdout) as { readonly columns?: number }
-        const text = known.help(name, interactive && columns.columns ? columns.columns - 2 : undefined)
-        if (text === undefined) {
-          failures++
-          io.complain(`${where()}help: no command or event '${name}'`)
-        } else if (text === "") {
-          io.note("help: the command list is not available")
-        } else {
-          io.note(text)
-        }
-      })
-
-    while (true) {
-      const prompt = state.transaction ? "... " : options.prompt
-      io.prompt(prompt)
-      const next = yield* Queue.take(io.lines)
-      if (next._tag === "Closed") {
-        if (quitSent || next.cause.exitCode === EXIT_OK) break
-        return yield* Effect.fail(next.cause)
-      }
-      if (next._tag === "Cancel") {
-        if (state.transaction) {
-          state = Parse.initial
-          io.print("transaction cancelled")
-        }
-        continue
-      }
-      if (next._tag === "End") {
-        const end = Parse.finish(state)
-        if (end._tag === "Error") {
-          failures++
-          io.complain(`${where()}${end.message}`)
-        }
-        io.end()
-        break
-      }
-      lineNo++
-      const asksHelp = !options.hmp && !state.transaction ? HELP.exec(next.line) : null
-      if (asksHelp) {
-        yield* help(asksHelp[1])
-        continue
-      }
-      const [step, nextState] = options.hmp ? [Parse.hmp(next.line), state] : Parse.step(state, next.line)
-      state = nextState
-      if (step._tag === "Error") {
-        failures++
-        if (interactive) io.print(`${" ".repeat(prompt.length + step.column - 1)}^`)
-        io.complain(`${where(step.column)}${step.message}`)
-      } else if (step._tag === "Command") {
-        yield* send(step.command)
-      }
-      if (quitSent) {
-        // QEMU closes the connection after `quit`: wait for that rather than reading on.
-        yield* Effect.raceFirst(backend.closed, Effect.sleep("5 seconds"))
-        break
-      }
+    const session: Session = {
+      backend,
+      options,
+      io,
+      log,
+      json,
+      helpCatalog,
+      parse: Parse.initial,
+      failures: 0,
+      lineNo: 0,
+      quitSent: false
     }
+    yield* readLines(session)
     // Events that arrived with the last reply are still on their way to the printer.
     yield* Effect.sleep("20 millis")
     yield* Fiber.interrupt(printer)
-    return failures > 0 ? EXIT_COMMAND_FAILED : EXIT_OK
+    return session.failures > 0 ? EXIT_COMMAND_FAILED : EXIT_OK
   })
