@@ -28,6 +28,8 @@
  * @since 0.1.0
  */
 import { Duration, Schema } from "effect"
+import { TaggedError } from "./internal/taggedError.js"
+
 
 /**
  * @since 0.1.0
@@ -60,7 +62,7 @@ export type LaunchFailureReason =
  * @since 0.1.0
  * @category errors
  */
-export class LaunchFailure extends Schema.TaggedError<LaunchFailure>("effect-qemu/LaunchFailure")("LaunchFailure", {
+export class LaunchFailure extends TaggedError<LaunchFailure>("effect-qemu/LaunchFailure")("LaunchFailure", {
   reason: Schema.Literal("InvalidConfig", "SpawnFailed", "ExitedEarly", "Timeout", "QmpFailed"),
   /** The exit code, when QEMU exited by itself. */
   exitCode: Schema.UndefinedOr(Schema.Number),
@@ -116,7 +118,7 @@ const ShutdownStep = Schema.Struct({
  * @since 0.1.0
  * @category errors
  */
-export class AbnormalShutdown extends Schema.TaggedError<AbnormalShutdown>("effect-qemu/AbnormalShutdown")("AbnormalShutdown", {
+export class AbnormalShutdown extends TaggedError<AbnormalShutdown>("effect-qemu/AbnormalShutdown")("AbnormalShutdown", {
   cause: Schema.Defect,
   steps: Schema.Array(ShutdownStep)
 }) {
@@ -136,7 +138,7 @@ export class AbnormalShutdown extends Schema.TaggedError<AbnormalShutdown>("effe
  * @since 0.1.0
  * @category errors
  */
-export class QmpCommandError extends Schema.TaggedError<QmpCommandError>("effect-qemu/QmpCommandError")("QmpCommandError", {
+export class QmpCommandError extends TaggedError<QmpCommandError>("effect-qemu/QmpCommandError")("QmpCommandError", {
   /** The command name that was sent. */
   command: Schema.String,
   /** The QMP error class, e.g. `GenericError`, `CommandNotFound`. */
@@ -175,7 +177,7 @@ export type QmpConnectionErrorReason =
  * @category errors
  */
 export class QmpConnectionError
-  extends Schema.TaggedError<QmpConnectionError>("effect-qemu/QmpConnectionError")("QmpConnectionError", {
+  extends TaggedError<QmpConnectionError>("effect-qemu/QmpConnectionError")("QmpConnectionError", {
     reason: Schema.Literal("Refused", "Eof", "SocketError", "Closed", "ProtocolError", "Unsupported"),
     cause: Schema.optional(Schema.Defect),
     detail: Schema.optional(Schema.String)
@@ -199,7 +201,7 @@ export class QmpConnectionError
  * @category errors
  */
 export class QmpProtocolError
-  extends Schema.TaggedError<QmpProtocolError>("effect-qemu/QmpProtocolError")("QmpProtocolError", {
+  extends TaggedError<QmpProtocolError>("effect-qemu/QmpProtocolError")("QmpProtocolError", {
     message: Schema.String,
     /** The offending bytes, truncated to a few hundred characters. */
     raw: Schema.String,
@@ -220,7 +222,7 @@ export class QmpProtocolError
  * @since 0.1.0
  * @category errors
  */
-export class QmpTimeoutError extends Schema.TaggedError<QmpTimeoutError>("effect-qemu/QmpTimeoutError")("QmpTimeoutError", {
+export class QmpTimeoutError extends TaggedError<QmpTimeoutError>("effect-qemu/QmpTimeoutError")("QmpTimeoutError", {
   /** What timed out, e.g. `execute query-status` or `eventWait SHUTDOWN`. */
   operation: Schema.String,
   timeout: Schema.Duration
@@ -241,7 +243,7 @@ export class QmpTimeoutError extends Schema.TaggedError<QmpTimeoutError>("effect
  * @since 0.1.0
  * @category errors
  */
-export class MachineError extends Schema.TaggedError<MachineError>("effect-qemu/MachineError")("MachineError", {
+export class MachineError extends TaggedError<MachineError>("effect-qemu/MachineError")("MachineError", {
   message: Schema.String,
   cause: Schema.optional(Schema.Defect)
 }) {
@@ -257,7 +259,7 @@ export class MachineError extends Schema.TaggedError<MachineError>("effect-qemu/
  * @category errors
  */
 export class QmpArgumentError
-  extends Schema.TaggedError<QmpArgumentError>("effect-qemu/QmpArgumentError")("QmpArgumentError", {
+  extends TaggedError<QmpArgumentError>("effect-qemu/QmpArgumentError")("QmpArgumentError", {
     /** The command whose arguments were checked. */
     command: Schema.String,
     /** Where the bad member is, e.g. `arguments.file.filename` (`arguments` for the whole object). */
@@ -277,7 +279,7 @@ export class QmpArgumentError
  * @category errors
  */
 export class GuestAgentError
-  extends Schema.TaggedError<GuestAgentError>("effect-qemu/GuestAgentError")("GuestAgentError", {
+  extends TaggedError<GuestAgentError>("effect-qemu/GuestAgentError")("GuestAgentError", {
     /** The agent command that was sent. */
     command: Schema.String,
     /** The QAPI error class, e.g. `GenericError`, `CommandNotFound`. */
@@ -302,7 +304,7 @@ export class GuestAgentError
  * @since 0.2.0
  * @category errors
  */
-export class VmLost extends Schema.TaggedError<VmLost>("effect-qemu/VmLost")("VmLost", {
+export class VmLost extends TaggedError<VmLost>("effect-qemu/VmLost")("VmLost", {
   /** The VM's entity id. */
   id: Schema.String,
   /** The runner it lived on (its address), when known. */
@@ -337,7 +339,7 @@ export type SnapshotErrorReason = "NotMigratable" | "VersionMismatch" | "Corrupt
  * @since 0.3.0
  * @category errors
  */
-export class SnapshotError extends Schema.TaggedError<SnapshotError>("effect-qemu/SnapshotError")("SnapshotError", {
+export class SnapshotError extends TaggedError<SnapshotError>("effect-qemu/SnapshotError")("SnapshotError", {
   reason: Schema.Literal("NotMigratable", "VersionMismatch", "Corrupt", "WritableDisk", "Io"),
   message: Schema.String,
   cause: Schema.optional(Schema.Defect)
@@ -355,7 +357,7 @@ export class SnapshotError extends Schema.TaggedError<SnapshotError>("effect-qem
  * @since 0.3.0
  * @category errors
  */
-export class ImageError extends Schema.TaggedError<ImageError>("effect-qemu/ImageError")("ImageError", {
+export class ImageError extends TaggedError<ImageError>("effect-qemu/ImageError")("ImageError", {
   /** What was asked, e.g. `info`, `create`, `snapshots.apply`. */
   operation: Schema.String,
   /** `qemu-img`'s exit code; undefined when it did not run (bad input refused before, or spawn failure). */
@@ -386,7 +388,7 @@ export class ImageError extends Schema.TaggedError<ImageError>("effect-qemu/Imag
  * @since 0.3.0
  * @category errors
  */
-export class PolicyDenied extends Schema.TaggedError<PolicyDenied>("effect-qemu/PolicyDenied")("PolicyDenied", {
+export class PolicyDenied extends TaggedError<PolicyDenied>("effect-qemu/PolicyDenied")("PolicyDenied", {
   /** The VM's entity id. */
   id: Schema.String,
   what: Schema.Literal("binary", "wrapper", "path", "argument", "command"),

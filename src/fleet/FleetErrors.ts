@@ -36,6 +36,7 @@ import {
   QmpTimeoutError,
   VmLost
 } from "../Errors.js"
+import { TaggedError } from "../internal/taggedError.js"
 
 export {
   /**
@@ -99,7 +100,7 @@ export {
  * @since 0.2.0
  * @category errors
  */
-export class VmNotFound extends Schema.TaggedError<VmNotFound>("effect-qemu/fleet/VmNotFound")("VmNotFound", {
+export class VmNotFound extends TaggedError<VmNotFound>("effect-qemu/fleet/VmNotFound")("VmNotFound", {
   id: Schema.String
 }) {
   /** @since 0.2.0 */
@@ -115,7 +116,7 @@ export class VmNotFound extends Schema.TaggedError<VmNotFound>("effect-qemu/flee
  * @category errors
  */
 export class VmAlreadyLaunched
-  extends Schema.TaggedError<VmAlreadyLaunched>("effect-qemu/fleet/VmAlreadyLaunched")("VmAlreadyLaunched", {
+  extends TaggedError<VmAlreadyLaunched>("effect-qemu/fleet/VmAlreadyLaunched")("VmAlreadyLaunched", {
     id: Schema.String,
     runner: Schema.String
   })
@@ -132,7 +133,7 @@ export class VmAlreadyLaunched
  * @since 0.2.0
  * @category errors
  */
-export class InvalidSpec extends Schema.TaggedError<InvalidSpec>("effect-qemu/fleet/InvalidSpec")("InvalidSpec", {
+export class InvalidSpec extends TaggedError<InvalidSpec>("effect-qemu/fleet/InvalidSpec")("InvalidSpec", {
   message: Schema.String
 }) {}
 
