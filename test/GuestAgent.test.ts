@@ -4,7 +4,7 @@
  * guest never runs an agent.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Either, Exit, Fiber } from "effect"
+import { Deferred, Duration, Effect, Either, Exit, Fiber } from "effect"
 import * as net from "node:net"
 import * as path from "node:path"
 import * as GuestAgent from "../src/GuestAgent.js"
@@ -73,6 +73,18 @@ const answerSync = (request: Request, reply: (line: string | Buffer) => void): b
 }
 
 const ok = (request: Request, value: unknown = {}) => JSON.stringify({ return: value, id: request.id }) + "\n"
+
+const b64 = (bytes: Uint8Array | string) => Buffer.from(bytes).toString("base64")
+
+/**
+ * Waits for a condition the fake agent's side makes true, polling; a generous
+ * deadline fails the test with `what` instead of hanging (no fixed sleep: the
+ * passing case waits only as long as it takes).
+ */
+const eventually = (what: string, condition: () => boolean, deadline: Duration.DurationInput = "10 seconds") =>
+  Effect.gen(function*() {
+    while (!condition()) yield* Effect.sleep("5 millis")
+  }).pipe(Effect.timeoutFail({ duration: deadline, onTimeout: () => new Error(`timed out waiting until ${what}`) }))
 
 describe("GuestAgent protocol", () => {
   it.scopedLive("connect syncs past stale replies and a partial line left on the channel", () =>
@@ -175,9 +187,12 @@ describe("GuestAgent protocol", () => {
 
   it.scopedLive("an agent error becomes GuestAgentError with its class; untyped commands pass through", () =>
     Effect.gen(function*() {
-      const { address } = yield* fakeAgent((request, reply) => {
+      const { address, seen } = yield* fakeAgent((request, reply) => {
         if (answerSync(request, reply)) return
         if (request.execute === "guest-custom") return reply(ok(request, { echoed: request.arguments }))
+        if (request.execute === "guest-exec" || request.execute === "guest-ping") {
+          return reply(JSON.stringify({ id: request.id, error: { class: "GenericError", desc: `bad arguments ${JSON.stringify(request.arguments)}` } }) + "\n")
+        }
         reply(JSON.stringify({ id: request.id, error: { class: "CommandNotFound", desc: `The command ${request.execute} has not been found` } }) + "\n")
       })
       const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
@@ -187,7 +202,11 @@ describe("GuestAgent protocol", () => {
       const wrongArgs = () => agent.execute("guest-exec", {})
       // @ts-expect-error guest-ping takes no arguments
       const extraArgs = () => agent.execute("guest-ping", { x: 1 })
-      expect([typeof wrongArgs, typeof extraArgs]).toEqual(["function", "function"])
+      // At run time nothing is checked here: such a call goes out as written and the agent judges it.
+      expect(yield* Effect.flip(wrongArgs())).toMatchObject({ _tag: "GuestAgentError", command: "guest-exec", desc: "bad arguments {}" })
+      expect(yield* Effect.flip(extraArgs())).toMatchObject({ _tag: "GuestAgentError", command: "guest-ping", desc: "bad arguments {\"x\":1}" })
+      expect(seen.filter((r) => r.execute === "guest-exec" || r.execute === "guest-ping").map((r) => [r.execute, r.arguments]))
+        .toEqual([["guest-exec", {}], ["guest-ping", { x: 1 }]])
       const error = yield* Effect.flip(agent.execute("guest-nope"))
       expect(error).toMatchObject({ _tag: "GuestAgentError", command: "guest-nope", errorClass: "CommandNotFound" })
     }))
@@ -222,7 +241,8 @@ describe("GuestAgent protocol", () => {
       })
       const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
       const slow = yield* Effect.fork(agent.execute("guest-get-host-name"))
-      yield* Effect.sleep("50 millis")
+      // Interrupted only once the agent holds the request, so its reply does come late.
+      yield* eventually("the agent holds the first guest-get-host-name", () => late.length === 1)
       yield* Fiber.interrupt(slow)
       const fresh = yield* agent.execute("guest-get-host-name", undefined, { timeout: "5 seconds" })
       expect(fresh).toEqual({ "host-name": "fresh" })
@@ -305,6 +325,75 @@ describe("GuestAgent protocol", () => {
       expect(seen.filter((r) => r.execute === "guest-file-close").map((r) => r.arguments)).toEqual([{ handle: 1000 }, { handle: 1000 }])
     }))
 
+  it.scopedLive("exec sends its input in base64, polls until the program exited, and decodes its output to bytes", () =>
+    Effect.gen(function*() {
+      const stdout = Uint8Array.of(0x68, 0x69, 0x0a, 0x00, 0xff, 0xfe, 0x80)
+      let polls = 0
+      const { address, seen } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (request.execute === "guest-exec") return reply(ok(request, { pid: 4242 }))
+        if (request.execute === "guest-exec-status") {
+          return reply(ok(request, polls++ === 0
+            ? { exited: false }
+            : { exited: true, exitcode: 3, "out-data": b64(stdout), "err-data": b64("héllo\n"), "out-truncated": false }))
+        }
+        reply(ok(request))
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      const result = yield* agent.exec("/bin/tool", { args: ["-x"], input: Uint8Array.of(0, 1, 0xff) })
+      expect(result.pid).toBe(4242)
+      expect(result.exitCode).toBe(3)
+      expect(Buffer.from(result.stdout)).toEqual(Buffer.from(stdout))
+      expect(Buffer.from(result.stderr).toString("utf8")).toBe("héllo\n")
+      expect(result.truncated).toBe(false)
+      const exec = seen.find((r) => r.execute === "guest-exec")!
+      expect(exec.arguments).toEqual({ path: "/bin/tool", arg: ["-x"], "input-data": b64(Uint8Array.of(0, 1, 0xff)), "capture-output": true })
+      expect(seen.filter((r) => r.execute === "guest-exec-status").map((r) => r.arguments)).toEqual([{ pid: 4242 }, { pid: 4242 }])
+    }))
+
+  it.scopedLive("exec of a program killed by a signal gives the negative signal number as its exit code", () =>
+    Effect.gen(function*() {
+      const { address } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (request.execute === "guest-exec") return reply(ok(request, { pid: 7 }))
+        if (request.execute === "guest-exec-status") return reply(ok(request, { exited: true, signal: 9, "err-truncated": true }))
+        reply(ok(request))
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      const result = yield* agent.exec("/bin/sleep", { args: ["100"] })
+      expect(result.exitCode).toBe(-9)
+      expect(result.stdout).toEqual(new Uint8Array(0))
+      expect(result.truncated).toBe(true)
+    }))
+
+  it.scopedLive("readFile decodes each chunk's buf-b64 and joins them; writeFile sends the bytes in base64 chunks", () =>
+    Effect.gen(function*() {
+      const content = Buffer.from([...Buffer.from("line one\n"), 0x00, 0xff, 0x80, ...Buffer.from("ünïcode")])
+      const chunks = [content.subarray(0, 6), content.subarray(6, 12), content.subarray(12)]
+      let reads = 0
+      const { address, seen } = yield* fakeAgent((request, reply) => {
+        if (answerSync(request, reply)) return
+        if (request.execute === "guest-file-open") return reply(ok(request, 1000))
+        if (request.execute === "guest-file-read") {
+          const chunk = chunks[reads++] ?? Buffer.alloc(0)
+          return reply(ok(request, { count: chunk.length, "buf-b64": b64(chunk), eof: reads >= chunks.length }))
+        }
+        if (request.execute === "guest-file-write") {
+          return reply(ok(request, { count: Buffer.from(String(request.arguments?.["buf-b64"]), "base64").length, eof: false }))
+        }
+        reply(ok(request))
+      })
+      const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
+      const read = yield* agent.readFile("/f", { chunkSize: 6 })
+      expect(Buffer.from(read)).toEqual(content)
+      expect(reads).toBe(3)
+      yield* agent.writeFile("/g", content, { chunkSize: 8 })
+      const written = seen.filter((r) => r.execute === "guest-file-write")
+        .map((r) => Buffer.from(String(r.arguments?.["buf-b64"]), "base64"))
+      expect(written.map((b) => b.length)).toEqual([8, 8, 5])
+      expect(Buffer.concat(written)).toEqual(content)
+    }))
+
   it.scopedLive("interrupting connect while it waits for the sync closes the socket", () =>
     Effect.gen(function*() {
       let closed = false
@@ -313,10 +402,12 @@ describe("GuestAgent protocol", () => {
         (socket) => socket.on("close", () => (closed = true))
       )
       const connecting = yield* Effect.fork(Effect.scoped(GuestAgent.connect({ address, timeout: "30 seconds" })))
-      while (seen.length === 0) yield* Effect.sleep("10 millis")
-      yield* Fiber.interrupt(connecting)
-      while (!closed) yield* Effect.sleep("10 millis")
-      expect(closed).toBe(true)
+      yield* eventually("the agent sees the first sync", () => seen.length > 0)
+      expect(seen.map((r) => r.execute)).toEqual(["guest-sync-delimited"])
+      const exit = yield* Fiber.interrupt(connecting)
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      // Well before connect's own 30 s deadline: the interruption closed the socket.
+      yield* eventually("the agent's end of the socket closes", () => closed, "5 seconds")
     }))
 
   it.scopedLive("a connect that fails releases its socket at once, though the caller's scope lives on", () =>
@@ -334,7 +425,7 @@ describe("GuestAgent protocol", () => {
       )
       const failed = yield* Effect.flip(GuestAgent.connect({ address, timeout: "300 millis" }))
       expect(failed._tag).toBe("QmpTimeoutError")
-      while (open > 0) yield* Effect.sleep("10 millis")
+      yield* eventually("the failed connect's socket closes", () => open === 0, "5 seconds")
       answer = true
       const agent = yield* GuestAgent.connect({ address, timeout: "10 seconds" })
       expect(yield* agent.isConnected).toBe(true)
