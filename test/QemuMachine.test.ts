@@ -237,14 +237,31 @@ describe("QemuMachine fd passing", () => {
       expect(again._tag).toBe("QmpCommandError")
     }))
 
-  it.scopedLive("sendFdScm(fd) hands QEMU one of our open descriptors", () =>
+  it.scopedLive("sendFdScm(fd) hands QEMU one of our open descriptors: its process holds our file until closefd", () =>
     Effect.gen(function*() {
       const { vm } = yield* launchNone()
       const dir = yield* tempDir
+      const file = path.join(dir, "scm.img")
       const fd = yield* openTempFile(dir, "scm.img")
+      const pid = Option.getOrThrow(yield* vm.pid)
+      // QEMU's descriptors that refer to our file, as its /proc/PID/fd links show them.
+      const target = fs.realpathSync(file)
+      const held = () =>
+        fs.readdirSync(`/proc/${pid}/fd`).filter((n) => {
+          try {
+            return fs.readlinkSync(`/proc/${pid}/fd/${n}`) === target
+          } catch {
+            return false // closed while we looked
+          }
+        }).length
+      expect(held()).toBe(0)
       yield* vm.sendFdScm(fd)
       yield* vm.command("getfd", { fdname: "fd2" })
+      expect(held()).toBe(1)
       yield* vm.command("closefd", { fdname: "fd2" })
+      expect(held()).toBe(0)
+      // The descriptor QEMU got was a copy: ours is still open.
+      expect(fs.fstatSync(fd).isFile()).toBe(true)
     }))
 
   it.scopedLive("getfd without a descriptor sent first fails with QmpCommandError", () =>
