@@ -169,9 +169,14 @@ export type QmpConnectionErrorReason =
   | "ProtocolError"
   | "Unsupported"
 
+const channelNames = { qmp: "QMP", console: "console", agent: "guest agent" } as const
+
 /**
- * The QMP socket could not be opened, or it closed (EOF, socket error, or
- * `close` called) while something was waiting on it.
+ * A socket could not be opened, or it closed (EOF, socket error, or `close`
+ * called) while something was waiting on it: QMP's, or (see `channel`) the
+ * serial console's or the guest agent's. The message names it:
+ * `QMP connection Eof: …`, `console connection Eof: …`,
+ * `guest agent connection Closed: …`.
  *
  * @since 0.1.0
  * @category errors
@@ -180,7 +185,15 @@ export class QmpConnectionError
   extends TaggedError<QmpConnectionError>("effect-qemu/QmpConnectionError")("QmpConnectionError", {
     reason: Schema.Literal("Refused", "Eof", "SocketError", "Closed", "ProtocolError", "Unsupported"),
     cause: Schema.optional(Schema.Defect),
-    detail: Schema.optional(Schema.String)
+    detail: Schema.optional(Schema.String),
+    /**
+     * Which socket failed: `"console"` the serial console, `"agent"` the guest
+     * agent's chardev, `"qmp"` (or absent: `QmpClient` and the machine's QMP
+     * monitor leave it out) QMP.
+     *
+     * @since 0.3.0
+     */
+    channel: Schema.optional(Schema.Literal("qmp", "console", "agent"))
   })
 {
   /** @since 0.1.0 */
@@ -189,7 +202,7 @@ export class QmpConnectionError
   /** @since 0.1.0 */
   override get message(): string {
     const detail = this.detail ?? describeCause(this.cause)
-    return `QMP connection ${this.reason}${detail ? `: ${detail}` : ""}`
+    return `${channelNames[this.channel ?? "qmp"]} connection ${this.reason}${detail ? `: ${detail}` : ""}`
   }
 }
 
@@ -217,15 +230,29 @@ export class QmpProtocolError
 }
 
 /**
- * A deadline passed: connect, greeting, command, event wait, console expect.
+ * A deadline passed: connect, greeting, command, event wait, console expect,
+ * a guest agent call, the shutdown ladder waiting for QEMU to exit. The
+ * message is `OPERATION timed out after DURATION`, and the operation names
+ * the channel when it is not QMP (`console expect login:`,
+ * `guest agent guest-ping`).
  *
  * @since 0.1.0
  * @category errors
  */
 export class QmpTimeoutError extends TaggedError<QmpTimeoutError>("effect-qemu/QmpTimeoutError")("QmpTimeoutError", {
-  /** What timed out, e.g. `execute query-status` or `eventWait SHUTDOWN`. */
+  /** What timed out, e.g. `QMP command 'query-status'`, `console expect login:` or `guest agent sync`. */
   operation: Schema.String,
-  timeout: Schema.Duration
+  timeout: Schema.Duration,
+  /**
+   * What was waited on: `"console"` the serial console, `"agent"` the guest
+   * agent, `"process"` the QEMU process itself (the shutdown ladder waiting
+   * for it to exit), `"qmp"` QMP. Absent: QMP (`QmpClient` and the machine's
+   * QMP monitor leave it out) or a wait of the machine as a whole
+   * (`waitForPort`, a migration).
+   *
+   * @since 0.3.0
+   */
+  channel: Schema.optional(Schema.Literal("qmp", "console", "agent", "process"))
 }) {
   /** @since 0.1.0 */
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId

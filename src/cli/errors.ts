@@ -74,6 +74,7 @@ interface Tagged {
   readonly output?: string
   readonly command?: ReadonlyArray<string>
   readonly raw?: string
+  readonly channel?: string
 }
 
 const isTagged = (u: unknown): u is Tagged =>
@@ -123,14 +124,16 @@ const describeLibrary = (error: Tagged): string => {
     }
     case "QmpConnectionError": {
       const detail = plainErrno(firstLine(error.detail ?? causeText(error.cause)))
+      const peer = error.channel === "agent" ? "the guest agent" : error.channel === "console" ? "the console" : "QEMU"
       switch (error.reason) {
         case "Eof":
-          return `QEMU closed the connection${detail ? `: ${detail}` : ""}`
+          return `QEMU closed ${peer === "QEMU" ? "the connection" : `${peer}'s socket`}${detail ? `: ${detail}` : ""}`
         case "SocketError":
-          return `the connection to QEMU failed${detail ? `: ${detail}` : ""}`
+          return `the connection to ${peer} failed${detail ? `: ${detail}` : ""}`
         case "Closed":
-          return `the connection to QEMU was closed${detail ? `: ${detail}` : ""}`
+          return `the connection to ${peer} was closed${detail ? `: ${detail}` : ""}`
         case "ProtocolError":
+          if (peer !== "QEMU") return `${peer}: ${escape(detail || firstLine(error.message))}`
           return `QEMU's greeting was not understood${detail ? `: ${escape(detail)}` : ""}`
         default:
           return detail || firstLine(error.message)

@@ -86,12 +86,12 @@ export const fromSocketWithLog = (
         fanOut.end()
         wake()
       },
-      eof: (detail) => new QmpConnectionError({ reason: "Eof", detail: `console: ${detail}` }),
-      error: (err) => new QmpConnectionError({ reason: "SocketError", cause: err }),
-      crashed: (err) => new QmpConnectionError({ reason: "SocketError", cause: err })
+      eof: (detail) => new QmpConnectionError({ reason: "Eof", detail, channel: "console" }),
+      error: (err) => new QmpConnectionError({ reason: "SocketError", cause: err, channel: "console" }),
+      crashed: (err) => new QmpConnectionError({ reason: "SocketError", cause: err, channel: "console" })
     })
     const close = Effect.sync(() =>
-      session.end(() => new QmpConnectionError({ reason: "Closed", detail: "console closed by the client" }))
+      session.end(() => new QmpConnectionError({ reason: "Closed", detail: "closed by the client", channel: "console" }))
     )
     yield* Effect.addFinalizer(() => close)
 
@@ -112,7 +112,7 @@ export const fromSocketWithLog = (
       })
       return Effect.timeoutFail(attempt, {
         duration: timeout,
-        onTimeout: () => new QmpTimeoutError({ operation: `console expect ${String(pattern)}`, timeout })
+        onTimeout: () => new QmpTimeoutError({ operation: `console expect ${String(pattern)}`, timeout, channel: "console" })
       })
     }
 
@@ -122,7 +122,11 @@ export const fromSocketWithLog = (
         if (cause) return Effect.fail(cause)
         return Effect.async<void, QmpConnectionError>((resume) => {
           socket.write(data, (err) =>
-            resume(err ? Effect.fail(new QmpConnectionError({ reason: "SocketError", cause: err })) : Effect.void))
+            resume(
+              err
+                ? Effect.fail(new QmpConnectionError({ reason: "SocketError", cause: err, channel: "console" }))
+                : Effect.void
+            ))
         })
       })
 
@@ -155,7 +159,7 @@ export const connectSocket = (
   options: Api.Options = {}
 ): Effect.Effect<net.Socket, QmpConnectionError, Scope.Scope> => {
   const deadline = Duration.decode(options.connectTimeout ?? Duration.seconds(10))
-  return Net.connect(path).pipe(
+  return Net.connect(path, "console").pipe(
     Effect.retry({
       schedule: Schedule.spaced("10 millis").pipe(Schedule.upTo(deadline)),
       while: (e) => e.detail === undefined || !e.detail.includes("AF_UNIX limit")

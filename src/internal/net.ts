@@ -35,8 +35,12 @@ export interface Listener {
   readonly close: Effect.Effect<void>
 }
 
-const connectionError = (reason: QmpConnectionError["reason"], cause: unknown, detail?: string) =>
-  new QmpConnectionError({ reason, cause, ...(detail ? { detail } : {}) })
+const connectionError = (
+  reason: QmpConnectionError["reason"],
+  cause: unknown,
+  detail?: string,
+  channel?: QmpConnectionError["channel"]
+) => new QmpConnectionError({ reason, cause, ...(detail ? { detail } : {}), ...(channel ? { channel } : {}) })
 
 /** Destroys a socket when the scope closes (idempotent: destroy twice is harmless). */
 export const adopt = (socket: net.Socket): Effect.Effect<net.Socket, never, Scope.Scope> =>
@@ -134,10 +138,14 @@ export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionE
     return { address: resolved, accept, close: closeServer(server) }
   })
 
-export const connect = (address: Address): Effect.Effect<net.Socket, QmpConnectionError, Scope.Scope> => {
+/** `channel`: what the socket is for, named in the errors (absent: QMP). */
+export const connect = (
+  address: Address,
+  channel?: QmpConnectionError["channel"]
+): Effect.Effect<net.Socket, QmpConnectionError, Scope.Scope> => {
   if (typeof address === "string") {
     const tooLong = checkUnixPath(address)
-    if (tooLong) return Effect.fail(connectionError("Refused", undefined, tooLong))
+    if (tooLong) return Effect.fail(connectionError("Refused", undefined, tooLong, channel))
   }
   return Effect.acquireRelease(
     Effect.async<net.Socket, QmpConnectionError>((resume) => {
@@ -146,7 +154,8 @@ export const connect = (address: Address): Effect.Effect<net.Socket, QmpConnecti
         : net.createConnection({ host: address.host, port: address.port, noDelay: true })
       const onError = (err: Error) => {
         socket.destroy()
-        resume(Effect.fail(connectionError("Refused", err, `cannot connect to ${formatAddress(address)}: ${err.message}`)))
+        const detail = `cannot connect to ${formatAddress(address)}: ${err.message}`
+        resume(Effect.fail(connectionError("Refused", err, detail, channel)))
       }
       socket.once("error", onError)
       socket.once("connect", () => {

@@ -51,6 +51,10 @@ const Reply = Schema.Struct({
 type Reply = Schema.Schema.Type<typeof Reply>
 const decodeReply = Schema.decodeUnknownEither(Reply)
 
+/** A deadline on this channel passed: `operation` is what the agent was asked (`sync`, a command name). */
+const timedOut = (operation: string, timeout: Duration.Duration) =>
+  new QmpTimeoutError({ operation: `guest agent ${operation}`, timeout, channel: "agent" })
+
 const truncate = (s: string) => s.length > 256 ? `${s.slice(0, 256)}…` : s
 
 const parse = (line: string): Either.Either<Reply, QmpProtocolError> => {
@@ -192,7 +196,7 @@ const syncAttempts = (roundTrip: RoundTrip, state: Router["state"], wait: number
 const connectTransport = (options: Options, router: Router, timeout: Duration.Duration, address: string) =>
   Effect.gen(function*() {
     const socket = yield* Transport.connect(options.address).pipe(
-      Effect.timeoutFail({ duration: timeout, onTimeout: () => new QmpTimeoutError({ operation: `guest agent connect ${address}`, timeout }) })
+      Effect.timeoutFail({ duration: timeout, onTimeout: () => timedOut(`connect ${address}`, timeout) })
     )
     const transport = Transport.fromSocket(socket, options.maxMessageSize ?? DEFAULT_MAX_MESSAGE, {
       onLine: router.onLine,
@@ -201,7 +205,7 @@ const connectTransport = (options: Options, router: Router, timeout: Duration.Du
       onClose: router.onClose
     })
     yield* Effect.addFinalizer(() =>
-      Effect.sync(() => transport.close(new QmpConnectionError({ reason: "Closed", detail: "guest agent client closed" })))
+      Effect.sync(() => transport.close(new QmpConnectionError({ reason: "Closed", detail: "client closed", channel: "agent" })))
     )
     return transport
   })
@@ -221,7 +225,7 @@ const makeChannel = (
   const locked = <A, E>(command: string, callOptions: CallOptions | undefined, self: Effect.Effect<A, E>) => {
     const limit = callOptions?.timeout === undefined ? commandTimeout : Duration.decode(callOptions.timeout)
     return lock.withPermits(1)(Effect.zipRight(ensureSynced, self)).pipe(
-      Effect.timeoutFail({ duration: limit, onTimeout: () => new QmpTimeoutError({ operation: `guest agent ${command}`, timeout: limit }) }),
+      Effect.timeoutFail({ duration: limit, onTimeout: () => timedOut(command, limit) }),
       Effect.tapErrorTag("QmpTimeoutError", () =>
         Effect.sync(() => {
           state.synced = false
@@ -248,7 +252,7 @@ const makeChannel = (
       locked(command, callOptions, Effect.scoped(Effect.flatMap(watch, (done) => noReply(command, args, done)))),
     sync: (limit) =>
       lock.withPermits(1)(syncAttempts(roundTrip, state, 200)).pipe(
-        Effect.timeoutFail({ duration: limit, onTimeout: () => new QmpTimeoutError({ operation: `guest agent sync ${address}`, timeout: limit }) })
+        Effect.timeoutFail({ duration: limit, onTimeout: () => timedOut(`sync ${address}`, limit) })
       ),
     transport,
     commandTimeout
@@ -261,7 +265,7 @@ export const open = (options: Options) =>
     const timeout = Duration.decode(options.timeout ?? DEFAULT_CONNECT_TIMEOUT)
     if (typeof options.address === "string") {
       const tooLong = Net.checkUnixPath(options.address)
-      if (tooLong) return yield* Effect.fail(new QmpConnectionError({ reason: "Refused", detail: tooLong }))
+      if (tooLong) return yield* Effect.fail(new QmpConnectionError({ reason: "Refused", detail: tooLong, channel: "agent" }))
     }
     const address = Net.formatAddress(options.address)
     const runtime = yield* Effect.runtime<never>()

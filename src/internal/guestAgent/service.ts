@@ -62,7 +62,10 @@ const makeExec = (channel: Client.Channel, call: Call): Api.GuestAgent.Service["
     }
   }).pipe(
     // The process keeps running in the guest: a timeout only stops waiting for it.
-    Effect.timeoutFail({ duration: timeout, onTimeout: () => new QmpTimeoutError({ operation: `guest agent exec ${path}`, timeout }) }),
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () => new QmpTimeoutError({ operation: `guest agent exec ${path}`, timeout, channel: "agent" })
+    }),
     Effect.withSpan("GuestAgent.exec", { attributes: { path } })
   )
 }

@@ -54,9 +54,9 @@ export const fromSocket = (socket: net.Socket, maxLineBytes: number, handlers: H
   const session = Session.make<QmpConnectionError>(socket, {
     onData: makeFramer(maxLineBytes, handlers),
     onClose: handlers.onClose,
-    eof: (detail) => new QmpConnectionError({ reason: "Eof", detail: `guest agent: ${detail}` }),
-    error: (err) => new QmpConnectionError({ reason: "SocketError", cause: err }),
-    crashed: (e) => new QmpConnectionError({ reason: "ProtocolError", cause: e, detail: "guest agent reader failed" })
+    eof: (detail) => new QmpConnectionError({ reason: "Eof", detail, channel: "agent" }),
+    error: (err) => new QmpConnectionError({ reason: "SocketError", cause: err, channel: "agent" }),
+    crashed: (e) => new QmpConnectionError({ reason: "ProtocolError", cause: e, detail: "the reader failed", channel: "agent" })
   })
 
   // Unlike QMP's, these writes wait for the flush: a file chunk is a megabyte or more of base64,
@@ -68,7 +68,7 @@ export const fromSocket = (socket: net.Socket, maxLineBytes: number, handlers: H
       return Effect.async<void, QmpConnectionError>((resume) => {
         session.socket.write(data, (err) => {
           if (!err) return resume(Effect.void)
-          session.end(() => new QmpConnectionError({ reason: "SocketError", cause: err }))
+          session.end(() => new QmpConnectionError({ reason: "SocketError", cause: err, channel: "agent" }))
           resume(Effect.fail(session.cause()!))
         })
       })
@@ -82,7 +82,7 @@ export const fromSocket = (socket: net.Socket, maxLineBytes: number, handlers: H
  * (the caller bounds the wait). The socket belongs to the caller's scope.
  */
 export const connect = (address: Net.Address): Effect.Effect<net.Socket, QmpConnectionError, Scope.Scope> =>
-  Net.connect(address).pipe(
+  Net.connect(address, "agent").pipe(
     Effect.retry({
       schedule: Schedule.exponential(Duration.millis(10), 2).pipe(Schedule.union(Schedule.spaced("250 millis"))),
       while: (e) => e.reason === "Refused"

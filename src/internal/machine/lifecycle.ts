@@ -83,7 +83,7 @@ const soft = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) 
   }).pipe(
     Effect.timeoutFail({
       duration: timeout,
-      onTimeout: () => new QmpTimeoutError({ operation: "graceful shutdown", timeout })
+      onTimeout: () => new QmpTimeoutError({ operation: "graceful shutdown", timeout, channel: "process" })
     })
   )
 
@@ -94,7 +94,11 @@ const hard = (deps: Deps) =>
     yield* deps.process.exited.pipe(
       Effect.timeoutFail({
         duration: KILL_WAIT,
-        onTimeout: () => new QmpTimeoutError({ operation: "waiting for QEMU to die after SIGKILL", timeout: KILL_WAIT })
+        onTimeout: () => new QmpTimeoutError({
+          operation: "waiting for QEMU to die after SIGKILL",
+          timeout: KILL_WAIT,
+          channel: "process"
+        })
       }),
       Effect.orDie
     )
