@@ -788,8 +788,29 @@ export interface Template {
 export interface TemplateOptions<E, R> {
   /** Runs on the template machine before it is saved (boot it, log in, warm caches). */
   readonly prepare?: ((vm: Machine) => Effect.Effect<unknown, E, R>) | undefined
-  /** Keep the template here and reuse it when its config and QEMU version match (across processes). */
+  /**
+   * Keep the template here and reuse it when its config and QEMU version match (across processes).
+   * Each call that saves or reuses a template here also prunes the directory (see `cacheMaxAge`,
+   * `cacheMaxEntries`). An entry is never removed while a process holds it (from `template` until
+   * its scope and last clone end; a `.holder-*` file naming host and pid, ignored once that process
+   * is gone) or within 10 minutes of its last use (the mtime of its `.used` file, set when it is
+   * saved, reused or cloned). Entries of another QEMU version or manifest format, or of another
+   * guest build (`Guest.template`), go after 7 days unused (or `cacheMaxAge` if shorter); damaged
+   * entries and saves a crashed process left half-written, after 10 minutes. Pruning renames an
+   * entry aside before deleting it, so processes sharing a cache can prune at once.
+   */
   readonly cacheDir?: string | undefined
+  /**
+   * With `cacheDir`: entries unused for longer are removed. Default: 30 days (`Duration.infinity`:
+   * never, by age).
+   */
+  readonly cacheMaxAge?: Duration.DurationInput | undefined
+  /**
+   * With `cacheDir`: at most this many entries are kept; beyond it the least recently used go first
+   * (those of another QEMU version or format before the rest). Default: 16 (`Infinity`: no limit).
+   * Held or recently used entries count but are never removed, so the cache may briefly hold more.
+   */
+  readonly cacheMaxEntries?: number | undefined
 }
 
 /**

@@ -33,6 +33,7 @@ import type * as ConsoleSocket from "../ConsoleSocket.js"
 import { MachineError } from "../Errors.js"
 import type { LaunchFailure, QmpArgumentError, QmpCommandError, QmpError, SnapshotError } from "../Errors.js"
 import * as GuestAgent from "../GuestAgent.js"
+import * as Cache from "../internal/snapshot/cache.js"
 import { setGuestClock } from "../internal/snapshot/restore.js"
 import * as QemuMachine from "../QemuMachine.js"
 import { packageRoot, userCacheDir } from "./internal/paths.js"
@@ -438,6 +439,8 @@ const makeGuest = (
     return { vm, console, files, bootTime, run, agentAddress, agent }
   })
 
+const GUEST_KEY = /^guest-[0-9a-f]{12}$/
+
 /** The kernel's and initramfs's size and mtime: a cached template of other files is never reused. */
 const filesKey = (files: Files): string => {
   const stamp = (file: string) => {
@@ -469,8 +472,15 @@ export interface Template {
  * @category models
  */
 export type TemplateOptions = LaunchOptions & {
-  /** Keep the template here and reuse it across processes (see `QemuMachine.template`). */
+  /**
+   * Keep the template here and reuse it across processes (see `QemuMachine.template`), in a
+   * folder per guest build; the folders of other builds are pruned as stale (7 days unused).
+   */
   readonly cacheDir?: string | undefined
+  /** With `cacheDir`: see `QemuMachine.TemplateOptions`. Default: 30 days. */
+  readonly cacheMaxAge?: Duration.DurationInput | undefined
+  /** With `cacheDir`: see `QemuMachine.TemplateOptions`. Default: 16. */
+  readonly cacheMaxEntries?: number | undefined
   /** Disks (`QemuMachine.addDisk`): the guest sees them as /dev/vda, /dev/vdb, ...; each clone writes to its own overlay. */
   readonly disks?: ReadonlyArray<QemuMachine.DiskOptions> | undefined
 }
@@ -495,9 +505,12 @@ export const template = (
     const files = yield* build()
     const bootTimeout = options.bootTimeout ?? Duration.seconds(90)
     const base = (options.disks ?? []).reduce((c, disk) => QemuMachine.addDisk(disk)(c), config(files, options))
+    const key = options.cacheDir === undefined ? undefined : filesKey(files)
     const tpl = yield* QemuMachine.template(base, {
       // A rebuilt guest keeps its file names: its templates are told apart by the files themselves.
-      cacheDir: options.cacheDir === undefined ? undefined : path.join(options.cacheDir, filesKey(files)),
+      cacheDir: options.cacheDir === undefined || key === undefined ? undefined : path.join(options.cacheDir, key),
+      cacheMaxAge: options.cacheMaxAge,
+      cacheMaxEntries: options.cacheMaxEntries,
       prepare: (vm) =>
         Effect.gen(function*() {
           const console = yield* vm.console
@@ -508,6 +521,18 @@ export const template = (
           if (options.guestAgent === true) yield* vm.guestAgent({ timeout: options.agentTimeout ?? Duration.seconds(60) })
         })
     })
+    if (options.cacheDir !== undefined && key !== undefined) {
+      // The templates of earlier guest builds are never reused: stale.
+      const pruned = Cache.pruneSiblings(options.cacheDir, GUEST_KEY, key, {
+        ...Cache.limits(options),
+        now: Cache.wallClock()
+      })
+      if (pruned.length > 0) {
+        yield* Effect.logDebug(`pruned ${pruned.map((p) => `${p.name} (${p.why})`).join(", ")}`).pipe(
+          Effect.annotateLogs("cacheDir", options.cacheDir)
+        )
+      }
+    }
     const clone = () =>
       Effect.gen(function*() {
         const started = yield* Clock.currentTimeMillis

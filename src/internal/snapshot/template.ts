@@ -5,9 +5,10 @@
  * maps that RAM file privately (share=off, copy-on-write), loads the device
  * state and runs. Disks declared with `addDisk` get a qcow2 overlay in the
  * template (frozen when it is saved) and one more per clone. The template's
- * files live as long as its scope and its last clone.
+ * files live as long as its scope and its last clone; with a `cacheDir`
+ * they stay for later processes, held while in use and pruned (`cache.ts`).
  */
-import { Effect, Exit, Scope } from "effect"
+import { Duration, Effect, Exit, Scope } from "effect"
 import * as cp from "node:child_process"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
@@ -17,6 +18,7 @@ import { SnapshotError } from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
 import { launch } from "../machine/launch.js"
 import * as Args from "./args.js"
+import * as Cache from "./cache.js"
 import * as Manifest from "./manifest.js"
 import * as Restore from "./restore.js"
 import * as Save from "./save.js"
@@ -83,6 +85,8 @@ const toIo = (e: { readonly message: string }) =>
 export interface TemplateOptions<E, R> {
   readonly prepare?: ((vm: Api.Machine) => Effect.Effect<unknown, E, R>) | undefined
   readonly cacheDir?: string | undefined
+  readonly cacheMaxAge?: Duration.DurationInput | undefined
+  readonly cacheMaxEntries?: number | undefined
 }
 
 /** Runs the template machine, prepares and saves it into `dir`, then shuts it down. */
@@ -137,7 +141,14 @@ export const template = <E = never, R = never>(
     let clones = 0
     let closed = false
     let owned: string | undefined
-    const releaseIfDone = Effect.suspend(() => (closed && clones === 0 && owned ? removeDir(owned) : Effect.void))
+    // This process's hold on a cached entry: pruning elsewhere leaves it alone until the last clone is done.
+    let holder: string | undefined
+    const releaseIfDone = Effect.suspend(() => {
+      if (!closed || clones > 0) return Effect.void
+      if (holder !== undefined) Cache.release(holder)
+      holder = undefined
+      return owned ? removeDir(owned) : Effect.void
+    })
     yield* Effect.addFinalizer(() => Effect.suspend(() => ((closed = true), releaseIfDone)))
 
     const snapshot = yield* Effect.gen(function*() {
@@ -157,8 +168,14 @@ export const template = <E = never, R = never>(
       const key = crypto.createHash("sha256").update(JSON.stringify(Manifest.encodeConfig(config))).update(version)
         .digest("hex").slice(0, 20)
       const dir = nodePath.join(cacheDir, `template-${key}`)
-      const cached = yield* Effect.option(Manifest.open(dir))
-      if (cached._tag === "Some") return cached.value
+      // Held before it is opened: a pruner that renames it aside meanwhile sees the holder and puts it back.
+      const held = yield* Effect.uninterruptible(Effect.sync(() => (holder = Cache.hold(dir))))
+      if (held !== undefined) {
+        const cached = yield* Effect.option(Manifest.open(dir))
+        if (cached._tag === "Some") return cached.value
+        Cache.release(held)
+        holder = undefined
+      }
       yield* Effect.try({
         try: () => fs.mkdirSync(cacheDir, { recursive: true, mode: 0o700 }),
         catch: Manifest.ioError(`cannot create ${cacheDir}`)
@@ -166,14 +183,53 @@ export const template = <E = never, R = never>(
       // Built beside, renamed into place: another process sees a whole template or none.
       return yield* Effect.scoped(Effect.gen(function*() {
         const building = yield* scopedDir(cacheDir, `.template-${key}-`)
+        // A live builder's directory is never taken for a crashed save's.
+        const mine = Cache.hold(building)
         yield* build(config, building, options.prepare)
-        yield* Effect.try({
-          try: () => fs.renameSync(building, dir),
-          catch: (e) => e
-        }).pipe(Effect.catchAll(() => Effect.void)) // another process won the race: use its template
+        Cache.touch(building, Cache.wallClock())
+        const renamed = () => {
+          try {
+            fs.renameSync(building, dir)
+            return true
+          } catch {
+            return false
+          }
+        }
+        yield* Effect.uninterruptible(Effect.gen(function*() {
+          if (renamed()) {
+            // Our holder moved in with it.
+            if (mine !== undefined) holder = nodePath.join(dir, nodePath.basename(mine))
+            return
+          }
+          // Another process won the race (use its template), unless what is there is broken and no one holds it.
+          if (Exit.isFailure(yield* Effect.exit(Manifest.open(dir)))) {
+            Cache.remove(cacheDir, nodePath.basename(dir), Cache.wallClock(), Duration.toMillis(Cache.GRACE))
+            if (renamed()) {
+              if (mine !== undefined) holder = nodePath.join(dir, nodePath.basename(mine))
+              return
+            }
+          }
+          holder = Cache.hold(dir)
+        }))
         return yield* Manifest.open(dir)
       }))
     })
+    if (options.cacheDir !== undefined) {
+      const cacheDir = options.cacheDir
+      const now = Cache.wallClock()
+      Cache.touch(snapshot.dir, now)
+      const pruned = Cache.prune(cacheDir, {
+        ...Cache.limits(options),
+        now,
+        keep: nodePath.basename(snapshot.dir),
+        qemuVersion: snapshot.manifest.qemuVersion
+      })
+      if (pruned.length > 0) {
+        yield* Effect.logDebug(`pruned ${pruned.map((p) => `${p.name} (${p.why})`).join(", ")}`).pipe(
+          Effect.annotateLogs("cacheDir", cacheDir)
+        )
+      }
+    }
     const { extra } = Manifest.internal(snapshot)
     const ram = nodePath.join(snapshot.dir, extra.memory?.file ?? RAM)
     const size = extra.memory?.size ?? Args.memorySize(config.args)
@@ -190,6 +246,7 @@ export const template = <E = never, R = never>(
     const clone = (cloneOptions: Api.RestoreOptions = {}) =>
       Effect.gen(function*() {
         yield* hold
+        if (holder !== undefined) Cache.touch(snapshot.dir, Cache.wallClock())
         const disks: Array<Api.Disk> = []
         const own = (config.disks ?? []).some((d) => !d.readOnly)
           ? yield* scopedDir(config.baseTempDir, "qemu-clone-")
