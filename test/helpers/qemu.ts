@@ -25,9 +25,26 @@ export const tempDir = Effect.acquireRelease(
   (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
 )
 
-const waitForFile = (file: string) =>
-  Effect.sync(() => fs.existsSync(file)).pipe(
-    Effect.filterOrFail((exists) => exists, () => new Error(`no ${file}`)),
+/**
+ * Whether a unix socket at `file` is listening, from /proc/net/unix (its flags
+ * hold __SO_ACCEPTCON): QEMU creates the file at bind, a moment before listen,
+ * and a connect in between is refused. Looking does not take QEMU's one QMP
+ * connection, as a probing connect would.
+ */
+const isListening = (file: string): boolean => {
+  try {
+    return fs.readFileSync("/proc/net/unix", "utf8").split("\n").some((line) => {
+      const fields = line.trim().split(/\s+/)
+      return fields[7] === file && (parseInt(fields[3] ?? "0", 16) & 0x10000) !== 0
+    })
+  } catch {
+    return fs.existsSync(file)
+  }
+}
+
+const waitForListening = (file: string) =>
+  Effect.sync(() => isListening(file)).pipe(
+    Effect.filterOrFail((listening) => listening, () => new Error(`nothing listens at ${file}`)),
     Effect.retry(Schedule.spaced("10 millis").pipe(Schedule.upTo("10 seconds"))),
     Effect.orDie
   )
@@ -39,7 +56,7 @@ export const qemuServer = (sock: string, extra: ReadonlyArray<string> = []) =>
       [QEMU, "-machine", "none", "-display", "none", "-nodefaults", "-qmp", `unix:${sock},server=on,wait=off`, ...extra],
       { dieWithParent: true }
     ).pipe(Effect.orDie)
-    yield* waitForFile(sock)
+    yield* waitForListening(sock)
     return child
   })
 
