@@ -298,7 +298,8 @@ export const setAccel: {
  * models other than QEMU's default, devices, hours of load, or a wrapper the
  * machine runs QEMU through. On macOS the same probe runs under `hvf`
  * (without `query-kvm`); other systems get `tcg`. Each call probes afresh
- * (about 0.2 s with KVM; up to the 5 s deadline where it hangs).
+ * (about 0.2 s with KVM; up to the 5 s deadline where it hangs), and later
+ * `setAccel("auto")` launches of the same binary reuse its answer.
  *
  * @since 0.3.0
  * @category constructors

@@ -11,7 +11,7 @@
  */
 import { Command } from "@effect/platform"
 import { NodeCommandExecutor, NodeFileSystem } from "@effect/platform-node"
-import { Chunk, Clock, Data, Deferred, Duration, Effect, Either, FiberId, Stream } from "effect"
+import { Chunk, Clock, Data, Deferred, Duration, Effect, Either, Exit, FiberId, Stream } from "effect"
 import { globalValue } from "effect/GlobalValue"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -227,16 +227,24 @@ export const runProbe = (
     Effect.provide(NodeFileSystem.layer)
   )
 
-/** `QemuMachine.detectAccel`: a fresh probe every call. */
-export const detect = (options: { readonly binary?: string | undefined } = {}): Effect.Effect<Api.DetectedAccel> => {
-  const binary = options.binary ?? "qemu-system-x86_64"
-  return decide({ platform: process.platform, openDevKvm, runProbe: (accel) => runProbe(binary, accel) }).pipe(
+const probe = (binary: string): Effect.Effect<Api.DetectedAccel> =>
+  decide({ platform: process.platform, openDevKvm, runProbe: (accel) => runProbe(binary, accel) }).pipe(
     Effect.withSpan("QemuMachine.detectAccel", { attributes: { binary } })
   )
-}
 
 // One probe per binary per process, shared by concurrent launches: the answer does not change while we run.
 const cache = globalValue(Symbol.for("effect-qemu/accel/cache"), () => new Map<string, Deferred.Deferred<Api.DetectedAccel>>())
+
+/** `QemuMachine.detectAccel`: a fresh probe every call, whose answer later `setAccel("auto")` launches reuse. */
+export const detect = (options: { readonly binary?: string | undefined } = {}): Effect.Effect<Api.DetectedAccel> => {
+  const binary = options.binary ?? "qemu-system-x86_64"
+  return Effect.tap(probe(binary), (found) =>
+    Effect.sync(() => {
+      const done = Deferred.unsafeMake<Api.DetectedAccel>(FiberId.none)
+      Deferred.unsafeDone(done, Exit.succeed(found))
+      cache.set(binary, done)
+    }))
+}
 
 /** The cached answer for `binary`, probing once; an interrupted probe is not cached, and its waiters probe again. */
 export const detectCached = (binary: string): Effect.Effect<Api.DetectedAccel> =>
@@ -245,7 +253,7 @@ export const detectCached = (binary: string): Effect.Effect<Api.DetectedAccel> =
     if (pending) return Deferred.await(pending).pipe(Effect.catchAllCause(() => detectCached(binary)))
     const deferred = Deferred.unsafeMake<Api.DetectedAccel>(FiberId.none)
     cache.set(binary, deferred)
-    return detect({ binary }).pipe(
+    return probe(binary).pipe(
       Effect.onExit((exit) => {
         if (exit._tag === "Success") return Deferred.succeed(deferred, exit.value)
         cache.delete(binary)
