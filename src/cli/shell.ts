@@ -219,30 +219,31 @@ const openIo = (
     }
   })
 
-// `-l FILE`: one JSON line per message, appended; a file that cannot be opened is fatal.
+/** `file` opened for appending (private), closed with the scope; one that cannot be opened is fatal. */
+const openAppend = (file: string, what: string): Effect.Effect<number, CliFailure, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.try({
+      try: () => fs.openSync(file, "a", 0o600),
+      catch: (e) =>
+        new CliFailure({
+          message: `cannot open the ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+          exitCode: EXIT_FATAL
+        })
+    }),
+    (fd) => Effect.sync(() => fs.closeSync(fd))
+  )
+
+// `-l FILE`: one JSON line per message, appended.
 const openLog = (file: string | undefined): Effect.Effect<(value: unknown) => void, CliFailure, Scope.Scope> =>
   file === undefined
     ? Effect.succeed(() => {})
-    : Effect.map(
-      Effect.acquireRelease(
-        Effect.try({
-          try: () => fs.openSync(file, "a", 0o600),
-          catch: (e) =>
-            new CliFailure({
-              message: `cannot open the log file ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
-              exitCode: EXIT_FATAL
-            })
-        }),
-        (fd) => Effect.sync(() => fs.closeSync(fd))
-      ),
-      (fd) => (value: unknown) => {
-        try {
-          fs.writeSync(fd, `${JSON.stringify(value)}\n`)
-        } catch {
-          // A full disk must not end the session.
-        }
+    : Effect.map(openAppend(file, "log file"), (fd) => (value: unknown) => {
+      try {
+        fs.writeSync(fd, `${JSON.stringify(value)}\n`)
+      } catch {
+        // A full disk must not end the session.
       }
-    )
+    })
 
 // `help`, `help NAME`, `?`, `? NAME` (QMP mode only: HMP has its own `help`).
 const HELP = /^\s*(?:help|\?)(?:\s+(\S+))?\s*$/
@@ -311,20 +312,7 @@ const consoleSink = (options: Options, io: Io): Effect.Effect<(bytes: Uint8Array
         : (bytes: Uint8Array) => void (options.errors ?? process.stderr).write(bytes)
     )
   }
-  return Effect.map(
-    Effect.acquireRelease(
-      Effect.try({
-        try: () => fs.openSync(toFile, "a", 0o600),
-        catch: (e) =>
-          new CliFailure({
-            message: `cannot open the console file ${toFile}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
-            exitCode: EXIT_FATAL
-          })
-      }),
-      (fd) => Effect.sync(() => fs.closeSync(fd))
-    ),
-    (fd) => (bytes: Uint8Array) => void fs.writeSync(fd, bytes)
-  )
+  return Effect.map(openAppend(toFile, "console file"), (fd) => (bytes: Uint8Array) => void fs.writeSync(fd, bytes))
 }
 
 const printConsole = (
