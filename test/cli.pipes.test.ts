@@ -174,27 +174,7 @@ describe("effect-qemu through pipes", () => {
       const files = yield* Guest.build().pipe(Effect.orDie)
       const base = yield* tempDir
       const consoleFile = path.join(base, "console.log")
-      const running = yield* Cli.spawn([
-        "run",
-        `--console=${consoleFile}`,
-        "--temp-dir",
-        base,
-        "--",
-        "-machine",
-        "q35",
-        "-accel",
-        "tcg",
-        "-m",
-        "256",
-        "-nodefaults",
-        "-no-reboot",
-        "-kernel",
-        files.kernel,
-        "-initrd",
-        files.initrd,
-        "-append",
-        "console=ttyS0 quiet panic=-1"
-      ])
+      const running = yield* Cli.spawn(Cli.runGuestArgs(files, { consoleOption: `--console=${consoleFile}`, tempDir: base }))
       const deadline = Date.now() + 150_000
       while (!(fs.existsSync(consoleFile) && fs.readFileSync(consoleFile, "utf8").includes(files.readyMarker))) {
         if (Date.now() > deadline) throw new Error(`no ready marker; stderr: ${running.stderr()}`)

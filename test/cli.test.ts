@@ -197,28 +197,7 @@ describe("effect-qemu run", () => {
     Effect.gen(function*() {
       const files = yield* Guest.build().pipe(Effect.orDie)
       const base = yield* tempDir
-      const running = yield* Cli.spawn([
-        "run",
-        "--console",
-        "--temp-dir",
-        base,
-        "--",
-        "-machine",
-        "q35",
-        "-accel",
-        "tcg",
-        "-m",
-        "256",
-        "-nodefaults",
-        "-no-reboot",
-        "-kernel",
-        files.kernel,
-        "-initrd",
-        files.initrd,
-        "-append",
-        "console=ttyS0 quiet panic=-1",
-        "-S"
-      ])
+      const running = yield* Cli.spawn(Cli.runGuestArgs(files, { consoleOption: "--console", tempDir: base, paused: true }))
       running.child.stdin.write("query-status\ncont\n")
       yield* running.waitFor((out) => out.includes(files.readyMarker), 120_000, "stderr")
       expect(fs.readdirSync(base)).toHaveLength(1)

@@ -103,27 +103,10 @@ describe("effect-qemu shell in a terminal", () => {
     Effect.gen(function*() {
       const files = yield* Guest.build().pipe(Effect.orDie)
       const dir = yield* tempDir
-      const shell = yield* Cli.spawn([
-        "run",
-        "--console",
-        "--temp-dir",
-        dir,
-        "--",
-        "-machine",
-        "q35",
-        "-accel",
-        "tcg",
-        "-m",
-        "256",
-        "-nodefaults",
-        "-no-reboot",
-        "-kernel",
-        files.kernel,
-        "-initrd",
-        files.initrd,
-        "-append",
-        "console=ttyS0 quiet panic=-1"
-      ], { env: { EFFECT_QEMU_HISTORY: path.join(dir, "history"), TERM: "xterm" }, wrap: inTerminal })
+      const shell = yield* Cli.spawn(Cli.runGuestArgs(files, { consoleOption: "--console", tempDir: dir }), {
+        env: { EFFECT_QEMU_HISTORY: path.join(dir, "history"), TERM: "xterm" },
+        wrap: inTerminal
+      })
       yield* shell.waitFor((out) => out.includes(files.readyMarker), 150_000)
       // The console line is a line of its own, and the prompt comes back after it.
       const after = shell.stdout().slice(shell.stdout().indexOf(files.readyMarker))

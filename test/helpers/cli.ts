@@ -123,3 +123,18 @@ export const run = (
 /** The JSON lines of an output (every line must be JSON). */
 export const jsonLines = (out: string): Array<Record<string, unknown>> =>
   out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as Record<string, unknown>)
+
+/** The `run` arguments that boot the test guest (q35 under TCG, its kernel and initramfs), with `consoleOption`. */
+export const runGuestArgs = (
+  files: { readonly kernel: string; readonly initrd: string },
+  options: { readonly consoleOption: string; readonly tempDir: string; readonly paused?: boolean }
+): Array<string> => [
+  "run",
+  options.consoleOption,
+  "--temp-dir",
+  options.tempDir,
+  "--",
+  ...["-machine", "q35", "-accel", "tcg", "-m", "256", "-nodefaults", "-no-reboot"],
+  ...["-kernel", files.kernel, "-initrd", files.initrd, "-append", "console=ttyS0 quiet panic=-1"],
+  ...(options.paused ? ["-S"] : [])
+]
