@@ -16,6 +16,7 @@ import * as nodePath from "node:path"
 import type { LaunchFailure } from "../../Errors.js"
 import { SnapshotError } from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
+import type * as SnapshotApi from "../../Snapshot.js"
 import { launch } from "../machine/launch.js"
 import * as Args from "./args.js"
 import * as Cache from "./cache.js"
@@ -123,6 +124,79 @@ const build = <E, R>(config: Api.Config, dir: string, prepare: TemplateOptions<E
     }).pipe(Effect.ensuring(Scope.close(scope, Exit.void)))
   })
 
+/** This process's hold on a cached entry (its `.holder-*` file), kept from `template` to the last clone. */
+interface Hold {
+  current: string | undefined
+}
+
+/**
+ * The cache entry for `config`: opened when a whole one is there, else built
+ * beside it and renamed into place, so another process sees a whole template
+ * or none. `hold` ends up holding the entry used.
+ */
+const fromCache = <E, R>(config: Api.Config, cacheDir: string, prepare: TemplateOptions<E, R>["prepare"], hold: Hold) =>
+  Effect.gen(function*() {
+    const version = yield* binaryVersion(config)
+    const key = crypto.createHash("sha256").update(JSON.stringify(Manifest.encodeConfig(config))).update(version)
+      .digest("hex").slice(0, 20)
+    const dir = nodePath.join(cacheDir, `template-${key}`)
+    // Held before it is opened: a pruner that renames it aside meanwhile sees the holder and puts it back.
+    const held = yield* Effect.uninterruptible(Effect.sync(() => (hold.current = Cache.hold(dir))))
+    if (held !== undefined) {
+      const cached = yield* Effect.option(Manifest.open(dir))
+      if (cached._tag === "Some") return cached.value
+      Cache.release(held)
+      hold.current = undefined
+    }
+    yield* Effect.try({
+      try: () => fs.mkdirSync(cacheDir, { recursive: true, mode: 0o700 }),
+      catch: Manifest.ioError(`cannot create ${cacheDir}`)
+    })
+    return yield* Effect.scoped(Effect.gen(function*() {
+      const building = yield* scopedDir(cacheDir, `.template-${key}-`)
+      // A live builder's directory is never taken for a crashed save's.
+      const mine = Cache.hold(building)
+      yield* build(config, building, prepare)
+      Cache.touch(building, Cache.wallClock())
+      /** Renames the built entry into place; our holder moves in with it. */
+      const moveIn = () => {
+        try {
+          fs.renameSync(building, dir)
+        } catch {
+          return false
+        }
+        if (mine !== undefined) hold.current = nodePath.join(dir, nodePath.basename(mine))
+        return true
+      }
+      yield* Effect.uninterruptible(Effect.gen(function*() {
+        if (moveIn()) return
+        // Another process won the race (use its template), unless what is there is broken and no one holds it.
+        if (Exit.isFailure(yield* Effect.exit(Manifest.open(dir)))) {
+          Cache.remove(cacheDir, nodePath.basename(dir), Cache.wallClock(), Duration.toMillis(Cache.GRACE))
+          if (moveIn()) return
+        }
+        hold.current = Cache.hold(dir)
+      }))
+      return yield* Manifest.open(dir)
+    }))
+  })
+
+/** Marks `snapshot`'s entry used now and prunes the rest of `cacheDir`. */
+const pruneAround = (cacheDir: string, snapshot: SnapshotApi.Snapshot, options: TemplateOptions<unknown, unknown>) =>
+  Effect.suspend(() => {
+    const now = Cache.wallClock()
+    Cache.touch(snapshot.dir, now)
+    const pruned = Cache.prune(cacheDir, {
+      ...Cache.limits(options),
+      now,
+      keep: nodePath.basename(snapshot.dir),
+      qemuVersion: snapshot.manifest.qemuVersion
+    })
+    return pruned.length === 0 ? Effect.void : Effect.logDebug(
+      `pruned ${pruned.map((p) => `${p.name} (${p.why})`).join(", ")}`
+    ).pipe(Effect.annotateLogs("cacheDir", cacheDir))
+  })
+
 export const template = <E = never, R = never>(
   config: Api.Config,
   options: TemplateOptions<E, R> = {}
@@ -141,12 +215,12 @@ export const template = <E = never, R = never>(
     let clones = 0
     let closed = false
     let owned: string | undefined
-    // This process's hold on a cached entry: pruning elsewhere leaves it alone until the last clone is done.
-    let holder: string | undefined
+    // Pruning elsewhere leaves a held entry alone until the last clone is done.
+    const hold: Hold = { current: undefined }
     const releaseIfDone = Effect.suspend(() => {
       if (!closed || clones > 0) return Effect.void
-      if (holder !== undefined) Cache.release(holder)
-      holder = undefined
+      if (hold.current !== undefined) Cache.release(hold.current)
+      hold.current = undefined
       return owned ? removeDir(owned) : Effect.void
     })
     yield* Effect.addFinalizer(() => Effect.suspend(() => ((closed = true), releaseIfDone)))
@@ -163,78 +237,14 @@ export const template = <E = never, R = never>(
         ))
         return yield* build(config, dir, options.prepare)
       }
-      const cacheDir = options.cacheDir
-      const version = yield* binaryVersion(config)
-      const key = crypto.createHash("sha256").update(JSON.stringify(Manifest.encodeConfig(config))).update(version)
-        .digest("hex").slice(0, 20)
-      const dir = nodePath.join(cacheDir, `template-${key}`)
-      // Held before it is opened: a pruner that renames it aside meanwhile sees the holder and puts it back.
-      const held = yield* Effect.uninterruptible(Effect.sync(() => (holder = Cache.hold(dir))))
-      if (held !== undefined) {
-        const cached = yield* Effect.option(Manifest.open(dir))
-        if (cached._tag === "Some") return cached.value
-        Cache.release(held)
-        holder = undefined
-      }
-      yield* Effect.try({
-        try: () => fs.mkdirSync(cacheDir, { recursive: true, mode: 0o700 }),
-        catch: Manifest.ioError(`cannot create ${cacheDir}`)
-      })
-      // Built beside, renamed into place: another process sees a whole template or none.
-      return yield* Effect.scoped(Effect.gen(function*() {
-        const building = yield* scopedDir(cacheDir, `.template-${key}-`)
-        // A live builder's directory is never taken for a crashed save's.
-        const mine = Cache.hold(building)
-        yield* build(config, building, options.prepare)
-        Cache.touch(building, Cache.wallClock())
-        const renamed = () => {
-          try {
-            fs.renameSync(building, dir)
-            return true
-          } catch {
-            return false
-          }
-        }
-        yield* Effect.uninterruptible(Effect.gen(function*() {
-          if (renamed()) {
-            // Our holder moved in with it.
-            if (mine !== undefined) holder = nodePath.join(dir, nodePath.basename(mine))
-            return
-          }
-          // Another process won the race (use its template), unless what is there is broken and no one holds it.
-          if (Exit.isFailure(yield* Effect.exit(Manifest.open(dir)))) {
-            Cache.remove(cacheDir, nodePath.basename(dir), Cache.wallClock(), Duration.toMillis(Cache.GRACE))
-            if (renamed()) {
-              if (mine !== undefined) holder = nodePath.join(dir, nodePath.basename(mine))
-              return
-            }
-          }
-          holder = Cache.hold(dir)
-        }))
-        return yield* Manifest.open(dir)
-      }))
+      return yield* fromCache(config, options.cacheDir, options.prepare, hold)
     })
-    if (options.cacheDir !== undefined) {
-      const cacheDir = options.cacheDir
-      const now = Cache.wallClock()
-      Cache.touch(snapshot.dir, now)
-      const pruned = Cache.prune(cacheDir, {
-        ...Cache.limits(options),
-        now,
-        keep: nodePath.basename(snapshot.dir),
-        qemuVersion: snapshot.manifest.qemuVersion
-      })
-      if (pruned.length > 0) {
-        yield* Effect.logDebug(`pruned ${pruned.map((p) => `${p.name} (${p.why})`).join(", ")}`).pipe(
-          Effect.annotateLogs("cacheDir", cacheDir)
-        )
-      }
-    }
+    if (options.cacheDir !== undefined) yield* pruneAround(options.cacheDir, snapshot, options)
     const { extra } = Manifest.internal(snapshot)
     const ram = nodePath.join(snapshot.dir, extra.memory?.file ?? RAM)
     const size = extra.memory?.size ?? Args.memorySize(config.args)
 
-    const hold = Effect.acquireRelease(
+    const cloning = Effect.acquireRelease(
       Effect.suspend(() =>
         closed
           ? Effect.fail(new SnapshotError({ reason: "Io", message: "the template's scope is closed" }))
@@ -245,8 +255,8 @@ export const template = <E = never, R = never>(
 
     const clone = (cloneOptions: Api.RestoreOptions = {}) =>
       Effect.gen(function*() {
-        yield* hold
-        if (holder !== undefined) Cache.touch(snapshot.dir, Cache.wallClock())
+        yield* cloning
+        if (hold.current !== undefined) Cache.touch(snapshot.dir, Cache.wallClock())
         const disks: Array<Api.Disk> = []
         const own = (config.disks ?? []).some((d) => !d.readOnly)
           ? yield* scopedDir(config.baseTempDir, "qemu-clone-")
