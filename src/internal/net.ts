@@ -76,10 +76,10 @@ export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionE
         }
         server.once("error", onError)
         const ready = () => {
-          server.off("error", onError)
-          server.on("error", () => {})
           if (settled) return
           settled = true
+          server.off("error", onError)
+          server.on("error", () => {})
           resume(Effect.succeed(server))
         }
         if (typeof address === "string") server.listen({ path: address }, ready)
