@@ -16,6 +16,8 @@ interface FakeOptions {
   /** Whether SIGTERM makes it exit. */
   readonly onTerm?: "exit" | "ignore"
   readonly qmp?: boolean
+  /** Give the process `onExit`, as real ones have: the ladder then uses one timer on the live clock. */
+  readonly onExit?: boolean
 }
 
 const fake = (options: FakeOptions = {}) => {
@@ -25,10 +27,12 @@ const fake = (options: FakeOptions = {}) => {
   let connected = true
   const sent = new Set<NodeJS.Signals>()
   const log: Array<string> = []
+  const exitListeners = new Set<(info: ExitInfo) => void>()
   const exit = (exitInfo: ExitInfo) => {
     if (info) return
     info = exitInfo
     connected = false
+    for (const f of exitListeners) f(exitInfo)
     Deferred.unsafeDone(closedDeferred, Exit.succeed(new QmpConnectionError({ reason: "Eof" })))
     Deferred.unsafeDone(exitDeferred, Exit.succeed(exitInfo))
   }
@@ -43,7 +47,19 @@ const fake = (options: FakeOptions = {}) => {
       if (signal === "SIGKILL") exit({ code: null, signal: "SIGKILL" })
       if (signal === "SIGTERM" && options.onTerm !== "ignore") exit({ code: 0, signal: null })
       return true
-    }
+    },
+    ...(options.onExit
+      ? {
+        onExit: (f: (info: ExitInfo) => void) => {
+          if (info) {
+            f(info)
+            return () => {}
+          }
+          exitListeners.add(f)
+          return () => exitListeners.delete(f)
+        }
+      }
+      : {})
   }
   const monitor: Lifecycle.Monitor = {
     execute: (command) =>
@@ -252,6 +268,80 @@ describe("shutdown ladder", () => {
       expect((yield* Fiber.join(second))._tag).toBe("Right")
       expect(t.cleanups()).toBe(1)
       expect(t.log).toEqual(["quit", "SIGKILL"])
+    }))
+})
+
+// What the tests above check under TestClock (Effect's race against the clock), on the live
+// clock: there the ladder arms one plain timer, which kills QEMU and closes the monitor.
+describe("shutdown ladder on the live clock", () => {
+  it.live("a soft shutdown sends quit, waits for the exit, and cleans up once", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ onExit: true })
+      yield* t.shutdown.run()
+      expect(t.log).toEqual(["quit"])
+      expect(t.cleanups()).toBe(1)
+      expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: 0, expected: true }))
+    }))
+
+  it.live("when QEMU ignores quit, the deadline kills it; AbnormalShutdown lists the timeout and the hard step", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ onQuit: "ignore", onExit: true })
+      const started = Date.now()
+      const error = yield* Effect.flip(t.shutdown.run({ timeout: "150 millis" }))
+      expect(Date.now() - started).toBeGreaterThanOrEqual(140)
+      expect(error.steps.map((s) => `${s.step}:${s.outcome}`)).toEqual(["soft:failed", "hard:ok"])
+      expect(error.steps[0]!.detail).toContain("graceful shutdown timed out")
+      expect(t.log).toEqual(["quit", "SIGKILL"])
+      expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: -9, expected: true }))
+      expect(t.cleanups()).toBe(1)
+    }))
+
+  it.live("a quit that never gets an answer is ended by the deadline too", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ onExit: true })
+      // A monitor whose quit hangs until the monitor is closed, as a stuck QEMU's does.
+      let closeMonitor: (() => void) | undefined
+      const hanging = Lifecycle.make({
+        process: t.process,
+        monitor: {
+          execute: () =>
+            Effect.async<unknown, QmpConnectionError>((resume) => {
+              closeMonitor = () => resume(Effect.fail(new QmpConnectionError({ reason: "Closed" })))
+            }),
+          isConnected: Effect.succeed(true),
+          closed: Effect.never,
+          close: Effect.sync(() => closeMonitor?.())
+        },
+        state: t.state,
+        closeConsole: Effect.void,
+        cleanup: Effect.void
+      })
+      const error = yield* Effect.flip(hanging.run({ timeout: "100 millis" }))
+      expect(error.steps.map((s) => `${s.step}:${s.outcome}`)).toEqual(["soft:failed", "hard:ok"])
+      expect(error.steps[0]!.detail).toContain("graceful shutdown timed out")
+      expect(t.log).toEqual(["SIGKILL"])
+    }))
+
+  it.live("a foreign SIGKILL while quitting is not a graceful exit", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ onQuit: "foreign-kill", onExit: true })
+      const error = yield* Effect.flip(t.shutdown.run())
+      expect(error.steps[0]!.detail).toContain("killed by SIGKILL instead of quitting")
+    }))
+
+  it.live("without QMP the soft step is SIGTERM, and an expected exit is waited for", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ qmp: false, onExit: true })
+      yield* t.shutdown.run()
+      expect(t.log).toEqual(["SIGTERM"])
+      const u = yield* setup({ onExit: true })
+      const waiting = yield* Effect.fork(u.shutdown.wait())
+      yield* Effect.sleep("20 millis")
+      expect(waiting.unsafePoll()).toBeNull()
+      u.exit({ code: 0, signal: null })
+      yield* Fiber.join(waiting)
+      expect(u.log).toEqual([])
+      expect(u.state.current()).toEqual(MachineState.Exited({ exitCode: 0, expected: true }))
     }))
 })
 

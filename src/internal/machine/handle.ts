@@ -3,7 +3,7 @@
  * client (one event path), the console connects on first use, and `quit`
  * moves the run state before it is sent.
  */
-import { Context, DefaultServices, Duration, Effect, Option, Scope, Stream, Tracer } from "effect"
+import { Duration, Effect, Option, Scope, Stream } from "effect"
 import * as fs from "node:fs"
 import type * as ConsoleApi from "../../ConsoleSocket.js"
 import type * as GuestAgentApi from "../../GuestAgent.js"
@@ -17,6 +17,7 @@ import * as GuestAgentService from "../guestAgent/service.js"
 import * as Proc from "../process.js"
 import * as Client from "../qmp/client.js"
 import * as Save from "../snapshot/save.js"
+import { withSpanIfTraced } from "../span.js"
 import { TypeId } from "./config.js"
 import type * as Lifecycle from "./lifecycle.js"
 import * as Network from "./network.js"
@@ -28,11 +29,8 @@ const DEFAULT_GUEST_AGENT_TIMEOUT = Duration.seconds(60)
 
 export const qmpDisabled = new MachineError({ message: "QMP is disabled for this machine (setQmpMonitor(false))" })
 
-// Effect's built-in tracer records spans nowhere, and on the per-command path a span
-// costs as much as the round trip to QEMU: commands get theirs under a real tracer only.
-const builtinTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
-const withCommandSpan = (name: string, command: string) => <A, E, R>(self: Effect.Effect<A, E, R>) =>
-  Effect.tracerWith((tracer) => tracer === builtinTracer ? self : Effect.withSpan(self, name, { attributes: { command } }))
+// On the per-command path a span costs as much as the round trip to QEMU (see span.ts).
+const withCommandSpan = (name: string, command: string) => withSpanIfTraced(name, { attributes: { command } })
 
 export interface ConsoleHolder {
   readonly get: Effect.Effect<ConsoleApi.ConsoleSocket, MachineError>

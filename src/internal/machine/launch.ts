@@ -8,6 +8,7 @@ import type { LaunchFailure } from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
 import * as Proc from "../process.js"
 import * as Redact from "../redact.js"
+import { withSpanIfTraced } from "../span.js"
 import * as Accel from "./accel.js"
 import * as Handle from "./handle.js"
 import * as Lifecycle from "./lifecycle.js"
@@ -79,5 +80,5 @@ export const launch = (
     )
   }).pipe(
     // No call-site stack: it is an Error captured on every launch, and the span's name says where it is.
-    Effect.withSpan("QemuMachine.launch", { attributes: { binary: config.binary }, captureStackTrace: false })
+    withSpanIfTraced("QemuMachine.launch", { attributes: { binary: config.binary }, captureStackTrace: false })
   )

@@ -16,11 +16,15 @@ import type {
   ShutdownStep
 } from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
+import * as Deadline from "../deadline.js"
 import * as Proc from "../process.js"
+import { withSpanIfTraced } from "../span.js"
 import * as State from "./state.js"
 
 /** The part of a child process the ladder uses. */
-export type Process = Pick<Proc.Child, "exited" | "exitInfo" | "signal" | "sentSignals">
+export type Process =
+  & Pick<Proc.Child, "exited" | "exitInfo" | "signal" | "sentSignals">
+  & Partial<Pick<Proc.Child, "onExit">>
 
 /** The part of a QMP connection the ladder uses. */
 export interface Monitor {
@@ -51,7 +55,21 @@ export const describeExit = (exit: Proc.ExitInfo): string =>
 const expectsExit = (before: Api.MachineState): boolean =>
   before._tag === "QuitIssued" || before._tag === "ExpectingExit" || (before._tag === "Exited" && before.expected)
 
-const soft = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) =>
+/**
+ * Waits of the soft step. On the live clock one timer bounds the whole step: at the
+ * deadline it closes the monitor and sends SIGKILL, which ends the `quit` and the QMP
+ * waits, and it ends the exit waits itself (a process stuck in the kernel may never
+ * exit). Under `TestClock` the step is raced against the clock instead.
+ */
+interface Waits {
+  /** QEMU's exit, or the deadline. */
+  readonly exited: Effect.Effect<Proc.ExitInfo>
+  /** Whether the deadline has passed. */
+  readonly expired: () => boolean
+  readonly timeout: Duration.Duration
+}
+
+const softSteps = (deps: Deps, before: Api.MachineState, waits: Waits) =>
   Effect.gen(function*() {
     const { monitor, process } = deps
     const expecting = expectsExit(before)
@@ -67,25 +85,75 @@ const soft = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) 
     if (monitor) {
       if (sendQuit) yield* monitor.execute("quit").pipe(Effect.catchTag("QmpConnectionError", () => Effect.void))
       // Read QMP to its end, so every event QEMU sent before exiting is kept.
-      yield* process.exited
-      if (yield* monitor.isConnected) yield* monitor.closed.pipe(Effect.timeout(QMP_DRAIN_WAIT), Effect.ignore)
+      yield* waits.exited
+      if (!waits.expired() && (yield* monitor.isConnected)) {
+        yield* monitor.closed.pipe(Effect.timeout(QMP_DRAIN_WAIT), Effect.ignore)
+      }
       yield* monitor.close
     } else if (!expecting) {
       process.signal("SIGTERM")
     }
-    const exit = yield* process.exited
+    const exit = yield* waits.exited
+    if (waits.expired()) return yield* Effect.fail(timeoutError(waits.timeout))
     // A dropped connection after our quit is success only if QEMU quit: a foreign
     // signal (e.g. an external SIGKILL racing this shutdown) is not a graceful exit.
     if (sendQuit && exit.signal !== null && !process.sentSignals.has(exit.signal)) {
       return yield* Effect.fail(new MachineError({ message: `QEMU was ${describeExit(exit)} instead of quitting` }))
     }
     return expecting ? `QEMU exited by itself (${describeExit(exit)})` : `QEMU exited after ${monitor ? "quit" : "SIGTERM"}`
-  }).pipe(
-    Effect.timeoutFail({
-      duration: timeout,
-      onTimeout: () => new QmpTimeoutError({ operation: "graceful shutdown", timeout, channel: "process" })
+  })
+
+const timeoutError = (timeout: Duration.Duration) =>
+  new QmpTimeoutError({ operation: "graceful shutdown", timeout, channel: "process" })
+
+/** The soft step under the live clock: one timer, no racing fibers (see deadline.ts). */
+const softLive = (
+  deps: Deps,
+  before: Api.MachineState,
+  timeout: Duration.Duration,
+  onExit: NonNullable<Process["onExit"]>
+) =>
+  Effect.suspend(() => {
+    let expired = false
+    const expiredListeners = new Set<() => void>()
+    const disarm = Deadline.arm(timeout, () => {
+      expired = true
+      deps.process.signal("SIGKILL")
+      if (deps.monitor) Effect.runFork(deps.monitor.close)
+      for (const wake of expiredListeners) wake()
     })
+    const exited = Effect.async<Proc.ExitInfo>((resume) => {
+      const wake = () => resume(Effect.succeed(deps.process.exitInfo() ?? { code: null, signal: null }))
+      if (expired) return wake()
+      expiredListeners.add(wake)
+      const off = onExit((info) => {
+        expiredListeners.delete(wake)
+        resume(Effect.succeed(info))
+      })
+      return Effect.sync(() => {
+        off()
+        expiredListeners.delete(wake)
+      })
+    })
+    const waits: Waits = { exited, expired: () => expired, timeout }
+    return softSteps(deps, before, waits).pipe(
+      Effect.ensuring(Effect.sync(disarm)),
+      Effect.catchAll((e) => Effect.fail(expired ? timeoutError(timeout) : e))
+    )
+  })
+
+/** The soft step under any other clock: the steps raced against the clock's deadline. */
+const softRaced = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) =>
+  softSteps(deps, before, { exited: deps.process.exited, expired: () => false, timeout }).pipe(
+    Effect.timeoutFail({ duration: timeout, onTimeout: () => timeoutError(timeout) })
   )
+
+const soft = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) => {
+  const onExit = deps.process.onExit
+  return onExit === undefined
+    ? softRaced(deps, before, timeout)
+    : Deadline.onLiveClock(softLive(deps, before, timeout, onExit), softRaced(deps, before, timeout))
+}
 
 const hard = (deps: Deps) =>
   Effect.gen(function*() {
@@ -144,6 +212,11 @@ export interface Shutdown {
   readonly started: () => boolean
 }
 
+let shuttingDown = 0
+
+/** How many shutdowns are under way in this process. */
+export const inFlight = (): number => shuttingDown
+
 export const make = (deps: Deps): Shutdown => {
   let done: Deferred.Deferred<void, AbnormalShutdown> | undefined
   const start = (options: Api.ShutdownOptions | undefined, waiting: boolean): Effect.Effect<void, AbnormalShutdown> =>
@@ -154,6 +227,7 @@ export const make = (deps: Deps): Shutdown => {
         done = result
         const current = deps.state.current()
         const before = waiting && current._tag === "Exited" ? { ...current, expected: true } : current
+        shuttingDown++
         return deps.state.transition(State.MachineState.ShuttingDown()).pipe(
           Effect.zipRight(ladder(deps, before, options, restore)),
           Effect.ensuring(
@@ -163,8 +237,11 @@ export const make = (deps: Deps): Shutdown => {
             })
           ),
           Effect.ensuring(deps.cleanup),
-          Effect.onExit((exit) => Deferred.done(result, Exit.asVoid(exit))),
-          Effect.withSpan("QemuMachine.shutdown", { captureStackTrace: false })
+          Effect.onExit((exit) => {
+            shuttingDown--
+            return Deferred.done(result, Exit.asVoid(exit))
+          }),
+          withSpanIfTraced("QemuMachine.shutdown", { captureStackTrace: false })
         )
       })
     )

@@ -10,6 +10,7 @@ import { LaunchFailure, QmpTimeoutError } from "../../Errors.js"
 import type { LaunchFailureReason } from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
 import type * as QmpApi from "../../QmpClient.js"
+import * as Deadline from "../deadline.js"
 import * as Proc from "../process.js"
 import * as Redact from "../redact.js"
 import { describeExit } from "./lifecycle.js"
@@ -99,19 +100,32 @@ export const start = (
     // QEMU exiting before it is connected ends the wait at once: closing the listener fails
     // the accept. One deadline covers connecting and negotiating.
     const unwatch = child.onExit(() => Effect.runSync(listener.close))
-    const qmp = yield* listener.accept({
+    const accepted = listener.accept({
       negotiationTimeout: Duration.infinity,
       name,
       eventCacheSize: config.eventCacheSize,
       eventCacheBytes: config.eventCacheBytes,
       eventStreamBuffer: config.eventStreamBuffer,
       validateArgs: config.validateArgs
-    }).pipe(
-      Scope.extend(scope),
-      Effect.timeoutFail({
-        duration: config.qmpTimeout,
-        onTimeout: () => new QmpTimeoutError({ operation: "QEMU connecting to the QMP monitor", timeout: config.qmpTimeout })
+    }).pipe(Scope.extend(scope))
+    const timedOut = () => new QmpTimeoutError({ operation: "QEMU connecting to the QMP monitor", timeout: config.qmpTimeout })
+    const qmp = yield* Deadline.onLiveClock(
+      // At the deadline QEMU is killed, which ends the accept (the listener closes on the exit) or the
+      // negotiation (EOF); the flag says why it ended. One timer, no racing fibers (see deadline.ts).
+      Effect.suspend(() => {
+        let expired = false
+        const disarm = Deadline.arm(config.qmpTimeout, () => {
+          expired = true
+          child.signal("SIGKILL")
+        })
+        return accepted.pipe(
+          Effect.ensuring(Effect.sync(disarm)),
+          Effect.catchAll((e) => Effect.fail(expired ? timedOut() : e)),
+          Effect.flatMap((client) => (expired ? Effect.fail(timedOut()) : Effect.succeed(client)))
+        )
       }),
+      Effect.timeoutFail(accepted, { duration: config.qmpTimeout, onTimeout: timedOut })
+    ).pipe(
       Effect.ensuring(Effect.sync(unwatch)),
       Effect.catchAll((e) =>
         e._tag === "QmpTimeoutError"

@@ -15,6 +15,7 @@ import * as QapiDecode from "../qapi/decode.js"
 import type { SchemaInfo } from "../qapi/schemaInfo.js"
 import * as QapiValidate from "../qapi/validate.js"
 import * as Net from "../net.js"
+import { withSpanIfTraced } from "../span.js"
 import * as Connection from "./connection.js"
 
 export const TypeId: Api.TypeId = Symbol.for("effect-qemu/QmpClient") as Api.TypeId
@@ -213,7 +214,7 @@ export const fromSocket = (
       })
       : negotiate(connection, service, options, decoders)
     return yield* Effect.tapError(negotiated, () => Effect.sync(connection.close))
-  }).pipe(Effect.withSpan("QmpClient.negotiate"))
+  }).pipe(withSpanIfTraced("QmpClient.negotiate"))
 
 export const connect = (options: Api.ConnectOptions): Effect.Effect<Service, QmpError, Scope.Scope> => {
   const timeout = Duration.decode(options.connectTimeout ?? DEFAULT_NEGOTIATION_TIMEOUT)
