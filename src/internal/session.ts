@@ -32,6 +32,21 @@ export interface Session<C> {
   readonly write: (data: string | Uint8Array) => boolean
 }
 
+/**
+ * Builds a close cause without capturing a stack: it is built in a socket
+ * callback or a finalizer, where the stack names only the event loop, and
+ * capturing it is most of an error's cost (one is built at every close).
+ */
+const withoutStack = <A>(make: () => A): A => {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return make()
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}
+
 /** Wraps an open socket. Nothing else may listen to its `data`, `end`, `error` or `close` events. */
 export const make = <C>(socket: net.Socket, handlers: SessionHandlers<C>): Session<C> => {
   let closeCause: C | undefined
@@ -39,7 +54,7 @@ export const make = <C>(socket: net.Socket, handlers: SessionHandlers<C>): Sessi
 
   const end = (makeCause: () => C) => {
     if (closeCause !== undefined) return
-    const cause = makeCause()
+    const cause = withoutStack(makeCause)
     closeCause = cause
     socket.destroy()
     Deferred.unsafeDone(closed, Exit.succeed(cause))
