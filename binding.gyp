@@ -2,6 +2,8 @@
 # - fdpass: an N-API addon that passes file descriptors over AF_UNIX sockets
 #   (SCM_RIGHTS), which Node's net module cannot do on its own. Plain N-API so
 #   the binary is ABI-stable across Node versions and needs no npm dependencies.
+# - spawn: an N-API addon that starts QEMU with posix_spawn (no fork of the
+#   whole Node process) and reports its exit through a pidfd on the event loop.
 # - effect-qemu-exec: a tiny static program that makes QEMU die with the Node
 #   process (PR_SET_PDEATHSIG) and then execs it.
 {
@@ -11,6 +13,16 @@
       "sources": ["native/fdpass.cc"],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-Wall", "-Wextra"],
+      "xcode_settings": {
+        "WARNING_CFLAGS": ["-Wall", "-Wextra"]
+      }
+    },
+    {
+      "target_name": "spawn",
+      "sources": ["native/spawn.cc"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-Wall", "-Wextra"],
+      "cflags_cc": ["-Wall", "-Wextra"],
       "xcode_settings": {
         "WARNING_CFLAGS": ["-Wall", "-Wextra"]
       }

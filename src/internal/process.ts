@@ -9,6 +9,7 @@
 import { Deferred, Duration, Effect, Exit, FiberId, Option, Scope } from "effect"
 import * as cp from "node:child_process"
 import * as fs from "node:fs"
+import { createRequire } from "node:module"
 import * as os from "node:os"
 import { findBuilt } from "./native.js"
 
@@ -106,8 +107,11 @@ export interface FdShortage {
  * Without /proc the check is skipped.
  */
 export const reserveFds = (needed: number): { readonly release: () => void } | FdShortage => {
-  const limit = fdLimit()
-  const open = limit === undefined ? undefined : openFds()
+  let { limit, open } = fdReading(needed)
+  if (limit !== undefined && open !== undefined && open + reservedFds + needed + FD_SLACK > limit && !reading.fresh) {
+    // A shortage is only ever reported from a fresh look.
+    ;({ limit, open } = readFds())
+  }
   if (limit !== undefined && open !== undefined && open + reservedFds + needed + FD_SLACK > limit) {
     return { open, reserved: reservedFds, needed, limit }
   }
@@ -118,8 +122,37 @@ export const reserveFds = (needed: number): { readonly release: () => void } | F
       if (!held) return
       held = false
       reservedFds -= needed
+      // Released because the launch now holds them open (or gave them back): count them
+      // as open until the next look at /proc.
+      reading.since += needed
     }
   }
+}
+
+/**
+ * The last look at /proc (a directory listing and a file read: a tenth of a millisecond
+ * on every launch), and what was released since. Reused for up to a second while the
+ * process stays well under its limit; the estimate only ever counts too many.
+ */
+const reading = { open: undefined as number | undefined, limit: undefined as number | undefined, at: -Infinity, since: 0, fresh: false }
+const READING_TTL_MS = 1_000
+
+const readFds = () => {
+  reading.limit = fdLimit()
+  reading.open = reading.limit === undefined ? undefined : openFds()
+  reading.at = performance.now()
+  reading.since = 0
+  reading.fresh = true
+  return { limit: reading.limit, open: reading.open }
+}
+
+const fdReading = (needed: number): { readonly limit: number | undefined; readonly open: number | undefined } => {
+  reading.fresh = false
+  const { limit } = reading
+  const open = reading.open === undefined ? undefined : reading.open + reading.since
+  const near = limit !== undefined && open !== undefined && (open + reservedFds + needed + FD_SLACK) * 4 > limit * 3
+  if (performance.now() - reading.at > READING_TTL_MS || near) return readFds()
+  return { limit, open }
 }
 
 let dieWithParent: Option.Option<ReadonlyArray<string>> | undefined
@@ -188,61 +221,63 @@ export const spawn = (
         return resume(Effect.fail(new SpawnError(missing, command)))
       }
       const argv = Option.isSome(prefix) ? [...prefix.value, file!, ...args] : [file!, ...args]
+      const env = options.env ?? process.env
+      const native = passFds.length === 0 ? loadSpawn() : undefined
+      if (native !== undefined) {
+        const tracked = track()
+        let pid: number
+        try {
+          pid = native.spawn(argv[0]!, argv, envStrings(env), logFd ?? -1, (code, signo) =>
+            tracked.exited({ code, signal: code === null ? signalName(signo) : null }))
+        } catch (e) {
+          return resume(Effect.fail(new SpawnError(e as Error, command)))
+        } finally {
+          if (logFd !== undefined) fs.closeSync(logFd)
+        }
+        return resume(Effect.succeed(tracked.child(pid, (signal) => {
+          try {
+            process.kill(-pid, signal)
+            return true
+          } catch {
+            try {
+              process.kill(pid, signal)
+              return true
+            } catch {
+              return false
+            }
+          }
+        })))
+      }
       let child: cp.ChildProcess
       try {
         // Its own process group, signalled as a whole: a wrapper's children (`sh -c`, which
         // forks) die with it, and a terminal's Ctrl-C reaches us, not QEMU behind our back.
-        child = cp.spawn(argv[0]!, argv.slice(1), { stdio, env: options.env ?? process.env, detached: true })
+        child = cp.spawn(argv[0]!, argv.slice(1), { stdio, env, detached: true })
       } catch (e) {
         if (logFd !== undefined) fs.closeSync(logFd)
         return resume(Effect.fail(new SpawnError(e as Error, command)))
       }
       if (logFd !== undefined) fs.closeSync(logFd)
 
-      const exitDeferred = Deferred.unsafeMake<ExitInfo>(FiberId.none)
-      let exit: ExitInfo | undefined
-      const sent = new Set<NodeJS.Signals>()
-      const exitListeners = new Set<(info: ExitInfo) => void>()
-      child.on("exit", (code, signal) => {
-        const info: ExitInfo = { code, signal }
-        exit = info
-        Deferred.unsafeDone(exitDeferred, Exit.succeed(info))
-        for (const f of exitListeners) f(info)
-        exitListeners.clear()
-      })
+      const tracked = track()
+      child.on("exit", (code, signal) => tracked.exited({ code, signal }))
       child.on("error", (err) => {
         if (child.pid === undefined) resume(Effect.fail(new SpawnError(err, command)))
       })
       if (child.pid === undefined) return // the 'error' event reports why
       const pid = child.pid
-      resume(Effect.succeed<Child>({
-        pid,
-        exited: Deferred.await(exitDeferred),
-        exitInfo: () => exit,
-        onExit: (f) => {
-          if (exit) {
-            f(exit)
-            return () => {}
-          }
-          exitListeners.add(f)
-          return () => exitListeners.delete(f)
-        },
-        sentSignals: sent,
-        signal: (signal) => {
-          if (exit) return false
-          sent.add(signal)
+      resume(Effect.succeed(tracked.child(pid, (signal) => {
+        try {
+          process.kill(-pid, signal)
+          return true
+        } catch {
           try {
-            process.kill(-pid, signal)
-            return true
+            return child.kill(signal)
           } catch {
-            try {
-              return child.kill(signal)
-            } catch {
-              return false
-            }
+            return false
           }
         }
-      }))
+      })))
     }),
     (child) =>
       Effect.suspend(() => {
@@ -252,6 +287,100 @@ export const spawn = (
         return Effect.ignore(Effect.timeout(child.exited, Duration.seconds(10)))
       })
   )
+
+/** A child's exit bookkeeping, shared by both ways of starting it. */
+const track = () => {
+  const exitDeferred = Deferred.unsafeMake<ExitInfo>(FiberId.none)
+  let exit: ExitInfo | undefined
+  const sent = new Set<NodeJS.Signals>()
+  const exitListeners = new Set<(info: ExitInfo) => void>()
+  return {
+    exited: (info: ExitInfo) => {
+      exit = info
+      Deferred.unsafeDone(exitDeferred, Exit.succeed(info))
+      for (const f of exitListeners) f(info)
+      exitListeners.clear()
+    },
+    child: (pid: number, kill: (signal: NodeJS.Signals) => boolean): Child => ({
+      pid,
+      exited: Deferred.await(exitDeferred),
+      exitInfo: () => exit,
+      onExit: (f) => {
+        if (exit) {
+          f(exit)
+          return () => {}
+        }
+        exitListeners.add(f)
+        return () => exitListeners.delete(f)
+      },
+      sentSignals: sent,
+      signal: (signal) => {
+        if (exit) return false
+        sent.add(signal)
+        return kill(signal)
+      }
+    })
+  }
+}
+
+interface SpawnBinding {
+  readonly spawn: (
+    file: string,
+    argv: ReadonlyArray<string>,
+    env: ReadonlyArray<string>,
+    outFd: number,
+    onExit: (code: number | null, signal: number | null) => void
+  ) => number
+  readonly supported: () => boolean
+}
+
+let spawnBinding: SpawnBinding | null | undefined
+
+/**
+ * The posix_spawn addon (native/spawn.cc) when it is built and the kernel has
+ * pidfds, else undefined (Node's fork-based spawn is used). EFFECT_QEMU_NODE_SPAWN=1
+ * forces Node's.
+ */
+const loadSpawn = (): SpawnBinding | undefined => {
+  if (spawnBinding === undefined) {
+    spawnBinding = null
+    const path = process.platform === "linux" && process.env.EFFECT_QEMU_NODE_SPAWN !== "1"
+      ? findBuilt("spawn.node")
+      : undefined
+    if (path !== undefined) {
+      try {
+        const mod = createRequire(import.meta.url)(path) as SpawnBinding
+        if (typeof mod.spawn === "function" && mod.supported()) spawnBinding = mod
+      } catch {
+        // Not loadable here (another architecture's build): Node's spawn it is.
+      }
+    }
+  }
+  return spawnBinding ?? undefined
+}
+
+/** Whether spawns go through the posix_spawn addon (tests; bench notes). */
+export const spawnsNatively = (): boolean => loadSpawn() !== undefined
+
+/** Tests: Node's spawn from now on (false), or the addon again when it is there (true). */
+export const useNativeSpawn = (enabled: boolean): void => {
+  spawnBinding = enabled ? undefined : null
+}
+
+const envStrings = (env: NodeJS.ProcessEnv): Array<string> => {
+  const out: Array<string> = []
+  for (const key in env) {
+    const value = env[key]
+    if (value !== undefined) out.push(`${key}=${value}`)
+  }
+  return out
+}
+
+const signalNames = new Map<number, NodeJS.Signals>(
+  Object.entries(os.constants.signals).map(([name, n]) => [n, name as NodeJS.Signals])
+)
+const signalName = (signo: number | null): NodeJS.Signals | null =>
+  signo === null ? null : signalNames.get(signo) ?? null
 
 // Programs found executable before, by PATH: a launch loop should not stat PATH each time.
 // A program removed later shows up as an early exit 127 with the helper's message.
