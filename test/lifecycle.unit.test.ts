@@ -364,7 +364,7 @@ describe("run state transitions", () => {
     Effect.gen(function*() {
       const state = yield* State.make
       yield* state.exited(-11)
-      expect(yield* state.ref.get).toEqual(MachineState.Exited({ exitCode: -11, expected: false }))
+      expect(yield* state.get).toEqual(MachineState.Exited({ exitCode: -11, expected: false }))
     }))
 
   it.effect("stateChanges starts with the current state and ends after Exited", () =>

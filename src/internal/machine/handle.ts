@@ -190,7 +190,7 @@ export const make = (deps: HandleDeps): Api.Machine => {
     pid: Effect.sync(() => (child.exitInfo() ? Option.none() : Option.some(child.pid))),
     isRunning: Effect.sync(() => child.exitInfo() === undefined),
     exitCode: Effect.sync(() => Option.map(Option.fromNullable(child.exitInfo()), Proc.exitCodeOf)),
-    state: state.ref.get,
+    state: state.get,
     stateChanges: state.changes,
     qmp: qmpRaw,
     command: command as Api.Machine["command"],

@@ -22,9 +22,9 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
     const { child, killAndFail, qmp } = yield* start(config, prepared, scope)
     // Connected: what this machine keeps open is counted by the next launch's look at /proc.
     prepared.releaseFds()
-    const state = yield* State.make
+    const state = State.unsafeMake()
     // QEMU exiting by itself (guest power-off) is a state change too.
-    yield* Effect.forkIn(Effect.flatMap(child.exited, (exit) => state.exited(Proc.exitCodeOf(exit))), scope)
+    child.onExit((exit) => void state.unsafeExited(Proc.exitCodeOf(exit)))
 
     let shutdown: Lifecycle.Shutdown | undefined
     const console = Handle.makeConsole(config, prepared, scope, () => shutdown?.started() ?? false)
