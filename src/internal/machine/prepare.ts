@@ -32,12 +32,13 @@ export interface Prepared {
 }
 
 /**
- * Descriptors one launch holds while it waits: the listener and the accepted
- * QMP socket, plus one per console, guest agent socket and passed fd. The log
+ * Descriptors one launch holds while it waits: the listener, the accepted
+ * QMP socket and the pidfd that reports QEMU's exit (posix_spawn; Node's
+ * spawn needs none), plus one per console, guest agent socket and passed fd. The log
  * file and spawn's status pipe live only inside the synchronous spawn, one
  * launch at a time: they are in the slack `Proc.reserveFds` keeps.
  */
-const fdsPerLaunch = (config: Api.Config) => 2 + (config.console ? 1 : 0) + (config.guestAgent ? 1 : 0) + config.fds.length
+const fdsPerLaunch = (config: Api.Config) => 3 + (config.console ? 1 : 0) + (config.guestAgent ? 1 : 0) + config.fds.length
 
 const randomSuffix = () => Math.floor(Math.random() * 0x1000000).toString(16).padStart(6, "0")
 
@@ -139,7 +140,7 @@ const reserveFds = (config: Api.Config, scope: Scope.Scope) =>
     return Effect.fail(invalidConfig(
       config,
       `too few file descriptors: ${open} open, ${inFlight} promised to launches in flight, this launch needs ${needed}, ` +
-        `and the limit (RLIMIT_NOFILE, ulimit -n) is ${limit}; each running machine keeps 1-3 open. ` +
+        `and the limit (RLIMIT_NOFILE, ulimit -n) is ${limit}; each running machine keeps 2-4 open. ` +
         `Raise the limit (ulimit -n) or launch fewer machines at once`
     ))
   })
