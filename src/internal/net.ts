@@ -8,6 +8,7 @@ import { Deferred, Effect, Exit, FiberId, Scope } from "effect"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import { QmpConnectionError } from "../Errors.js"
+import * as Scoped from "./scoped.js"
 
 /** A unix socket path, or a TCP host and port. */
 export type Address = string | { readonly host: string; readonly port: number }
@@ -44,7 +45,7 @@ const connectionError = (
 
 /** Destroys a socket when the scope closes (idempotent: destroy twice is harmless). */
 export const adopt = (socket: net.Socket): Effect.Effect<net.Socket, never, Scope.Scope> =>
-  Effect.as(Effect.addFinalizer(() => Effect.sync(() => socket.destroy())), socket)
+  Effect.as(Scoped.addFinalizer(Effect.sync(() => socket.destroy())), socket)
 
 export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionError, Scope.Scope> =>
   Effect.gen(function*() {
@@ -59,7 +60,7 @@ export const listen = (address: Address): Effect.Effect<Listener, QmpConnectionE
     // Built only when someone is told: an error captures a stack trace, and most listeners close quietly.
     const closedError = () => connectionError("Closed", undefined, "listener closed")
 
-    const server = yield* Effect.acquireRelease(
+    const server = yield* Scoped.acquireRelease(
       Effect.async<net.Server, QmpConnectionError>((resume) => {
         const server = net.createServer({ noDelay: true })
         server.on("connection", (socket) => {
@@ -147,7 +148,7 @@ export const connect = (
     const tooLong = checkUnixPath(address)
     if (tooLong) return Effect.fail(connectionError("Refused", undefined, tooLong, channel))
   }
-  return Effect.acquireRelease(
+  return Scoped.acquireRelease(
     Effect.async<net.Socket, QmpConnectionError>((resume) => {
       const socket = typeof address === "string"
         ? net.createConnection({ path: address })

@@ -12,6 +12,7 @@ import * as fs from "node:fs"
 import { createRequire } from "node:module"
 import * as os from "node:os"
 import { findBuilt } from "./native.js"
+import * as Scoped from "./scoped.js"
 
 export interface ExitInfo {
   readonly code: number | null
@@ -194,7 +195,7 @@ export const spawn = (
   command: ReadonlyArray<string>,
   options: SpawnOptions = {}
 ): Effect.Effect<Child, SpawnError, Scope.Scope> =>
-  Effect.acquireRelease(
+  Scoped.acquireRelease(
     Effect.async<Child, SpawnError>((resume) => {
       const [file, ...args] = command
       const passFds = options.passFds ?? []

@@ -7,7 +7,9 @@ import { Effect, ExecutionStrategy, Exit, Option, Scope } from "effect"
 import type { LaunchFailure } from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
 import * as Proc from "../process.js"
+import * as Client from "../qmp/client.js"
 import * as Redact from "../redact.js"
+import * as Scoped from "../scoped.js"
 import { withSpanIfTraced } from "../span.js"
 import * as Accel from "./accel.js"
 import * as Handle from "./handle.js"
@@ -47,7 +49,13 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
         )
       }
     })
-    const monitor = qmp && { ...qmp, execute: (command: string) => qmp.execute(command) }
+    // The ladder's `quit` needs no typed reply: the raw one, failing only on `{ error }`.
+    const monitor: Lifecycle.Monitor | undefined = qmp && {
+      execute: (command) => Effect.flatMap(qmp.executeRaw(command), Client.unwrap(command)),
+      isConnected: qmp.isConnected,
+      closed: qmp.closed,
+      close: qmp.close
+    }
     const ladder = Lifecycle.make({ process: child, monitor, state, closeConsole: console.close, cleanup })
     shutdown = ladder
 
@@ -60,7 +68,7 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
         Effect.annotateLogs("machine", prepared.name)
       )
     )
-    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+    yield* Scoped.addFinalizer(Scope.close(scope, Exit.void))
     const guestAgent = Handle.makeGuestAgent(prepared, scope, child, qmp, ladder.started)
     return Handle.make({ prepared, child, qmp, state, shutdown: ladder, console, guestAgent, log: () => log, recorded })
   })

@@ -16,6 +16,7 @@ import type { SchemaInfo } from "../qapi/schemaInfo.js"
 import * as QapiValidate from "../qapi/validate.js"
 import * as Net from "../net.js"
 import { withSpanIfTraced } from "../span.js"
+import * as Scoped from "../scoped.js"
 import * as Connection from "./connection.js"
 
 export const TypeId: Api.TypeId = Symbol.for("effect-qemu/QmpClient") as Api.TypeId
@@ -203,7 +204,7 @@ export const fromSocket = (
 ): Effect.Effect<Service, QmpError, Scope.Scope> =>
   Effect.gen(function*() {
     const connection = Connection.open(socket, options, yield* Effect.runtime<never>())
-    yield* Effect.addFinalizer(() => Effect.sync(connection.close))
+    yield* Scoped.addFinalizer(Effect.sync(connection.close))
     const decoders: DecoderRef = { current: unchecked }
     const service = yield* makeService(connection, options, decoders)
     const timeout = Duration.decode(options.negotiationTimeout ?? DEFAULT_NEGOTIATION_TIMEOUT)
