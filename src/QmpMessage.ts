@@ -221,8 +221,8 @@ const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "obj
 
 // Every command's reply and most events take this path: it builds exactly the
 // value the schemas would (same keys, same order, unknown fields dropped) at a
-// fraction of the cost. Anything it does not recognise — events with `data`,
-// greetings, every malformed message — is left to the schemas (`undefined`).
+// fraction of the cost. Anything it does not recognise — greetings, every
+// malformed message — is left to the schemas (`undefined`).
 const decodeCommon = (json: Record<string, unknown>): Message | undefined => {
   if ("return" in json) {
     if (!has(json, "return")) return undefined
@@ -237,15 +237,21 @@ const decodeCommon = (json: Record<string, unknown>): Message | undefined => {
   }
   if ("event" in json) {
     const timestamp = json.timestamp
-    if (!has(json, "event") || typeof json.event !== "string" || "data" in json) return undefined
+    if (!has(json, "event") || typeof json.event !== "string") return undefined
     if (!has(json, "timestamp") || !isObject(timestamp) || !has(timestamp, "seconds") || !has(timestamp, "microseconds")) {
       return undefined
     }
     if (typeof timestamp.seconds !== "number" || typeof timestamp.microseconds !== "number") return undefined
-    return {
-      _tag: "Event",
-      value: { event: json.event, timestamp: { seconds: timestamp.seconds, microseconds: timestamp.microseconds } }
+    const time = { seconds: timestamp.seconds, microseconds: timestamp.microseconds }
+    if (!("data" in json)) return { _tag: "Event", value: { event: json.event, timestamp: time } }
+    // `data` as a record: an object of JSON's (string keys only), copied as the schema would.
+    const data = json.data
+    if (!has(json, "data") || !isObject(data) || Array.isArray(data) || Object.getPrototypeOf(data) !== Object.prototype) {
+      return undefined
     }
+    // JSON.parse makes "__proto__" an own key, which the schema's copy turns into a prototype.
+    if (has(data, "__proto__")) return undefined
+    return { _tag: "Event", value: { event: json.event, data: { ...data }, timestamp: time } }
   }
   return undefined
 }

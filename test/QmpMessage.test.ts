@@ -3,7 +3,7 @@
  * fields, and QmpProtocolError (with a truncated `raw`) for everything else.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Either } from "effect"
+import { Either, Schema } from "effect"
 import type { QmpProtocolError } from "../src/Errors.js"
 import * as QmpMessage from "../src/QmpMessage.js"
 
@@ -85,6 +85,33 @@ describe("QmpMessage.decode", () => {
           timestamp: { seconds: 1, microseconds: 2 }
         }
       })
+    })
+
+    it("the fast path for events builds exactly what the Event schema builds, or leaves the message to it", () => {
+      const viaSchema = Schema.decodeUnknownEither(QmpMessage.Event)
+      const time = `"timestamp": {"seconds": 1, "microseconds": 2}`
+      const inputs = [
+        `{${time}, "event": "SHUTDOWN", "data": {"guest": true, "reason": "host-qmp-quit"}}`,
+        `{${time}, "event": "X", "data": {}}`,
+        `{${time}, "event": "X", "data": {"nested": {"a": [1, {"b": null}]}, "n": 1.5}}`,
+        `{${time}, "event": "X", "data": {"__proto__": {"polluted": true}, "constructor": 1}}`,
+        `{${time}, "event": "X", "data": [1, 2]}`,
+        `{${time}, "event": "X", "data": null}`,
+        `{${time}, "event": "X", "data": "text"}`,
+        `{${time}, "event": "X", "data": {"k": 1}, "extra": true}`
+      ]
+      for (const text of inputs) {
+        const json = JSON.parse(text)
+        const ours = QmpMessage.decode(text)
+        const theirs = viaSchema(json)
+        expect(Either.isRight(ours)).toBe(Either.isRight(theirs))
+        if (Either.isRight(ours) && Either.isRight(theirs)) {
+          expect(ours.right).toEqual({ _tag: "Event", value: theirs.right })
+          expect(Object.keys((ours.right.value as QmpMessage.Event).data ?? {})).toEqual(Object.keys(theirs.right.data ?? {}))
+          expect(Object.getPrototypeOf((ours.right.value as QmpMessage.Event).data ?? {}))
+            .toEqual(Object.getPrototypeOf(theirs.right.data ?? {}))
+        }
+      }
     })
 
     it("tolerates unknown extra fields at every level", () => {
