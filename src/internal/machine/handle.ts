@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import type * as ConsoleApi from "../../ConsoleSocket.js"
 import type * as GuestAgentApi from "../../GuestAgent.js"
 import { describeCause, MachineError } from "../../Errors.js"
-import type { QmpError } from "../../Errors.js"
+import type { QmpArgumentError, QmpCommandError, QmpError } from "../../Errors.js"
 import type * as Api from "../../QemuMachine.js"
 import type * as QmpApi from "../../QmpClient.js"
 import type * as QmpMessage from "../../QmpMessage.js"
@@ -155,12 +155,15 @@ export const make = (deps: HandleDeps): Api.Machine => {
       )
     }).pipe(withCommandSpan("QemuMachine.qmp", command))
 
-  const command = (name: string, args?: QmpApi.Arguments) =>
-    (name === "quit"
-      ? Effect.flatMap(qmpRaw(name, args), Client.unwrap(name))
-      : Effect.flatMap(requireQmp, (client) => client.execute(name as string, args))).pipe(
-        withCommandSpan("QemuMachine.command", name)
-      )
+  type CommandError = QmpError | QmpCommandError | QmpArgumentError | MachineError
+  const command = (name: string, args?: QmpApi.Arguments): Effect.Effect<unknown, CommandError> =>
+    withCommandSpan("QemuMachine.command", name)<unknown, CommandError, never>(
+      name === "quit"
+        ? Effect.flatMap(qmpRaw(name, args), Client.unwrap(name))
+        : qmp
+        ? qmp.execute(name, args)
+        : Effect.fail(qmpDisabled)
+    )
 
   const eventsWait = (
     pairs: ReadonlyArray<readonly [string, unknown?]>,

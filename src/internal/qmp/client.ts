@@ -2,7 +2,7 @@
  * The QMP client service over a connection: negotiation, commands, the event
  * path (streams, waiters, cache), fd passing, and the live schema.
  */
-import { Duration, Effect, Either, Option, Scope, Stream } from "effect"
+import { Duration, Effect, Either, Exit, Option, Scope, Stream } from "effect"
 import type * as net from "node:net"
 import { QmpCommandError, QmpConnectionError, QmpProtocolError, QmpTimeoutError } from "../../Errors.js"
 import type { QmpArgumentError } from "../../Errors.js"
@@ -100,16 +100,13 @@ const makeService = (
     const executeRaw = connection.executeRaw
     // The `return` of a known command is checked against the connected QEMU's schema (see
     // internal/qapi/decode): one step after the reply, no Effect in between when it passes.
-    const returned = (
-      command: string,
-      response: QmpMessage.Response
-    ): Effect.Effect<unknown, QmpCommandError | QmpProtocolError> => {
-      if (QmpMessage.isErrorResponse(response)) return Effect.fail(commandError(command, response))
+    const returned = (command: string) => (response: QmpMessage.Response): Exit.Exit<unknown, QmpCommandError | QmpProtocolError> => {
+      if (QmpMessage.isErrorResponse(response)) return Exit.fail(commandError(command, response))
       const decoded = decoders.current.result(command, response.return)
-      return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
+      return decoded._tag === "Right" ? Exit.succeed(decoded.right) : Exit.fail(decoded.left)
     }
     const run = (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
-      Effect.flatMap(executeRaw(command, args, executeOptions), (response) => returned(command, response))
+      connection.send(command, args, executeOptions, returned(command))
 
     // Fetched once per connection, when first asked for.
     const introspect = yield* Effect.cached(
