@@ -11,13 +11,15 @@
  *
  * The generated types describe JSON as it is (no transformations), so a value
  * that passes its Schema is returned as it came: members QEMU added after the
- * schema was generated stay in place. The check is `Schema.is` (no copy); only
- * a value that fails it is decoded again to say where and why.
+ * schema was generated stay in place. The check is `Schema.is` (no copy),
+ * compiled to a plain predicate; only a value that fails it is decoded again
+ * to say where and why.
  */
 import { Effect, Either, ParseResult, Schema } from "effect"
 import { QmpProtocolError } from "../../Errors.js"
 import * as Generated from "../../generated/qmp.js"
 import type { VersionTables } from "./info.js"
+import * as Predicate from "./predicate.js"
 
 const has = (table: object, key: string): boolean => Object.prototype.hasOwnProperty.call(table, key)
 
@@ -38,7 +40,8 @@ const formatPath = (root: string, path: ReadonlyArray<PropertyKey>): string =>
 const LITERAL_MISMATCH = /^Expected "[^"]*"(?: \| "[^"]*")*, actual /
 
 const checker = (schema: Schema.Schema.AnyNoContext, root: string): Checker => {
-  const is = Schema.is(schema)
+  // Schema.is, compiled to a plain predicate (see predicate.ts): this runs for every typed reply.
+  const is = Predicate.compile(schema)
   const decode = Schema.decodeUnknownEither(schema, { errors: "first" })
   return {
     // a recursive Schema (ImageInfo's backing-image…) follows a value as deep
