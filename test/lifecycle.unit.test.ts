@@ -16,8 +16,13 @@ interface FakeOptions {
   /** Whether SIGTERM makes it exit. */
   readonly onTerm?: "exit" | "ignore"
   readonly qmp?: boolean
-  /** Give the process `onExit`, as real ones have: the ladder then uses one timer on the live clock. */
+  /**
+   * Give the process `onExit` and the monitor callbacks, as real ones have: on the live
+   * clock the ladder then runs as plain callbacks under one timer.
+   */
   readonly onExit?: boolean
+  /** QEMU's QMP connection outlives its exit by this long (the ladder reads it to its end). */
+  readonly closeAfterExit?: number
 }
 
 const fake = (options: FakeOptions = {}) => {
@@ -28,13 +33,26 @@ const fake = (options: FakeOptions = {}) => {
   const sent = new Set<NodeJS.Signals>()
   const log: Array<string> = []
   const exitListeners = new Set<(info: ExitInfo) => void>()
+  const closedListeners = new Set<() => void>()
+  const disconnect = () => {
+    if (!connected) return
+    connected = false
+    Deferred.unsafeDone(closedDeferred, Exit.succeed(new QmpConnectionError({ reason: "Eof" })))
+    for (const f of closedListeners) f()
+    closedListeners.clear()
+  }
   const exit = (exitInfo: ExitInfo) => {
     if (info) return
     info = exitInfo
-    connected = false
+    if (options.closeAfterExit === undefined) disconnect()
+    else setTimeout(disconnect, options.closeAfterExit)
     for (const f of exitListeners) f(exitInfo)
-    Deferred.unsafeDone(closedDeferred, Exit.succeed(new QmpConnectionError({ reason: "Eof" })))
     Deferred.unsafeDone(exitDeferred, Exit.succeed(exitInfo))
+  }
+  const quit = () => {
+    log.push("quit")
+    if (options.onQuit === "foreign-kill") exit({ code: null, signal: "SIGKILL" })
+    else if (options.onQuit !== "ignore") exit({ code: 0, signal: null })
   }
   const process: Lifecycle.Process = {
     exited: Deferred.await(exitDeferred),
@@ -64,17 +82,31 @@ const fake = (options: FakeOptions = {}) => {
   const monitor: Lifecycle.Monitor = {
     execute: (command) =>
       Effect.sync(() => {
-        log.push(command)
-        if (command !== "quit") return {}
-        if (options.onQuit === "foreign-kill") exit({ code: null, signal: "SIGKILL" })
-        else if (options.onQuit !== "ignore") exit({ code: 0, signal: null })
+        if (command === "quit") quit()
+        else log.push(command)
         return {}
       }),
     isConnected: Effect.sync(() => connected),
     closed: Deferred.await(closedDeferred),
-    close: Effect.sync(() => {
-      connected = false
-    })
+    close: Effect.sync(disconnect),
+    callbacks: options.onExit
+      ? {
+        quit: (done) => {
+          quit()
+          done(undefined)
+        },
+        connected: () => connected,
+        onClosed: (f) => {
+          if (!connected) {
+            f()
+            return () => {}
+          }
+          closedListeners.add(f)
+          return () => void closedListeners.delete(f)
+        },
+        close: disconnect
+      }
+      : undefined
   }
   return { process, monitor: options.qmp === false ? undefined : monitor, exit, log }
 }
@@ -299,18 +331,16 @@ describe("shutdown ladder on the live clock", () => {
   it.live("a quit that never gets an answer is ended by the deadline too", () =>
     Effect.gen(function*() {
       const t = yield* setup({ onExit: true })
-      // A monitor whose quit hangs until the monitor is closed, as a stuck QEMU's does.
-      let closeMonitor: (() => void) | undefined
+      // A monitor whose quit is never answered, as a stuck QEMU's is.
+      let closes = 0
       const hanging = Lifecycle.make({
         process: t.process,
         monitor: {
-          execute: () =>
-            Effect.async<unknown, QmpConnectionError>((resume) => {
-              closeMonitor = () => resume(Effect.fail(new QmpConnectionError({ reason: "Closed" })))
-            }),
+          execute: () => Effect.never,
           isConnected: Effect.succeed(true),
           closed: Effect.never,
-          close: Effect.sync(() => closeMonitor?.())
+          close: Effect.void,
+          callbacks: { quit: () => {}, connected: () => true, onClosed: () => () => {}, close: () => void closes++ }
         },
         state: t.state,
         closeConsole: Effect.void,
@@ -320,6 +350,28 @@ describe("shutdown ladder on the live clock", () => {
       expect(error.steps.map((s) => `${s.step}:${s.outcome}`)).toEqual(["soft:failed", "hard:ok"])
       expect(error.steps[0]!.detail).toContain("graceful shutdown timed out")
       expect(t.log).toEqual(["SIGKILL"])
+      expect(closes).toBeGreaterThan(0)
+    }))
+
+  it.live("after the exit QMP is read to its end: the ladder waits for the connection to close", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ onExit: true, closeAfterExit: 60 })
+      const started = Date.now()
+      yield* t.shutdown.run()
+      expect(Date.now() - started).toBeGreaterThanOrEqual(55)
+      expect(yield* t.monitor!.isConnected).toBe(false)
+      expect(t.cleanups()).toBe(1)
+    }))
+
+  it.live("a connection that outlives the exit is waited for a second at most", () =>
+    Effect.gen(function*() {
+      const t = yield* setup({ onExit: true, closeAfterExit: 5_000 })
+      const started = Date.now()
+      yield* t.shutdown.run()
+      const took = Date.now() - started
+      expect(took).toBeGreaterThanOrEqual(950)
+      expect(took).toBeLessThan(4_000)
+      expect(t.cleanups()).toBe(1)
     }))
 
   it.live("a foreign SIGKILL while quitting is not a graceful exit", () =>

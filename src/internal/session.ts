@@ -30,6 +30,8 @@ export interface Session<C> {
   readonly closed: Effect.Effect<C>
   /** Writes while open (false once ended); does not wait for the flush. */
   readonly write: (data: string | Uint8Array) => boolean
+  /** Calls `f` once the session has ended (at once if it has); returns the unsubscribe. */
+  readonly onEnd: (f: () => void) => () => void
 }
 
 /**
@@ -51,6 +53,7 @@ const withoutStack = <A>(make: () => A): A => {
 export const make = <C>(socket: net.Socket, handlers: SessionHandlers<C>): Session<C> => {
   let closeCause: C | undefined
   const closed = Deferred.unsafeMake<C>(FiberId.none)
+  const endListeners = new Set<() => void>()
 
   const end = (makeCause: () => C) => {
     if (closeCause !== undefined) return
@@ -59,6 +62,8 @@ export const make = <C>(socket: net.Socket, handlers: SessionHandlers<C>): Sessi
     socket.destroy()
     Deferred.unsafeDone(closed, Exit.succeed(cause))
     handlers.onClose(cause)
+    for (const f of endListeners) f()
+    endListeners.clear()
   }
 
   socket.on("data", (chunk: Buffer) => {
@@ -83,6 +88,14 @@ export const make = <C>(socket: net.Socket, handlers: SessionHandlers<C>): Sessi
       if (closeCause !== undefined) return false
       socket.write(data)
       return true
+    },
+    onEnd: (f) => {
+      if (closeCause !== undefined) {
+        f()
+        return () => {}
+      }
+      endListeners.add(f)
+      return () => void endListeners.delete(f)
     }
   }
 }

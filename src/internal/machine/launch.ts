@@ -54,7 +54,8 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
       execute: (command) => Effect.flatMap(qmp.executeRaw(command), Client.unwrap(command)),
       isConnected: qmp.isConnected,
       closed: qmp.closed,
-      close: qmp.close
+      close: qmp.close,
+      callbacks: Client.callbacksOf(qmp)
     }
     const ladder = Lifecycle.make({ process: child, monitor, state, closeConsole: console.close, cleanup })
     shutdown = ladder

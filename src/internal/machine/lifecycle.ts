@@ -18,6 +18,7 @@ import type {
 import type * as Api from "../../QemuMachine.js"
 import * as Deadline from "../deadline.js"
 import * as Proc from "../process.js"
+import type * as Client from "../qmp/client.js"
 import { withSpanIfTraced } from "../span.js"
 import * as State from "./state.js"
 
@@ -32,6 +33,8 @@ export interface Monitor {
   readonly isConnected: Effect.Effect<boolean>
   readonly closed: Effect.Effect<QmpConnectionError | QmpProtocolError>
   readonly close: Effect.Effect<void>
+  /** The same at callback level (real connections): the live-clock soft step then takes no Effect step. */
+  readonly callbacks?: Client.Callbacks | undefined
 }
 
 export interface Deps {
@@ -55,104 +58,115 @@ export const describeExit = (exit: Proc.ExitInfo): string =>
 const expectsExit = (before: Api.MachineState): boolean =>
   before._tag === "QuitIssued" || before._tag === "ExpectingExit" || (before._tag === "Exited" && before.expected)
 
-/**
- * Waits of the soft step. On the live clock one timer bounds the whole step: at the
- * deadline it closes the monitor and sends SIGKILL, which ends the `quit` and the QMP
- * waits, and it ends the exit waits itself (a process stuck in the kernel may never
- * exit). Under `TestClock` the step is raced against the clock instead.
- */
-interface Waits {
-  /** QEMU's exit, or the deadline. */
-  readonly exited: Effect.Effect<Proc.ExitInfo>
-  /** Whether the deadline has passed. */
-  readonly expired: () => boolean
-  readonly timeout: Duration.Duration
-}
+const timeoutError = (timeout: Duration.Duration) =>
+  new QmpTimeoutError({ operation: "graceful shutdown", timeout, channel: "process" })
 
-const softSteps = (deps: Deps, before: Api.MachineState, waits: Waits) =>
+const alreadyExited = (process: Process) =>
+  new MachineError({ message: `QEMU had already exited (${describeExit(process.exitInfo()!)})` })
+
+// A dropped connection after our quit is success only if QEMU quit: a foreign
+// signal (e.g. an external SIGKILL racing this shutdown) is not a graceful exit.
+const foreignDeath = (process: Process, exit: Proc.ExitInfo): MachineError | undefined =>
+  exit.signal !== null && !process.sentSignals.has(exit.signal)
+    ? new MachineError({ message: `QEMU was ${describeExit(exit)} instead of quitting` })
+    : undefined
+
+const softDone = (expecting: boolean, exit: Proc.ExitInfo, quit: boolean) =>
+  expecting ? `QEMU exited by itself (${describeExit(exit)})` : `QEMU exited after ${quit ? "quit" : "SIGTERM"}`
+
+/**
+ * The soft step in Effect steps, raced against the clock's deadline: under
+ * `TestClock`, and for a monitor without callbacks.
+ */
+const softRaced = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) =>
   Effect.gen(function*() {
     const { monitor, process } = deps
     const expecting = expectsExit(before)
     // The console is always drained, so it cannot block QEMU; when the guest is
     // expected to exit by itself, it keeps reading (the last words, input in flight).
     if (!expecting) yield* deps.closeConsole
-    if (before._tag === "Exited" && !expecting) {
-      return yield* Effect.fail(
-        new MachineError({ message: `QEMU had already exited (${describeExit(process.exitInfo()!)})` })
-      )
-    }
+    if (before._tag === "Exited" && !expecting) return yield* Effect.fail(alreadyExited(process))
     const sendQuit = monitor !== undefined && !expecting
     if (monitor) {
       if (sendQuit) yield* monitor.execute("quit").pipe(Effect.catchTag("QmpConnectionError", () => Effect.void))
       // Read QMP to its end, so every event QEMU sent before exiting is kept.
-      yield* waits.exited
-      if (!waits.expired() && (yield* monitor.isConnected)) {
-        yield* monitor.closed.pipe(Effect.timeout(QMP_DRAIN_WAIT), Effect.ignore)
-      }
+      yield* process.exited
+      if (yield* monitor.isConnected) yield* monitor.closed.pipe(Effect.timeout(QMP_DRAIN_WAIT), Effect.ignore)
       yield* monitor.close
     } else if (!expecting) {
       process.signal("SIGTERM")
     }
-    const exit = yield* waits.exited
-    if (waits.expired()) return yield* Effect.fail(timeoutError(waits.timeout))
-    // A dropped connection after our quit is success only if QEMU quit: a foreign
-    // signal (e.g. an external SIGKILL racing this shutdown) is not a graceful exit.
-    if (sendQuit && exit.signal !== null && !process.sentSignals.has(exit.signal)) {
-      return yield* Effect.fail(new MachineError({ message: `QEMU was ${describeExit(exit)} instead of quitting` }))
-    }
-    return expecting ? `QEMU exited by itself (${describeExit(exit)})` : `QEMU exited after ${monitor ? "quit" : "SIGTERM"}`
-  })
+    const exit = yield* process.exited
+    const foreign = sendQuit ? foreignDeath(process, exit) : undefined
+    if (foreign) return yield* Effect.fail(foreign)
+    return softDone(expecting, exit, monitor !== undefined)
+  }).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => timeoutError(timeout) }))
 
-const timeoutError = (timeout: Duration.Duration) =>
-  new QmpTimeoutError({ operation: "graceful shutdown", timeout, channel: "process" })
-
-/** The soft step under the live clock: one timer, no racing fibers (see deadline.ts). */
-const softLive = (
+/**
+ * The soft step on the live clock, as plain callbacks in one async step: the
+ * same steps as `softRaced`, bounded by one timer (see deadline.ts). At the
+ * deadline QEMU is sent SIGKILL and the monitor closed, and the step fails
+ * with the timeout at once (the hard step then waits for the exit).
+ */
+const softFast = (
   deps: Deps,
   before: Api.MachineState,
   timeout: Duration.Duration,
-  onExit: NonNullable<Process["onExit"]>
+  onExit: NonNullable<Process["onExit"]>,
+  monitor: Client.Callbacks | undefined
 ) =>
-  Effect.suspend(() => {
-    let expired = false
-    const expiredListeners = new Set<() => void>()
-    const disarm = Deadline.arm(timeout, () => {
-      expired = true
-      deps.process.signal("SIGKILL")
-      if (deps.monitor) Effect.runFork(deps.monitor.close)
-      for (const wake of expiredListeners) wake()
+  Effect.async<string, MachineError | QmpTimeoutError | QmpCommandError>((resume) => {
+    const { process } = deps
+    const expecting = expectsExit(before)
+    if (before._tag === "Exited" && !expecting) return resume(Effect.fail(alreadyExited(process)))
+    const sendQuit = monitor !== undefined && !expecting
+    const offs: Array<() => void> = []
+    let finished = false
+    const stop = () => {
+      finished = true
+      for (const off of offs) off()
+    }
+    const finish = (result: Effect.Effect<string, MachineError | QmpTimeoutError | QmpCommandError>) => {
+      if (finished) return
+      stop()
+      resume(result)
+    }
+    offs.push(Deadline.arm(timeout, () => {
+      // Failed first: the exit the SIGKILL brings must not read as a graceful one.
+      finish(Effect.fail(timeoutError(timeout)))
+      process.signal("SIGKILL")
+      monitor?.close()
+    }))
+    const exited = (exit: Proc.ExitInfo) => {
+      const done = () => {
+        monitor?.close()
+        const foreign = sendQuit ? foreignDeath(process, exit) : undefined
+        finish(foreign ? Effect.fail(foreign) : Effect.succeed(softDone(expecting, exit, monitor !== undefined)))
+      }
+      // Read QMP to its end (a second at most), so every event QEMU sent before exiting is kept.
+      if (monitor === undefined || !monitor.connected()) return done()
+      const offClosed = monitor.onClosed(done)
+      if (!finished) offs.push(offClosed, Deadline.arm(QMP_DRAIN_WAIT, done))
+    }
+    if (sendQuit) monitor.quit((error) => error && finish(Effect.fail(error)))
+    else if (monitor === undefined && !expecting) process.signal("SIGTERM")
+    if (!finished) offs.push(onExit(exited))
+    // Interrupted (the ladder's caller gave up): the timers and listeners go, the hard step follows.
+    return Effect.sync(() => {
+      if (!finished) stop()
     })
-    const exited = Effect.async<Proc.ExitInfo>((resume) => {
-      const wake = () => resume(Effect.succeed(deps.process.exitInfo() ?? { code: null, signal: null }))
-      if (expired) return wake()
-      expiredListeners.add(wake)
-      const off = onExit((info) => {
-        expiredListeners.delete(wake)
-        resume(Effect.succeed(info))
-      })
-      return Effect.sync(() => {
-        off()
-        expiredListeners.delete(wake)
-      })
-    })
-    const waits: Waits = { exited, expired: () => expired, timeout }
-    return softSteps(deps, before, waits).pipe(
-      Effect.ensuring(Effect.sync(disarm)),
-      Effect.catchAll((e) => Effect.fail(expired ? timeoutError(timeout) : e))
-    )
   })
-
-/** The soft step under any other clock: the steps raced against the clock's deadline. */
-const softRaced = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) =>
-  softSteps(deps, before, { exited: deps.process.exited, expired: () => false, timeout }).pipe(
-    Effect.timeoutFail({ duration: timeout, onTimeout: () => timeoutError(timeout) })
-  )
 
 const soft = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) => {
   const onExit = deps.process.onExit
-  return onExit === undefined
-    ? softRaced(deps, before, timeout)
-    : Deadline.onLiveClock(softLive(deps, before, timeout, onExit), softRaced(deps, before, timeout))
+  const monitor = deps.monitor
+  if (onExit === undefined || (monitor !== undefined && monitor.callbacks === undefined)) {
+    return softRaced(deps, before, timeout)
+  }
+  const fast = expectsExit(before)
+    ? softFast(deps, before, timeout, onExit, monitor?.callbacks)
+    : Effect.zipRight(deps.closeConsole, softFast(deps, before, timeout, onExit, monitor?.callbacks))
+  return Deadline.onLiveClock(fast, softRaced(deps, before, timeout))
 }
 
 const hard = (deps: Deps) =>

@@ -192,8 +192,35 @@ const negotiate = (connection: Connection.Connection, service: Service, options:
         Effect.fail(new QmpProtocolError({ message: `capabilities negotiation refused: ${e.message}`, raw: "" })))
     )
     connection.ready()
-    return { ...service, greeting, capabilities: enable } satisfies Service
+    const ready = { ...service, greeting, capabilities: enable } satisfies Service
+    callbacks.set(ready, {
+      quit: (done) =>
+        void connection.request("quit", undefined, undefined, (reply) =>
+          done(Exit.isSuccess(reply) && QmpMessage.isErrorResponse(reply.value) ? commandError("quit", reply.value) : undefined)),
+      connected: () => connection.session.cause() === undefined,
+      onClosed: connection.session.onEnd,
+      close: connection.close
+    })
+    return ready
   })
+
+/**
+ * A connection at callback level, for the shutdown ladder on the live clock: `quit`,
+ * its end, and closing it, with no Effect per step (internal/machine/lifecycle.ts).
+ */
+export interface Callbacks {
+  /** Sends `quit`; `done` gets the error of an `{ error }` reply, else nothing (a reply, or the end first). */
+  readonly quit: (done: (error: QmpCommandError | undefined) => void) => void
+  readonly connected: () => boolean
+  /** Calls `f` once the connection has ended (at once if it has); returns the unsubscribe. */
+  readonly onClosed: (f: () => void) => () => void
+  readonly close: () => void
+}
+
+const callbacks = new WeakMap<Service, Callbacks>()
+
+/** The callbacks of a client this module made (undefined for any other `Service`). */
+export const callbacksOf = (service: Service): Callbacks | undefined => callbacks.get(service)
 
 export const fromSocket = (
   socket: net.Socket,

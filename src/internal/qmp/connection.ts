@@ -51,6 +51,16 @@ export interface Connection {
    * `executeRaw` whose reply is turned into the result by `onReply`, in the
    * reply's own callback: the typed path takes no extra step per command.
    */
+  /**
+   * Sends a command and hands its reply (or the connection's end) to `onReply`, in the
+   * reply's own callback, without an Effect; returns the cancel (the late reply is dropped).
+   */
+  readonly request: (
+    command: string,
+    args: Readonly<Record<string, unknown>> | undefined,
+    options: ExecuteOptions | undefined,
+    onReply: (reply: Exit.Exit<QmpMessage.Response, CloseCause>) => void
+  ) => () => void
   readonly send: <A, E>(
     command: string,
     args: Readonly<Record<string, unknown>> | undefined,
@@ -193,6 +203,26 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
   })
   socket.setNoDelay?.(true)
 
+  const request = (
+    command: string,
+    args: Readonly<Record<string, unknown>> | undefined,
+    executeOptions: ExecuteOptions | undefined,
+    onReply: Resume
+  ): () => void => {
+    if (state._tag === "Closed") {
+      onReply(Exit.fail(state.cause))
+      return () => {}
+    }
+    const id = ++counter
+    const verb = executeOptions?.oob ? "exec-oob" : "execute"
+    const wire = args === undefined
+      ? `{"${verb}":${JSON.stringify(command)},"id":${id}}\n`
+      : `{"${verb}":${JSON.stringify(command)},"arguments":${JSON.stringify(args)},"id":${id}}\n`
+    replies.expect(id, onReply)
+    session.write(wire)
+    return () => replies.abandon(id)
+  }
+
   const send = <A, E>(
     command: string,
     args: Readonly<Record<string, unknown>> | undefined,
@@ -204,15 +234,9 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
     // are made when it runs, and the reply becomes the result in its own callback. The
     // canceler runs only when the caller gives up; a reply after that is expected and dropped.
     const awaited = Effect.async<A, E | QmpError>((resume) => {
-      if (state._tag === "Closed") return resume(Exit.fail(state.cause))
-      const id = ++counter
-      const verb = executeOptions?.oob ? "exec-oob" : "execute"
-      const wire = args === undefined
-        ? `{"${verb}":${JSON.stringify(command)},"id":${id}}\n`
-        : `{"${verb}":${JSON.stringify(command)},"arguments":${JSON.stringify(args)},"id":${id}}\n`
-      replies.expect(id, (reply) => resume(Exit.isSuccess(reply) ? onReply(reply.value) : Exit.failCause(reply.cause)))
-      session.write(wire)
-      return Effect.sync(() => replies.abandon(id))
+      const cancel = request(command, args, executeOptions, (reply) =>
+        resume(Exit.isSuccess(reply) ? onReply(reply.value) : Exit.failCause(reply.cause)))
+      return Effect.sync(cancel)
     })
     return timeout === undefined || !Duration.isFinite(timeout)
       ? awaited
@@ -228,6 +252,7 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
     greeting: Deferred.await(greeting),
     ready: () => transition({ _tag: "Ready" }),
     executeRaw: (command, args, executeOptions) => send(command, args, executeOptions, Exit.succeed),
+    request,
     send,
     close: () =>
       session.end(() => new QmpConnectionError({ reason: "Closed", detail: "connection closed by the client" })),
