@@ -137,6 +137,38 @@ const makeReplies = (log: ReturnType<typeof makeLog>) => {
   }
 }
 
+const wire = (command: string, args: Readonly<Record<string, unknown>> | undefined, oob: boolean, id: number) => {
+  const verb = oob ? "exec-oob" : "execute"
+  return args === undefined
+    ? `{"${verb}":${JSON.stringify(command)},"id":${id}}\n`
+    : `{"${verb}":${JSON.stringify(command)},"arguments":${JSON.stringify(args)},"id":${id}}\n`
+}
+
+/** `Connection.send` over `request`: one async step, and a timeout race only when a timeout is set. */
+const makeSend = (request: Connection["request"], defaultTimeout: Duration.Duration | undefined): Connection["send"] =>
+<A, E>(
+  command: string,
+  args: Readonly<Record<string, unknown>> | undefined,
+  executeOptions: ExecuteOptions | undefined,
+  onReply: (response: QmpMessage.Response) => Exit.Exit<A, E>
+): Effect.Effect<A, E | QmpError> => {
+  const timeout = executeOptions?.timeout === undefined ? defaultTimeout : Duration.decode(executeOptions.timeout)
+  // One async step per command, this being the per-command hot path: the id and the wire
+  // are made when it runs, and the reply becomes the result in its own callback. The
+  // canceler runs only when the caller gives up; a reply after that is expected and dropped.
+  const awaited = Effect.async<A, E | QmpError>((resume) => {
+    const cancel = request(command, args, executeOptions, (reply) =>
+      resume(Exit.isSuccess(reply) ? onReply(reply.value) : Exit.failCause(reply.cause)))
+    return Effect.sync(cancel)
+  })
+  return timeout === undefined || !Duration.isFinite(timeout)
+    ? awaited
+    : Effect.timeoutFail(awaited, {
+      duration: timeout,
+      onTimeout: () => new QmpTimeoutError({ operation: `QMP command '${command}'`, timeout })
+    })
+}
+
 /** Starts reading QMP from an open socket. The greeting is awaited with `greeting`. */
 export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runtime<never>): Connection => {
   const maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
@@ -214,37 +246,12 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
       return () => {}
     }
     const id = ++counter
-    const verb = executeOptions?.oob ? "exec-oob" : "execute"
-    const wire = args === undefined
-      ? `{"${verb}":${JSON.stringify(command)},"id":${id}}\n`
-      : `{"${verb}":${JSON.stringify(command)},"arguments":${JSON.stringify(args)},"id":${id}}\n`
     replies.expect(id, onReply)
-    session.write(wire)
+    session.write(wire(command, args, executeOptions?.oob === true, id))
     return () => replies.abandon(id)
   }
 
-  const send = <A, E>(
-    command: string,
-    args: Readonly<Record<string, unknown>> | undefined,
-    executeOptions: ExecuteOptions | undefined,
-    onReply: (response: QmpMessage.Response) => Exit.Exit<A, E>
-  ): Effect.Effect<A, E | QmpError> => {
-    const timeout = executeOptions?.timeout === undefined ? defaultTimeout : Duration.decode(executeOptions.timeout)
-    // One async step per command, this being the per-command hot path: the id and the wire
-    // are made when it runs, and the reply becomes the result in its own callback. The
-    // canceler runs only when the caller gives up; a reply after that is expected and dropped.
-    const awaited = Effect.async<A, E | QmpError>((resume) => {
-      const cancel = request(command, args, executeOptions, (reply) =>
-        resume(Exit.isSuccess(reply) ? onReply(reply.value) : Exit.failCause(reply.cause)))
-      return Effect.sync(cancel)
-    })
-    return timeout === undefined || !Duration.isFinite(timeout)
-      ? awaited
-      : Effect.timeoutFail(awaited, {
-        duration: timeout,
-        onTimeout: () => new QmpTimeoutError({ operation: `QMP command '${command}'`, timeout })
-      })
-  }
+  const send = makeSend(request, defaultTimeout)
 
   return {
     session,
