@@ -108,8 +108,8 @@ export interface FdShortage {
  * Without /proc the check is skipped.
  */
 export const reserveFds = (needed: number): { readonly release: () => void } | FdShortage => {
-  let { limit, open } = fdReading(needed)
-  if (limit !== undefined && open !== undefined && open + reservedFds + needed + FD_SLACK > limit && !reading.fresh) {
+  let { fresh, limit, open } = fdReading(needed)
+  if (!fresh && limit !== undefined && open !== undefined && open + reservedFds + needed + FD_SLACK > limit) {
     // A shortage is only ever reported from a fresh look.
     ;({ limit, open } = readFds())
   }
@@ -135,7 +135,7 @@ export const reserveFds = (needed: number): { readonly release: () => void } | F
  * on every launch), and what was released since. Reused for up to a second while the
  * process stays well under its limit; the estimate only ever counts too many.
  */
-const reading = { open: undefined as number | undefined, limit: undefined as number | undefined, at: -Infinity, since: 0, fresh: false }
+const reading = { open: undefined as number | undefined, limit: undefined as number | undefined, at: -Infinity, since: 0 }
 const READING_TTL_MS = 1_000
 
 const readFds = () => {
@@ -143,17 +143,16 @@ const readFds = () => {
   reading.open = reading.limit === undefined ? undefined : openFds()
   reading.at = performance.now()
   reading.since = 0
-  reading.fresh = true
-  return { limit: reading.limit, open: reading.open }
+  return { fresh: true, limit: reading.limit, open: reading.open }
 }
 
-const fdReading = (needed: number): { readonly limit: number | undefined; readonly open: number | undefined } => {
-  reading.fresh = false
+/** The reading to decide on: the last one plus what was released since, or a fresh one when old or near the limit. */
+const fdReading = (needed: number) => {
   const { limit } = reading
   const open = reading.open === undefined ? undefined : reading.open + reading.since
   const near = limit !== undefined && open !== undefined && (open + reservedFds + needed + FD_SLACK) * 4 > limit * 3
   if (performance.now() - reading.at > READING_TTL_MS || near) return readFds()
-  return { limit, open }
+  return { fresh: false, limit, open }
 }
 
 let dieWithParent: Option.Option<ReadonlyArray<string>> | undefined
@@ -235,19 +234,7 @@ export const spawn = (
         } finally {
           if (logFd !== undefined) fs.closeSync(logFd)
         }
-        return resume(Effect.succeed(tracked.child(pid, (signal) => {
-          try {
-            process.kill(-pid, signal)
-            return true
-          } catch {
-            try {
-              process.kill(pid, signal)
-              return true
-            } catch {
-              return false
-            }
-          }
-        })))
+        return resume(Effect.succeed(tracked.child(pid, (signal) => process.kill(pid, signal))))
       }
       let child: cp.ChildProcess
       try {
@@ -267,18 +254,7 @@ export const spawn = (
       })
       if (child.pid === undefined) return // the 'error' event reports why
       const pid = child.pid
-      resume(Effect.succeed(tracked.child(pid, (signal) => {
-        try {
-          process.kill(-pid, signal)
-          return true
-        } catch {
-          try {
-            return child.kill(signal)
-          } catch {
-            return false
-          }
-        }
-      })))
+      resume(Effect.succeed(tracked.child(pid, (signal) => child.kill(signal))))
     }),
     (child) =>
       Effect.suspend(() => {
@@ -302,7 +278,8 @@ const track = () => {
       for (const f of exitListeners) f(info)
       exitListeners.clear()
     },
-    child: (pid: number, kill: (signal: NodeJS.Signals) => boolean): Child => ({
+    /** `killOne`: signals the process alone, when its group cannot be signalled. */
+    child: (pid: number, killOne: (signal: NodeJS.Signals) => boolean): Child => ({
       pid,
       exited: Deferred.await(exitDeferred),
       exitInfo: () => exit,
@@ -318,7 +295,17 @@ const track = () => {
       signal: (signal) => {
         if (exit) return false
         sent.add(signal)
-        return kill(signal)
+        // Its own process group, signalled as a whole: a wrapper's children die with it.
+        try {
+          process.kill(-pid, signal)
+          return true
+        } catch {
+          try {
+            return killOne(signal)
+          } catch {
+            return false
+          }
+        }
       }
     })
   }
@@ -360,7 +347,7 @@ const loadSpawn = (): SpawnBinding | undefined => {
   return spawnBinding ?? undefined
 }
 
-/** Whether spawns go through the posix_spawn addon (tests; bench notes). */
+/** Whether spawns go through the posix_spawn addon (tests). */
 export const spawnsNatively = (): boolean => loadSpawn() !== undefined
 
 /** Tests: Node's spawn from now on (false), or the addon again when it is there (true). */

@@ -65,14 +65,15 @@ const resolveMonitor = (config: Api.Config, sockDir: string, name: string): Api.
 }
 
 /** Removes a path, ignoring whatever goes wrong (a finalizer must not die). */
-const removeQuietly = (path: string, recursive: boolean) =>
-  Effect.sync(() => {
-    try {
-      fs.rmSync(path, { recursive, force: true })
-    } catch {
-      // Gone already, or not ours to remove.
-    }
-  })
+const rmQuietly = (path: string, recursive: boolean) => {
+  try {
+    fs.rmSync(path, { recursive, force: true })
+  } catch {
+    // Gone already, or not ours to remove.
+  }
+}
+
+const removeQuietly = (path: string, recursive: boolean) => Effect.sync(() => rmQuietly(path, recursive))
 
 /** Up to this many shutdowns at once, a temp dir is removed synchronously (see removeTempDir). */
 const SYNC_REMOVALS = 2
@@ -99,13 +100,7 @@ const removeTempDirSync = (dir: string, files: ReadonlyArray<string>) => {
   try {
     fs.rmdirSync(dir)
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") {
-      try {
-        fs.rmSync(dir, { recursive: true, force: true })
-      } catch {
-        // Not ours to remove: a finalizer must not die.
-      }
-    }
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") rmQuietly(dir, true)
   }
 }
 
@@ -114,7 +109,7 @@ const removeTempDirAsync = (dir: string, files: ReadonlyArray<string>) =>
     const done = () => resume(Effect.void)
     let pending = files.length
     const rmdir = () =>
-      fs.rmdir(dir, (err) => (err && err.code !== "ENOENT" ? fs.rm(dir, { recursive: true, force: true }, () => done()) : done()))
+      fs.rmdir(dir, (err) => (err && err.code !== "ENOENT" ? fs.rm(dir, { recursive: true, force: true }, done) : done()))
     if (pending === 0) return rmdir()
     for (const file of files) {
       fs.unlink(file, () => {

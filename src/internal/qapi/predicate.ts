@@ -88,8 +88,8 @@ const typeLiteral = (ast: AST.TypeLiteral, memo: Map<AST.AST, Predicate>): Predi
   // Index signatures keyed by strings only (a record of `Schema.String` keys); others are left to Schema.
   if (ast.indexSignatures.some((s) => s.parameter._tag !== "StringKeyword")) return fallback(ast)
   const members = ast.propertySignatures.map((ps) => ({ name: ps.name, optional: ps.isOptional, is: go(ps.type, memo) }))
-  const values = ast.indexSignatures.map((s) => s.type._tag === "UnknownKeyword" ? undefined : go(s.type, memo))
-    .filter((p): p is Predicate => p !== undefined)
+  // A record of unknown values (`O` objects) accepts every value: nothing to check.
+  const values = ast.indexSignatures.filter((s) => s.type._tag !== "UnknownKeyword").map((s) => go(s.type, memo))
   return (u) => {
     if (typeof u !== "object" || u === null || Array.isArray(u)) return false
     const o = u as Record<PropertyKey, unknown>

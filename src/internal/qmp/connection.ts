@@ -48,10 +48,6 @@ export interface Connection {
     options?: ExecuteOptions
   ) => Effect.Effect<QmpMessage.Response, QmpError>
   /**
-   * `executeRaw` whose reply is turned into the result by `onReply`, in the
-   * reply's own callback: the typed path takes no extra step per command.
-   */
-  /**
    * Sends a command and hands its reply (or the connection's end) to `onReply`, in the
    * reply's own callback, without an Effect; returns the cancel (the late reply is dropped).
    */
@@ -61,6 +57,10 @@ export interface Connection {
     options: ExecuteOptions | undefined,
     onReply: (reply: Exit.Exit<QmpMessage.Response, CloseCause>) => void
   ) => () => void
+  /**
+   * `executeRaw` whose reply is turned into the result by `onReply`, in the
+   * reply's own callback: the typed path takes no extra step per command.
+   */
   readonly send: <A, E>(
     command: string,
     args: Readonly<Record<string, unknown>> | undefined,
