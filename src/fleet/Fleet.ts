@@ -319,7 +319,8 @@ export const make: Effect.Effect<Service, never, Sharding.Sharding> = Effect.gen
           )
       )
       yield* client.Touch().pipe(
-        Effect.ignore,
+        // a beat that ends in a defect must not end the beating (the VM would be shut down as idle)
+        Effect.catchAllCause((cause) => Effect.logDebug("fleet: a heartbeat failed", cause)),
         Effect.repeat(Schedule.spaced(options?.heartbeat ?? Duration.seconds(5))),
         Effect.interruptible,
         Effect.forkScoped

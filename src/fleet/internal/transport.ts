@@ -16,6 +16,7 @@ import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
 import * as Socket from "@effect/platform/Socket"
 import * as SocketServer from "@effect/platform/SocketServer"
 import * as RpcClient from "@effect/rpc/RpcClient"
+import { RpcClientError } from "@effect/rpc/RpcClientError"
 import * as RpcSerialization from "@effect/rpc/RpcSerialization"
 import type { Cause } from "effect/Cause"
 import * as ConfigError from "effect/ConfigError"
@@ -113,12 +114,34 @@ export const clientProtocol = (mode: Mode): Layer.Layer<Runners.RpcClientProtoco
       const serialization = yield* RpcSerialization.RpcSerialization
       return Effect.fnUntraced(function*(address: RunnerAddress) {
         const socket = yield* (mode._tag === "Tls" ? connectTls(address, mode.material) : connectPlain(address, mode.insecure))
-        return yield* RpcClient.makeProtocolSocket().pipe(
-          Effect.provideService(Socket.Socket, socket),
-          Effect.provideService(RpcSerialization.RpcSerialization, serialization)
-        )
+        return yield* protocolOver(socket, serialization)
       }, Effect.orDie)
     })
+  )
+
+/**
+ * The RPC protocol over one socket, whose writes fail instead of dying. The
+ * RPC client turns a write error into a defect, and the cluster passes a
+ * defect of a call to its caller as is; a failure (`RpcClientError`) it reads
+ * as "runner unavailable" and retries on the shard's next owner. A runner
+ * that was SIGKILLed is seen by a write before the read side sees its socket
+ * close often enough (EPIPE): the caller must get `VmLost`, not a SocketError.
+ */
+export const protocolOver = (
+  socket: Socket.Socket,
+  serialization: RpcSerialization.RpcSerialization["Type"]
+): Effect.Effect<RpcClient.Protocol["Type"], never, Scope.Scope> =>
+  RpcClient.makeProtocolSocket().pipe(
+    Effect.provideService(Socket.Socket, socket),
+    Effect.provideService(RpcSerialization.RpcSerialization, serialization),
+    Effect.map((protocol) => ({
+      ...protocol,
+      send: (request, transferables) =>
+        Effect.catchAllDefect(protocol.send(request, transferables), (defect) =>
+          Socket.isSocketError(defect)
+            ? Effect.fail(new RpcClientError({ reason: "Protocol", message: "Error in socket", cause: defect }))
+            : Effect.die(defect))
+    }))
   )
 
 /**
