@@ -457,6 +457,7 @@ const benchConsole = async () => {
 interface ManyResult {
   readonly wall: number
   readonly commands: number
+  readonly commandsCpu: number
   readonly rssDelta: number
   readonly heapDelta: number
   readonly fdsDelta: number
@@ -490,7 +491,12 @@ const benchMany = async (id: string, count: number, commands: number, rounds: nu
   rows.push(timeRow(`${id}-ready`, `${count} machines at once: all ready`, readyL, readyB, 1.15, rounds))
   if (commands > 0) {
     const [cmdL, cmdB] = pick("commands")
-    rows.push(timeRow(`${id}-commands`, `${count} machines: ${commands} query-status each, all at once`, cmdL, cmdB, 1.1, rounds))
+    const row = timeRow(`${id}-commands`, `${count} machines: ${commands} query-status each, all at once`, cmdL, cmdB, 1.1, rounds)
+    // this process's CPU per command (µs): where the difference comes from when Node is the bottleneck
+    const cpu = (side: ReadonlyArray<ManyResult>) => summarize(side.map((x) => x.commandsCpu / (count * commands)))
+    const [cpuL, cpuB] = [cpu(r.lib), cpu(r.raw)]
+    notes.push(`${id}: Node CPU per command ${cpuL.median.toFixed(1)} µs (library) vs ${cpuB.median.toFixed(1)} µs (raw)`)
+    rows.push({ ...row, data: { ...row.data, cpuPerCommandUs: { library: cpuL, baseline: cpuB } } })
   }
   const [closeL, closeB] = pick("close")
   rows.push(timeRow(`${id}-closed`, `${count} machines at once: all closed`, closeL, closeB, 1.3, rounds))

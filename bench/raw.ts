@@ -270,10 +270,12 @@ export const concurrentLaunch = async (count: number, commands: number, gc: () =
   const machines = await Promise.all(Array.from({ length: count }, () => launch()))
   const wall = now() - t0
   const t1 = now()
+  const cpu1 = process.cpuUsage()
   await Promise.all(machines.map(async (m) => {
     for (let i = 0; i < commands; i++) await m.qmp.execute("query-status")
   }))
   const commandsMs = commands > 0 ? now() - t1 : 0
+  const cpu = process.cpuUsage(cpu1)
   gc()
   const after = process.memoryUsage()
   const fdsDelta = fs.readdirSync("/proc/self/fd").length - fdsBefore
@@ -282,6 +284,8 @@ export const concurrentLaunch = async (count: number, commands: number, gc: () =
   return {
     wall,
     commands: commandsMs,
+    // this process's CPU (µs, user and system) while the commands ran
+    commandsCpu: commands > 0 ? cpu.user + cpu.system : 0,
     rssDelta: after.rss - before.rss,
     heapDelta: after.heapUsed - before.heapUsed,
     fdsDelta,
