@@ -11,12 +11,12 @@ import { Clock, Context, DefaultServices, Duration, Effect } from "effect"
 
 const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
 
-/** `live` when the fiber runs on the live clock, else `other`. */
+/** `live()` when the fiber runs on the live clock, else `other()` (each built only when taken). */
 export const onLiveClock = <A, E, R, A2, E2, R2>(
-  live: Effect.Effect<A, E, R>,
-  other: Effect.Effect<A2, E2, R2>
+  live: () => Effect.Effect<A, E, R>,
+  other: () => Effect.Effect<A2, E2, R2>
 ): Effect.Effect<A | A2, E | E2, R | R2> =>
-  Effect.clockWith((clock): Effect.Effect<A | A2, E | E2, R | R2> => (clock === liveClock ? live : other))
+  Effect.clockWith((clock): Effect.Effect<A | A2, E | E2, R | R2> => (clock === liveClock ? live() : other()))
 
 // setTimeout fires at once for delays past 2^31 - 1 ms (~24.8 days).
 const MAX_TIMER = 2 ** 31 - 1

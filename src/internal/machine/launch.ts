@@ -46,7 +46,7 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
       if (exit?.signal && !child.sentSignals.has(exit.signal)) {
         yield* Effect.logWarning(
           `QEMU received signal ${exit.signal}; command: ${Redact.redactArgs(prepared.args).join(" ")}`
-        )
+        ).pipe(Effect.annotateLogs("machine", prepared.name))
       }
     })
     // The ladder's `quit` needs no typed reply: the raw one, failing only on `{ error }`.
@@ -65,8 +65,12 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
     yield* Scope.addFinalizer(
       scope,
       Effect.suspend(() => ladder.started() ? Effect.void : ladder.run()).pipe(
-        Effect.catchAll((e) => Effect.logWarning(`shutdown of ${prepared.name} was not graceful: ${e.message}`)),
-        Effect.annotateLogs("machine", prepared.name)
+        // annotated on the warning only: an annotation is a FiberRef update on every close
+        Effect.catchAll((e) =>
+          Effect.logWarning(`shutdown of ${prepared.name} was not graceful: ${e.message}`).pipe(
+            Effect.annotateLogs("machine", prepared.name)
+          )
+        )
       )
     )
     yield* Scoped.addFinalizer(Scope.close(scope, Exit.void))

@@ -163,10 +163,13 @@ const soft = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) 
   if (onExit === undefined || (monitor !== undefined && monitor.callbacks === undefined)) {
     return softRaced(deps, before, timeout)
   }
-  const fast = expectsExit(before)
-    ? softFast(deps, before, timeout, onExit, monitor?.callbacks)
-    : Effect.zipRight(deps.closeConsole, softFast(deps, before, timeout, onExit, monitor?.callbacks))
-  return Deadline.onLiveClock(fast, softRaced(deps, before, timeout))
+  return Deadline.onLiveClock(
+    () =>
+      expectsExit(before)
+        ? softFast(deps, before, timeout, onExit, monitor?.callbacks)
+        : Effect.zipRight(deps.closeConsole, softFast(deps, before, timeout, onExit, monitor?.callbacks)),
+    () => softRaced(deps, before, timeout)
+  )
 }
 
 const hard = (deps: Deps) =>

@@ -112,7 +112,7 @@ export const start = (
     const qmp = yield* Deadline.onLiveClock(
       // At the deadline QEMU is killed, which ends the accept (the listener closes on the exit) or the
       // negotiation (EOF); the flag says why it ended. One timer, no racing fibers (see deadline.ts).
-      Effect.suspend(() => {
+      () => {
         let expired = false
         const disarm = Deadline.arm(config.qmpTimeout, () => {
           expired = true
@@ -123,8 +123,8 @@ export const start = (
           Effect.catchAll((e) => Effect.fail(expired ? timedOut() : e)),
           Effect.flatMap((client) => (expired ? Effect.fail(timedOut()) : Effect.succeed(client)))
         )
-      }),
-      Effect.timeoutFail(accepted, { duration: config.qmpTimeout, onTimeout: timedOut })
+      },
+      () => Effect.timeoutFail(accepted, { duration: config.qmpTimeout, onTimeout: timedOut })
     ).pipe(
       Effect.ensuring(Effect.sync(unwatch)),
       Effect.catchAll((e) =>
