@@ -199,12 +199,9 @@ export const concurrentLaunch = (count: number, commands: number, gc: () => void
     const wall = now() - t0
     const t1 = now()
     const cpu1 = process.cpuUsage()
-    // One after the other on each machine, as the baseline's `for` loop of awaits (no
-    // `Effect.repeatN`: it yields to the scheduler between repetitions, a hop raw does not take)
+    // Not even one command when `commands` is 0, as the baseline (repeatN(_, -1) would run one)
     const drive = (vm: QemuMachineTypes.Machine) =>
-      Effect.gen(function*() {
-        for (let i = 0; i < commands; i++) yield* vm.command("query-status")
-      })
+      commands > 0 ? Effect.repeatN(vm.command("query-status"), commands - 1) : Effect.void
     yield* Effect.forEach(vms, drive, {
       concurrency: "unbounded",
       discard: true

@@ -5,6 +5,7 @@
  * Qapi.client.test.ts for that).
  */
 import { describe, expect, it } from "@effect/vitest"
+import * as net from "node:net"
 import { Chunk, Deferred, Duration, Effect, Fiber, HashMap, Logger, Option, Stream } from "effect"
 import type { QmpConnectionError } from "../src/Errors.js"
 import * as QmpClient from "../src/QmpClient.js"
@@ -188,6 +189,38 @@ describe("QmpClient against a fake QMP server", () => {
   })
 
   describe("replies", () => {
+    it.scopedLive("commands issued together go out in one write, each answered by its own reply", () =>
+      Effect.gen(function*() {
+        // the client's writes of commands, counted at the socket (the fake server, in this
+        // process, would read separate writes made in one turn as one chunk anyway)
+        const writes: Array<string> = []
+        const write = net.Socket.prototype.write
+        yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            net.Socket.prototype.write = function(this: net.Socket, data: unknown, ...rest: Array<unknown>) {
+              if (typeof data === "string" && data.includes("\"execute\":\"fake-")) writes.push(data)
+              return (write as (...args: Array<unknown>) => boolean).call(this, data, ...rest)
+            } as typeof write
+          }),
+          () => Effect.sync(() => void (net.Socket.prototype.write = write))
+        )
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate(standardGreeting)
+            const commands = yield* Effect.forEach([1, 2, 3, 4, 5], () => conn.nextCommand)
+            // answered out of order: each caller still gets its own
+            for (const command of [...commands].reverse()) yield* conn.reply(command.id, { name: command.execute })
+            yield* conn.closed
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const names = ["fake-a", "fake-b", "fake-c", "fake-d", "fake-e"]
+        const results = yield* within(Effect.forEach(names, (name) => qmp.execute(name), { concurrency: "unbounded" }))
+        expect(results).toEqual(names.map((name) => ({ name })))
+        expect(writes).toHaveLength(1)
+        expect(writes[0]!.trim().split("\n").map((line) => JSON.parse(line).execute)).toEqual(names)
+      }))
+
     it.scopedLive("drops and logs a reply with an unknown id, and routes the real reply to its caller", () =>
       Effect.gen(function*() {
         const logs: Array<{ level: string; message: string; id: unknown }> = []

@@ -63,6 +63,7 @@ const sendFd = (connection: Connection.Connection, fd: number): Effect.Effect<vo
       )
     }
     // Let queued writes reach the kernel first, so the fd travels in order.
+    connection.flush()
     const flushed = socket.writableLength === 0
       ? Effect.void
       : Effect.async<void>((resume) => {
