@@ -222,6 +222,9 @@ export declare namespace QmpClient {
      * other name is sent as it is and returns `unknown`. With `validateArgs`,
      * arguments are checked against the live schema first: a mismatch fails
      * with `QmpArgumentError` and nothing is sent.
+     *
+     * Commands are written after the current turn of the event loop, those
+     * made in the same turn together in one write, in the order they were made.
      */
     readonly execute: Qapi.Execute<ExecuteOptions, QmpCommandError | QmpArgumentError | QmpError, never>
     /** Runs a command and returns the raw response, `{ return }` or `{ error }`. */
