@@ -52,5 +52,4 @@ describe("fleet transport", () => {
       expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
       expect(Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined).toBe(bug)
     }))
-
 })

@@ -34,6 +34,10 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
       yield* console.get.pipe(Effect.catchAll((e) => killAndFail("QmpFailed", e, e.message)))
     }
 
+    // Warnings about this machine carry its name (annotated here only: an annotation
+    // around the whole close would be a FiberRef update on every close)
+    const warn = (message: string) => Effect.logWarning(message).pipe(Effect.annotateLogs("machine", prepared.name))
+
     let log = Option.none<string>()
     const cleanup = Effect.gen(function*() {
       if (qmp) yield* qmp.close
@@ -44,9 +48,7 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
       if (Option.isNone(log)) log = Option.some(readText(prepared.logFile))
       yield* Scope.close(scope, Exit.void)
       if (exit?.signal && !child.sentSignals.has(exit.signal)) {
-        yield* Effect.logWarning(
-          `QEMU received signal ${exit.signal}; command: ${Redact.redactArgs(prepared.args).join(" ")}`
-        ).pipe(Effect.annotateLogs("machine", prepared.name))
+        yield* warn(`QEMU received signal ${exit.signal}; command: ${Redact.redactArgs(prepared.args).join(" ")}`)
       }
     })
     // The ladder's `quit` needs no typed reply: the raw one, failing only on `{ error }`.
@@ -65,12 +67,7 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
     yield* Scope.addFinalizer(
       scope,
       Effect.suspend(() => ladder.started() ? Effect.void : ladder.run()).pipe(
-        // annotated on the warning only: an annotation is a FiberRef update on every close
-        Effect.catchAll((e) =>
-          Effect.logWarning(`shutdown of ${prepared.name} was not graceful: ${e.message}`).pipe(
-            Effect.annotateLogs("machine", prepared.name)
-          )
-        )
+        Effect.catchAll((e) => warn(`shutdown of ${prepared.name} was not graceful: ${e.message}`))
       )
     )
     yield* Scoped.addFinalizer(Scope.close(scope, Exit.void))

@@ -241,21 +241,16 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
   // (`setImmediate`): each write wakes a QEMU, which takes a CPU from this process, so
   // the next command of every machine whose reply came in this turn is made first.
   // One round trip pays a few microseconds; in flight commands share one write.
+  // A non-empty outbox has its flush queued: the first line queues it.
   let outbox: Array<string> = []
-  let flushQueued = false
   const flush = () => {
-    flushQueued = false
     if (outbox.length === 0) return
     const data = outbox.length === 1 ? outbox[0]! : outbox.join("")
     outbox = []
     session.write(data)
   }
   const enqueue = (line: string) => {
-    outbox.push(line)
-    if (!flushQueued) {
-      flushQueued = true
-      setImmediate(flush)
-    }
+    if (outbox.push(line) === 1) setImmediate(flush)
   }
 
   const request = (
