@@ -9,7 +9,6 @@ import type * as Api from "../../QemuMachine.js"
 import * as Proc from "../process.js"
 import * as Client from "../qmp/client.js"
 import * as Redact from "../redact.js"
-import * as Scoped from "../scoped.js"
 import { withSpanIfTraced } from "../span.js"
 import * as Accel from "./accel.js"
 import * as Handle from "./handle.js"
@@ -39,18 +38,17 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
     const warn = (message: string) => Effect.logWarning(message).pipe(Effect.annotateLogs("machine", prepared.name))
 
     let log = Option.none<string>()
-    const cleanup = Effect.gen(function*() {
-      if (qmp) yield* qmp.close
-      yield* console.close
+    const release = Effect.suspend(() => {
       const exit = child.exitInfo()
       // Sync on purpose: open/read/close of a small cached file are microseconds on the event loop,
       // while the async read is four threadpool hops queued behind every other machine's cleanup.
       if (Option.isNone(log)) log = Option.some(readText(prepared.logFile))
-      yield* Scope.close(scope, Exit.void)
-      if (exit?.signal && !child.sentSignals.has(exit.signal)) {
-        yield* warn(`QEMU received signal ${exit.signal}; command: ${Redact.redactArgs(prepared.args).join(" ")}`)
-      }
+      const closed = Scope.close(scope, Exit.void)
+      return exit?.signal && !child.sentSignals.has(exit.signal)
+        ? Effect.zipRight(closed, warn(`QEMU received signal ${exit.signal}; command: ${Redact.redactArgs(prepared.args).join(" ")}`))
+        : closed
     })
+    const cleanup = Effect.zipRight(qmp ? Effect.zipRight(qmp.close, console.close) : console.close, release)
     // The ladder's `quit` needs no typed reply: the raw one, failing only on `{ error }`.
     const monitor: Lifecycle.Monitor | undefined = qmp && {
       execute: (command) => Effect.flatMap(qmp.executeRaw(command), Client.unwrap(command)),
@@ -70,7 +68,6 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
         Effect.catchAll((e) => warn(`shutdown of ${prepared.name} was not graceful: ${e.message}`))
       )
     )
-    yield* Scoped.addFinalizer(Scope.close(scope, Exit.void))
     const guestAgent = Handle.makeGuestAgent(prepared, scope, child, qmp, ladder.started)
     return Handle.make({ prepared, child, qmp, state, shutdown: ladder, console, guestAgent, log: () => log, recorded })
   })

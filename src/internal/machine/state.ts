@@ -28,6 +28,8 @@ export interface StateRef {
   readonly current: () => Api.MachineState
   /** Moves to `next` when the lifecycle allows it; says whether it did. */
   readonly transition: (next: Api.MachineState) => Effect.Effect<boolean>
+  /** `transition`, from plain code. */
+  readonly unsafeTransition: (next: Api.MachineState) => boolean
   /** Moves to `Exited`, remembering whether the exit was asked for. */
   readonly exited: (exitCode: number) => Effect.Effect<boolean>
   /** `exited`, from a callback. */
@@ -68,6 +70,7 @@ export const unsafeMake = (): StateRef => {
     get: Effect.sync(() => current),
     current: () => current,
     transition: (next) => Effect.sync(() => move(() => next)),
+    unsafeTransition: (next) => move(() => next),
     exited: (exitCode) => Effect.sync(() => move(exitedFrom(exitCode))),
     unsafeExited: (exitCode) => move(exitedFrom(exitCode)),
     changes
