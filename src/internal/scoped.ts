@@ -6,12 +6,18 @@
  * releases below read no FiberRef set at acquisition (no log annotations, no
  * services of their own), so they run in the closing fiber as they are.
  * Acquisition stays uninterruptible, as with `Effect.acquireRelease`.
+ * Registered with `Scope.addFinalizerExit`, which takes the finalizer as it is
+ * (`Scope.addFinalizer` wraps each in an `asVoid`: two more steps per release).
  */
 import { Effect, Scope } from "effect"
 
 /** `Effect.addFinalizer` without the FiberRefs restore. */
 export const addFinalizer = (finalizer: Effect.Effect<unknown>): Effect.Effect<void, never, Scope.Scope> =>
-  Effect.flatMap(Effect.scope, (scope) => Scope.addFinalizer(scope, finalizer))
+  Effect.flatMap(Effect.scope, (scope) => addTo(scope, finalizer))
+
+/** `Scope.addFinalizer` without the `asVoid` around the finalizer. */
+export const addTo = (scope: Scope.Scope, finalizer: Effect.Effect<unknown>): Effect.Effect<void> =>
+  Scope.addFinalizerExit(scope, () => finalizer)
 
 /** `Effect.acquireRelease` without the FiberRefs restore. */
 export const acquireRelease = <A, E, R>(
@@ -19,5 +25,5 @@ export const acquireRelease = <A, E, R>(
   release: (a: A) => Effect.Effect<unknown>
 ): Effect.Effect<A, E, R | Scope.Scope> =>
   Effect.uninterruptible(
-    Effect.flatMap(Effect.scope, (scope) => Effect.tap(acquire, (a) => Scope.addFinalizer(scope, Effect.suspend(() => release(a)))))
+    Effect.flatMap(Effect.scope, (scope) => Effect.tap(acquire, (a) => Scope.addFinalizerExit(scope, () => release(a))))
   )

@@ -9,6 +9,7 @@ import type * as Api from "../../QemuMachine.js"
 import * as Proc from "../process.js"
 import * as Client from "../qmp/client.js"
 import * as Redact from "../redact.js"
+import * as Scoped from "../scoped.js"
 import { withSpanIfTraced } from "../span.js"
 import * as Accel from "./accel.js"
 import * as Handle from "./handle.js"
@@ -62,7 +63,7 @@ const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Co
 
     // The scope's own finalizer: callers who care about a failure call shutdown themselves.
     // When shutdown already ran, it is what is closing this scope: nothing to wait for.
-    yield* Scope.addFinalizer(
+    yield* Scoped.addTo(
       scope,
       Effect.suspend(() => ladder.started() ? Effect.void : ladder.run()).pipe(
         Effect.catchAll((e) => warn(`shutdown of ${prepared.name} was not graceful: ${e.message}`))

@@ -13,6 +13,7 @@ import type * as QmpApi from "../../QmpClient.js"
 import * as Net from "../net.js"
 import * as Proc from "../process.js"
 import * as Client from "../qmp/client.js"
+import * as Scoped from "../scoped.js"
 import * as Config from "./config.js"
 import * as Lifecycle from "./lifecycle.js"
 
@@ -130,7 +131,7 @@ const describeFsFailure = (e: unknown): string => {
 const reserveFds = (config: Api.Config, scope: Scope.Scope) =>
   Effect.suspend(() => {
     const reserved = Proc.reserveFds(fdsPerLaunch(config))
-    if ("release" in reserved) return Effect.as(Scope.addFinalizer(scope, Effect.sync(reserved.release)), reserved.release)
+    if ("release" in reserved) return Effect.as(Scoped.addTo(scope, Effect.sync(reserved.release)), reserved.release)
     const { limit, needed, open, reserved: inFlight } = reserved
     return Effect.fail(invalidConfig(
       config,
@@ -155,7 +156,7 @@ export const prepare = (
       catch: (e) => invalidConfig(config, `cannot create a temp dir under ${config.baseTempDir}: ${describeFsFailure(e)}`, e)
     }).pipe(
       Effect.tap((dir) =>
-        Scope.addFinalizer(
+        Scoped.addTo(
           scope,
           removeTempDir(dir, () => [
             // The monitor socket is gone already: the listener unlinks it when QEMU has connected.
@@ -192,7 +193,7 @@ export const prepare = (
     }
     // Files we create outside the temp dir are removed with the machine.
     for (const path of unixPaths) {
-      if (!path.startsWith(tempDir + nodePath.sep)) yield* Scope.addFinalizer(scope, removeQuietly(path, false))
+      if (!path.startsWith(tempDir + nodePath.sep)) yield* Scoped.addTo(scope, removeQuietly(path, false))
     }
     const listener = monitorAddress === undefined ? undefined : yield* Client.listen(monitorAddress).pipe(
       Scope.extend(scope),
