@@ -60,7 +60,8 @@ export const makeConsole = (
         Effect.mapError((e) => new MachineError({ message: `cannot connect to the console: ${e.message}`, cause: e }))
       )
     })),
-    close: Effect.suspend(() => (connected ? connected.close : Effect.void))
+    // No console configured: nothing to close, and no step to take for it at every close.
+    close: consolePath ? Effect.suspend(() => (connected ? connected.close : Effect.void)) : Effect.void
   }
 }
 
