@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as net from "node:net"
-import { Chunk, Deferred, Duration, Effect, Fiber, HashMap, Logger, Option, Stream } from "effect"
+import { Chunk, Deferred, Duration, Effect, Fiber, HashMap, Logger, LogLevel, Option, Stream } from "effect"
 import type { QmpConnectionError } from "../src/Errors.js"
 import * as QmpClient from "../src/QmpClient.js"
 import { eventJson, fakeServer, type FakeQmpError, makeGreeting, type ReceivedCommand, standardGreeting } from "./helpers/fakeQmp.js"
@@ -272,6 +272,39 @@ describe("QmpClient against a fake QMP server", () => {
         expect(Duration.toMillis(error.timeout)).toBe(100)
         expect(yield* within(qmp.execute("fake-name"))).toBe("on time")
         expect(yield* qmp.isConnected).toBe(true)
+      }))
+
+    it.scopedLive("expects the late replies of commands given up by a timeout and by an interrupted fiber", () =>
+      Effect.gen(function*() {
+        const logs: Array<{ level: string; message: string }> = []
+        const capture = Logger.make(({ logLevel, message }) => {
+          logs.push({ level: logLevel.label, message: Array.isArray(message) ? message.map(String).join(" ") : String(message) })
+        })
+        const interruptedSent = yield* Deferred.make<void>()
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const timedOut = yield* conn.nextCommand
+            const interrupted = yield* conn.nextCommand
+            yield* Deferred.succeed(interruptedSent, undefined)
+            const next = yield* conn.nextCommand
+            yield* conn.reply(timedOut.id, "late")
+            yield* conn.reply(interrupted.id, "late too")
+            yield* conn.reply(next.id, "on time")
+          })
+        )
+        const result = yield* Effect.gen(function*() {
+          const qmp = yield* connect(server.path)
+          const timedOut = yield* Effect.flip(qmp.execute("fake-timed-out", undefined, { timeout: "100 millis" }))
+          const fiber = yield* Effect.fork(qmp.execute("fake-interrupted"))
+          yield* within(Deferred.await(interruptedSent))
+          yield* Fiber.interrupt(fiber)
+          return { timedOut: timedOut._tag, next: yield* within(qmp.execute("fake-next")) }
+        }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)), Logger.withMinimumLogLevel(LogLevel.Debug))
+        expect(result).toEqual({ timedOut: "QmpTimeoutError", next: "on time" })
+        // Both late replies are recognised as given up, none is an unknown id.
+        expect(logs.filter((l) => l.message.includes("late reply of an abandoned")).map((l) => l.level)).toEqual(["DEBUG", "DEBUG"])
+        expect(logs.filter((l) => l.message.includes("unknown id"))).toEqual([])
       }))
 
     it.scopedLive("applies the commandTimeout option when no per-call timeout is given", () =>

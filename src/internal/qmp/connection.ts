@@ -156,13 +156,24 @@ const makeSend = (request: Connection["request"], defaultTimeout: Duration.Durat
 ): Effect.Effect<A, E | QmpError> => {
   const timeout = executeOptions?.timeout === undefined ? defaultTimeout : Duration.decode(executeOptions.timeout)
   // One async step per command, this being the per-command hot path: the id and the wire
-  // are made when it runs, and the reply becomes the result in its own callback. The
-  // canceler runs only when the caller gives up; a reply after that is expected and dropped.
-  const awaited = Effect.async<A, E | QmpError>((resume) => {
-    const cancel = request(command, args, executeOptions, (reply) =>
-      resume(Exit.isSuccess(reply) ? onReply(reply.value) : Exit.failCause(reply.cause)))
-    return Effect.sync(cancel)
-  })
+  // are made when it runs, and the reply becomes the result in its own callback. A caller
+  // that gives up (interrupted: a timeout, a race, a closing scope) is seen when its fiber
+  // ends, by an observer removed with the reply: the late reply is then expected and dropped.
+  // (A canceler returned to `Effect.async` is an `onInterrupt`: half a dozen more Effect
+  // steps on every command, for the rare one that is given up.)
+  const awaited = Effect.withFiberRuntime<A, E | QmpError>((fiber) =>
+    Effect.async<A, E | QmpError>((resume) => {
+      let replied = false
+      let cancel = () => {}
+      const gaveUp = () => cancel()
+      cancel = request(command, args, executeOptions, (reply) => {
+        replied = true
+        fiber.removeObserver(gaveUp)
+        resume(Exit.isSuccess(reply) ? onReply(reply.value) : Exit.failCause(reply.cause))
+      })
+      if (!replied) fiber.addObserver(gaveUp)
+    })
+  )
   return timeout === undefined || !Duration.isFinite(timeout)
     ? awaited
     : Effect.timeoutFail(awaited, {
