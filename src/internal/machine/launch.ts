@@ -21,7 +21,7 @@ import * as State from "./state.js"
 const build = (config: Api.Config, scope: Scope.CloseableScope, recorded: Api.Config) =>
   Effect.gen(function*() {
     const prepared = yield* prepare(config, scope)
-    const { child, killAndFail, qmp } = yield* start(config, prepared, scope)
+    const { child, killAndFail, qmp } = yield* start(config, prepared)
     // Connected: what this machine keeps open is counted by the next launch's look at /proc.
     prepared.releaseFds()
     const state = State.unsafeMake()
@@ -83,7 +83,9 @@ export const launch = (
     const resolved = yield* Accel.resolve(config)
     const parent = yield* Effect.scope
     const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
+    // Everything the machine acquires goes to its scope: one Scope.extend here, not one per resource.
     return yield* build(resolved, scope, recorded).pipe(
+      Scope.extend(scope),
       Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
     )
   }).pipe(

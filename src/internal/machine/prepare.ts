@@ -144,7 +144,7 @@ const reserveFds = (config: Api.Config, scope: Scope.Scope) =>
 export const prepare = (
   config: Api.Config,
   scope: Scope.Scope
-): Effect.Effect<Prepared, LaunchFailure> =>
+): Effect.Effect<Prepared, LaunchFailure, Scope.Scope> =>
   Effect.gen(function*() {
     const name = config.name ?? `qemu-${process.pid}-${randomSuffix()}`
     const releaseFds = yield* reserveFds(config, scope)
@@ -195,8 +195,8 @@ export const prepare = (
     for (const path of unixPaths) {
       if (!path.startsWith(tempDir + nodePath.sep)) yield* Scoped.addTo(scope, removeQuietly(path, false))
     }
+    // In the machine's scope: `launch` runs all of this with it as the Scope.
     const listener = monitorAddress === undefined ? undefined : yield* Client.listen(monitorAddress).pipe(
-      Scope.extend(scope),
       Effect.mapError((e) => invalidConfig(config, e.message, e))
     )
     const args = Config.commandLine(config, {

@@ -45,9 +45,8 @@ const EXIT_REPORT_WAIT = Duration.seconds(2)
 
 export const start = (
   config: Api.Config,
-  prepared: Prepared,
-  scope: Scope.Scope
-): Effect.Effect<Started, LaunchFailure> =>
+  prepared: Prepared
+): Effect.Effect<Started, LaunchFailure, Scope.Scope> =>
   Effect.gen(function*() {
     const { args, listener, logFile, name } = prepared
     const failure = (reason: LaunchFailureReason, exit: Proc.ExitInfo | undefined, cause: unknown, detail?: string) =>
@@ -71,7 +70,6 @@ export const start = (
       passFds: config.fds.map(({ fd }) => ({ fd, target: fd })),
       dieWithParent: true
     }).pipe(
-      Scope.extend(scope),
       Effect.mapError((e) =>
         e.phase === "log"
           // The log file is ours to create: a full disk or a read-only log dir is the user's setup.
@@ -107,7 +105,7 @@ export const start = (
       eventCacheBytes: config.eventCacheBytes,
       eventStreamBuffer: config.eventStreamBuffer,
       validateArgs: config.validateArgs
-    }).pipe(Scope.extend(scope))
+    })
     const timedOut = () => new QmpTimeoutError({ operation: "QEMU connecting to the QMP monitor", timeout: config.qmpTimeout })
     const qmp = yield* Deadline.onLiveClock(
       // At the deadline QEMU is killed, which ends the accept (the listener closes on the exit) or the

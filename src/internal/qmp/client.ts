@@ -78,6 +78,16 @@ const sendFd = (connection: Connection.Connection, fd: number): Effect.Effect<vo
     })
   })
 
+/**
+ * `Effect.cached`, made when first run: most connections never introspect, and
+ * making a cached effect is a Ref, a Deferred and a dozen Effect steps on every
+ * connect. Callers racing to be first share the one made first.
+ */
+const cachedOnFirstUse = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> => {
+  let memo: Effect.Effect<A, E> | undefined
+  return Effect.suspend(() => memo ?? Effect.flatMap(Effect.cached(effect), (made) => (memo ??= made)))
+}
+
 /** Until the greeting names the QEMU version, nothing is checked (no typed call can be made before it). */
 const unchecked: QapiDecode.Decoders = {
   version: "unknown",
@@ -95,88 +105,87 @@ const makeService = (
   connection: Connection.Connection,
   options: Api.Options,
   decoders: DecoderRef
-): Effect.Effect<Service> =>
-  Effect.gen(function*() {
-    const { events } = connection
-    const executeRaw = connection.executeRaw
-    // The `return` of a known command is checked against the connected QEMU's schema (see
-    // internal/qapi/decode): one step after the reply, no Effect in between when it passes.
-    const returned = (command: string) => (response: QmpMessage.Response): Exit.Exit<unknown, QmpCommandError | QmpProtocolError> => {
-      if (QmpMessage.isErrorResponse(response)) return Exit.fail(commandError(command, response))
-      const decoded = decoders.current.result(command, response.return)
-      return decoded._tag === "Right" ? Exit.succeed(decoded.right) : Exit.fail(decoded.left)
-    }
-    const run = (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
-      connection.send(command, args, executeOptions, returned(command))
+): Service => {
+  const { events } = connection
+  const executeRaw = connection.executeRaw
+  // The `return` of a known command is checked against the connected QEMU's schema (see
+  // internal/qapi/decode): one step after the reply, no Effect in between when it passes.
+  const returned = (command: string) => (response: QmpMessage.Response): Exit.Exit<unknown, QmpCommandError | QmpProtocolError> => {
+    if (QmpMessage.isErrorResponse(response)) return Exit.fail(commandError(command, response))
+    const decoded = decoders.current.result(command, response.return)
+    return decoded._tag === "Right" ? Exit.succeed(decoded.right) : Exit.fail(decoded.left)
+  }
+  const run = (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
+    connection.send(command, args, executeOptions, returned(command))
 
-    // Fetched once per connection, when first asked for.
-    const introspect = yield* Effect.cached(
-      Effect.flatMap(run("query-qmp-schema"), (schema) =>
-        Array.isArray(schema)
-          ? Effect.succeed(schema as ReadonlyArray<Api.SchemaInfo>)
-          : Effect.fail(new QmpProtocolError({ message: "query-qmp-schema did not return an array", raw: "" })))
-    )
-    const validator = yield* Effect.cached(
-      Effect.map(introspect, (schema) => QapiValidate.make(schema as ReadonlyArray<SchemaInfo>))
-    )
-    const validated = (command: string, args: Api.Arguments | undefined) =>
-      Effect.flatMap(validator, (v): Effect.Effect<void, QmpArgumentError> => {
-        const problem = v.validate(command, args ?? {})
-        return problem ? Effect.fail(problem) : Effect.void
-      })
-    const execute = (options.validateArgs
-      ? (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
-        Effect.zipRight(validated(command, args), run(command, args, executeOptions))
-      : run) as Service["execute"]
+  // Fetched once per connection, when first asked for.
+  const introspect = cachedOnFirstUse(
+    Effect.flatMap(run("query-qmp-schema"), (schema) =>
+      Array.isArray(schema)
+        ? Effect.succeed(schema as ReadonlyArray<Api.SchemaInfo>)
+        : Effect.fail(new QmpProtocolError({ message: "query-qmp-schema did not return an array", raw: "" })))
+  )
+  const validator = cachedOnFirstUse(
+    Effect.map(introspect, (schema) => QapiValidate.make(schema as ReadonlyArray<SchemaInfo>))
+  )
+  const validated = (command: string, args: Api.Arguments | undefined) =>
+    Effect.flatMap(validator, (v): Effect.Effect<void, QmpArgumentError> => {
+      const problem = v.validate(command, args ?? {})
+      return problem ? Effect.fail(problem) : Effect.void
+    })
+  const execute = (options.validateArgs
+    ? (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
+      Effect.zipRight(validated(command, args), run(command, args, executeOptions))
+    : run) as Service["execute"]
 
-    // Typed waiters check an event's data against the connected QEMU's schema.
-    const checked = (event: QmpMessage.Event): Effect.Effect<QmpMessage.Event, QmpProtocolError> => {
-      const decoded = decoders.current.event(event)
-      return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
-    }
+  // Typed waiters check an event's data against the connected QEMU's schema.
+  const checked = (event: QmpMessage.Event): Effect.Effect<QmpMessage.Event, QmpProtocolError> => {
+    const decoded = decoders.current.event(event)
+    return decoded._tag === "Right" ? Effect.succeed(decoded.right) : Effect.fail(decoded.left)
+  }
 
-    const pullEvent = (options?: Api.WaitOptions) =>
+  const pullEvent = (options?: Api.WaitOptions) =>
+    Effect.suspend(() => {
+      const polled = events.poll(anyEvent)
+      if (Option.isSome(polled) || !options?.wait) return Effect.succeed(polled)
+      return Effect.asSome(events.take(anyEvent, waitDeadline(options.wait), "waiting for a QMP event"))
+    })
+
+  const commandNames = cachedOnFirstUse(
+    Effect.map(introspect, (schema) =>
+      new Set(schema.filter((info) => info["meta-type"] === "command").map((info) => info.name)))
+  )
+
+  const service: Omit<Service, "greeting" | "capabilities"> = {
+    [TypeId]: TypeId,
+    execute,
+    executeRaw,
+    events: Stream.unwrapScoped(events.subscribe),
+    subscribe: events.subscribe,
+    pullEvent,
+    getEvents: (options) =>
       Effect.suspend(() => {
-        const polled = events.poll(anyEvent)
-        if (Option.isSome(polled) || !options?.wait) return Effect.succeed(polled)
-        return Effect.asSome(events.take(anyEvent, waitDeadline(options.wait), "waiting for a QMP event"))
-      })
-
-    const commandNames = yield* Effect.cached(
-      Effect.map(introspect, (schema) =>
-        new Set(schema.filter((info) => info["meta-type"] === "command").map((info) => info.name)))
-    )
-
-    const service: Omit<Service, "greeting" | "capabilities"> = {
-      [TypeId]: TypeId,
-      execute,
-      executeRaw,
-      events: Stream.unwrapScoped(events.subscribe),
-      subscribe: events.subscribe,
-      pullEvent,
-      getEvents: (options) =>
-        Effect.suspend(() => {
-          const taken = events.takeAll()
-          if (taken.length > 0 || !options?.wait) return Effect.succeed(taken)
-          return Effect.map(pullEvent(options), (first) => [...Option.toArray(first), ...events.takeAll()])
-        }),
-      clearEvents: Effect.sync(() => void events.takeAll()),
-      eventsWait: (pairs, options) => {
-        const timeout = options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
-        return Effect.flatMap(
-          events.take(matchesAny(pairs), timeout, `waiting for event ${pairs.map(([n]) => n).join(" | ")}`),
-          checked
-        )
-      },
-      sendFdScm: (fd) => sendFd(connection, fd),
-      introspect,
-      supports: (command) => Effect.map(commandNames, (names) => names.has(command)),
-      isConnected: Effect.sync(() => connection.session.cause() === undefined),
-      closed: connection.session.closed,
-      close: Effect.sync(connection.close)
-    }
-    return service as Service
-  })
+        const taken = events.takeAll()
+        if (taken.length > 0 || !options?.wait) return Effect.succeed(taken)
+        return Effect.map(pullEvent(options), (first) => [...Option.toArray(first), ...events.takeAll()])
+      }),
+    clearEvents: Effect.sync(() => void events.takeAll()),
+    eventsWait: (pairs, options) => {
+      const timeout = options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
+      return Effect.flatMap(
+        events.take(matchesAny(pairs), timeout, `waiting for event ${pairs.map(([n]) => n).join(" | ")}`),
+        checked
+      )
+    },
+    sendFdScm: (fd) => sendFd(connection, fd),
+    introspect,
+    supports: (command) => Effect.map(commandNames, (names) => names.has(command)),
+    isConnected: Effect.sync(() => connection.session.cause() === undefined),
+    closed: connection.session.closed,
+    close: Effect.sync(connection.close)
+  }
+  return service as Service
+}
 
 /** Waits for the greeting, negotiates, and marks the connection ready. */
 const negotiate = (connection: Connection.Connection, service: Service, options: Api.Options, decoders: DecoderRef) =>
@@ -231,7 +240,7 @@ export const fromSocket = (
     const connection = Connection.open(socket, options, yield* Effect.runtime<never>())
     yield* Scoped.addFinalizer(Effect.sync(connection.close))
     const decoders: DecoderRef = { current: unchecked }
-    const service = yield* makeService(connection, options, decoders)
+    const service = makeService(connection, options, decoders)
     const timeout = Duration.decode(options.negotiationTimeout ?? DEFAULT_NEGOTIATION_TIMEOUT)
     const negotiated = Duration.isFinite(timeout)
       ? Effect.timeoutFail(negotiate(connection, service, options, decoders), {
