@@ -225,6 +225,9 @@ export declare namespace QmpClient {
      *
      * Commands are written after the current turn of the event loop, those
      * made in the same turn together in one write, in the order they were made.
+     * A command given up (a timeout, a lost race, an interrupted fiber) is
+     * still answered by QEMU: that late reply is expected and dropped once the
+     * fiber that gave up has ended.
      */
     readonly execute: Qapi.Execute<ExecuteOptions, QmpCommandError | QmpArgumentError | QmpError, never>
     /** Runs a command and returns the raw response, `{ return }` or `{ error }`. */
