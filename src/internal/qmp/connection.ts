@@ -164,9 +164,9 @@ const makeSend = (request: Connection["request"], defaultTimeout: Duration.Durat
   const awaited = Effect.withFiberRuntime<A, E | QmpError>((fiber) =>
     Effect.async<A, E | QmpError>((resume) => {
       let replied = false
-      let cancel = () => {}
+      // Called only once it is registered below, after `cancel` is set.
       const gaveUp = () => cancel()
-      cancel = request(command, args, executeOptions, (reply) => {
+      const cancel = request(command, args, executeOptions, (reply) => {
         replied = true
         fiber.removeObserver(gaveUp)
         resume(Exit.isSuccess(reply) ? onReply(reply.value) : Exit.failCause(reply.cause))
