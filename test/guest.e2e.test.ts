@@ -99,6 +99,18 @@ describe("a real Linux guest", { timeout: 180_000 }, () => {
       expect(after.output).toBe("still-alive")
     }))
 
+  it.live("a guest that panics while booting fails the launch with QEMU's exit and the console's last lines", () =>
+    Effect.gen(function*() {
+      // No /init to run: the kernel panics, panic=-1 reboots, -no-reboot makes QEMU exit.
+      const error = yield* Effect.scoped(Guest.launch({ append: "rdinit=/nonexistent" })).pipe(Effect.flip)
+      expect(error._tag).toBe("LaunchFailure")
+      if (error._tag !== "LaunchFailure") return
+      expect(error.reason).toBe("ExitedEarly")
+      expect(error.exitCode).toBe(0)
+      expect(error.detail).toContain("Kernel panic")
+      expect(error.message).toContain("rdinit=/nonexistent")
+    }))
+
   it.scopedLive("a pvpanic crash gives GUEST_PANICKED", () =>
     Effect.gen(function*() {
       const files = yield* Guest.build()

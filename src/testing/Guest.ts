@@ -25,14 +25,16 @@
  */
 import { Command } from "@effect/platform"
 import { NodeCommandExecutor, NodeFileSystem } from "@effect/platform-node"
-import { Chunk, Clock, Data, Duration, Effect, Layer, Scope, Stream } from "effect"
+import { Chunk, Clock, Data, Duration, Effect, Layer, Option, Scope, Stream } from "effect"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import type * as ConsoleSocket from "../ConsoleSocket.js"
-import { MachineError } from "../Errors.js"
-import type { LaunchFailure, QmpArgumentError, QmpCommandError, QmpError, SnapshotError } from "../Errors.js"
+import { LaunchFailure, MachineError } from "../Errors.js"
+import type { QmpArgumentError, QmpCommandError, QmpConnectionError, QmpError, SnapshotError } from "../Errors.js"
 import * as GuestAgent from "../GuestAgent.js"
+import * as Redact from "../internal/redact.js"
 import * as Cache from "../internal/snapshot/cache.js"
 import { setGuestClock } from "../internal/snapshot/restore.js"
 import * as QemuMachine from "../QemuMachine.js"
@@ -359,9 +361,59 @@ const ESCAPES = /\u001b\[[0-9;?]*[A-Za-z]/g
 /** @internal */
 export const cleanOutput = (text: string): string => text.replace(ESCAPES, "").replace(/\r/g, "").trim()
 
+/** How long a console that ended waits for QEMU's exit to be reported. */
+const EXIT_REPORT_WAIT = Duration.seconds(5)
+
+/**
+ * Runs the CPU and waits for the shell. The console (or QMP) ending on the way means QEMU
+ * exited: the guest panicked (`panic=-1` with `-no-reboot`) or QEMU crashed. That fails with a
+ * `LaunchFailure` "ExitedEarly" naming QEMU's exit, its output and the console's last lines,
+ * instead of a bare "connection Eof" that says nothing of why.
+ */
+const bootToShell = (
+  vm: QemuMachine.Machine,
+  console: ConsoleSocket.ConsoleSocket,
+  files: Files,
+  bootTimeout: Duration.DurationInput
+) =>
+  Effect.gen(function*() {
+    yield* vm.command("cont")
+    yield* console.expect(files.readyMarker, { timeout: bootTimeout })
+    yield* console.expect("# ", { timeout: bootTimeout })
+  }).pipe(Effect.catchTag("QmpConnectionError", (e) => diedBooting(vm, console, e)))
+
+const diedBooting = (vm: QemuMachine.Machine, console: ConsoleSocket.ConsoleSocket, e: QmpConnectionError) =>
+  Effect.gen(function*() {
+    // The console can end a moment before QEMU is reaped.
+    const last = yield* vm.stateChanges.pipe(Stream.runLast, Effect.timeout(EXIT_REPORT_WAIT), Effect.option)
+    const state = Option.flatten(last)
+    if (Option.isNone(state) || state.value._tag !== "Exited") return yield* Effect.fail(e)
+    const code = state.value.exitCode
+    const lines = cleanOutput(yield* console.pending).split("\n").slice(-CONSOLE_TAIL_LINES).join("\n")
+    return yield* Effect.fail(
+      new LaunchFailure({
+        reason: "ExitedEarly",
+        exitCode: code >= 0 ? code : undefined,
+        signal: code < 0 ? signalName(-code) : undefined,
+        command: Redact.redactArgs(vm.args),
+        output: Redact.redactText(Option.getOrElse(yield* vm.log, () => ""), vm.args),
+        cause: e,
+        detail: `QEMU exited before the guest reached its shell; the console's last lines:\n${lines || "(nothing)"}`
+      })
+    )
+  })
+
+const CONSOLE_TAIL_LINES = 20
+
+const signalName = (signo: number): string =>
+  Object.entries(os.constants.signals).find(([, n]) => n === signo)?.[0] ?? `signal ${signo}`
+
 /**
  * Builds (or reuses) the guest, launches it, connects the console, resumes
- * the CPU and waits for the shell. Everything ends with the scope.
+ * the CPU and waits for the shell. Everything ends with the scope. A guest
+ * whose QEMU exits before the shell (a kernel panic while booting, say) fails
+ * with a `LaunchFailure` "ExitedEarly" carrying QEMU's exit, its output and the
+ * console's last lines.
  *
  * @since 0.1.0
  * @category constructors
@@ -379,10 +431,7 @@ export const launch = (
     // QEMU drops serial output while nothing is connected: connect, then run the CPU.
     const console = yield* vm.console
     const started = yield* Clock.currentTimeMillis
-    yield* vm.command("cont")
-    const bootTimeout = options.bootTimeout ?? Duration.seconds(90)
-    yield* console.expect(files.readyMarker, { timeout: bootTimeout })
-    yield* console.expect("# ", { timeout: bootTimeout })
+    yield* bootToShell(vm, console, files, options.bootTimeout ?? Duration.seconds(90))
     const bootTime = Duration.millis((yield* Clock.currentTimeMillis) - started)
 
     return yield* makeGuest(vm, console, files, bootTime, options)
@@ -513,10 +562,7 @@ export const template = (
       cacheMaxEntries: options.cacheMaxEntries,
       prepare: (vm) =>
         Effect.gen(function*() {
-          const console = yield* vm.console
-          yield* vm.command("cont")
-          yield* console.expect(files.readyMarker, { timeout: bootTimeout })
-          yield* console.expect("# ", { timeout: bootTimeout })
+          yield* bootToShell(vm, yield* vm.console, files, bootTimeout)
           // Saved with its agent answering: clones' agents are ready at once.
           if (options.guestAgent === true) yield* vm.guestAgent({ timeout: options.agentTimeout ?? Duration.seconds(60) })
         })
