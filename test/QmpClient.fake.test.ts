@@ -26,6 +26,23 @@ const within = <A, E, R>(effect: Effect.Effect<A, E, R>, duration: Duration.Dura
 const connect = (path: string, options: Omit<QmpClient.ConnectOptions, "address"> = {}) =>
   QmpClient.connect({ address: path, negotiationTimeout: "1 second", ...options })
 
+/** The client's writes of `fake-*` commands, counted at the socket (the fake server, in this process, would read writes made in one turn as one chunk anyway). */
+const countWrites = Effect.acquireRelease(
+  Effect.sync(() => {
+    const writes: Array<string> = []
+    const write = net.Socket.prototype.write
+    net.Socket.prototype.write = function(this: net.Socket, data: unknown, ...rest: Array<unknown>) {
+      if (typeof data === "string" && data.includes("\"execute\":\"fake-")) writes.push(data)
+      return (write as (...args: Array<unknown>) => boolean).call(this, data, ...rest)
+    } as typeof write
+    return { writes, write }
+  }),
+  ({ write }) => Effect.sync(() => void (net.Socket.prototype.write = write))
+).pipe(Effect.map(({ writes }) => writes))
+
+/** The command names in one write. */
+const executed = (write: string): Array<string> => write.trim().split("\n").map((line) => JSON.parse(line).execute)
+
 describe("QmpClient against a fake QMP server", () => {
   describe("negotiation", () => {
     it.scopedLive("fails with QmpTimeoutError after negotiationTimeout when the server never greets, and closes its socket", () =>
@@ -189,21 +206,9 @@ describe("QmpClient against a fake QMP server", () => {
   })
 
   describe("replies", () => {
-    it.scopedLive("commands issued together go out in one write, each answered by its own reply", () =>
+    it.scopedLive("a command made while no connection waits goes out at once; those made with it share the next write", () =>
       Effect.gen(function*() {
-        // the client's writes of commands, counted at the socket (the fake server, in this
-        // process, would read separate writes made in one turn as one chunk anyway)
-        const writes: Array<string> = []
-        const write = net.Socket.prototype.write
-        yield* Effect.acquireRelease(
-          Effect.sync(() => {
-            net.Socket.prototype.write = function(this: net.Socket, data: unknown, ...rest: Array<unknown>) {
-              if (typeof data === "string" && data.includes("\"execute\":\"fake-")) writes.push(data)
-              return (write as (...args: Array<unknown>) => boolean).call(this, data, ...rest)
-            } as typeof write
-          }),
-          () => Effect.sync(() => void (net.Socket.prototype.write = write))
-        )
+        const writes = yield* countWrites
         const server = yield* fakeServer((conn) =>
           Effect.gen(function*() {
             yield* conn.negotiate(standardGreeting)
@@ -217,8 +222,30 @@ describe("QmpClient against a fake QMP server", () => {
         const names = ["fake-a", "fake-b", "fake-c", "fake-d", "fake-e"]
         const results = yield* within(Effect.forEach(names, (name) => qmp.execute(name), { concurrency: "unbounded" }))
         expect(results).toEqual(names.map((name) => ({ name })))
-        expect(writes).toHaveLength(1)
-        expect(writes[0]!.trim().split("\n").map((line) => JSON.parse(line).execute)).toEqual(names)
+        // the first alone (nothing else waited), the four made in the same turn together
+        expect(writes.map(executed)).toEqual([["fake-a"], ["fake-b", "fake-c", "fake-d", "fake-e"]])
+      }))
+
+    it.scopedLive("while another connection waits for a reply, commands made in one turn go out in one write", () =>
+      Effect.gen(function*() {
+        const writes = yield* countWrites
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate(standardGreeting)
+            const commands = yield* Effect.forEach([1, 2, 3], () => conn.nextCommand)
+            for (const command of commands) yield* conn.reply(command.id, { name: command.execute })
+            yield* conn.closed
+          })
+        )
+        // Never answered: this connection waits for as long as the test runs.
+        const silent = yield* fakeServer((conn) => Effect.zipRight(conn.negotiate(standardGreeting), conn.closed))
+        const waiting = yield* connect(silent.path)
+        yield* Effect.forkScoped(waiting.execute("fake-never"))
+        const qmp = yield* connect(server.path)
+        const names = ["fake-a", "fake-b", "fake-c"]
+        const results = yield* within(Effect.forEach(names, (name) => qmp.execute(name), { concurrency: "unbounded" }))
+        expect(results).toEqual(names.map((name) => ({ name })))
+        expect(writes.map(executed)).toEqual([["fake-never"], names])
       }))
 
     it.scopedLive("drops and logs a reply with an unknown id, and routes the real reply to its caller", () =>
