@@ -367,7 +367,8 @@ const envStrings = (env: NodeJS.ProcessEnv): Array<string> => {
 const signalNames = new Map<number, NodeJS.Signals>(
   Object.entries(os.constants.signals).map(([name, n]) => [n, name as NodeJS.Signals])
 )
-const signalName = (signo: number | null): NodeJS.Signals | null =>
+/** The name of a signal number (`9` → `"SIGKILL"`), null when unknown. */
+export const signalName = (signo: number | null): NodeJS.Signals | null =>
   signo === null ? null : signalNames.get(signo) ?? null
 
 // Programs found executable before, by PATH: a launch loop should not stat PATH each time.

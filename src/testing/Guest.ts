@@ -28,12 +28,12 @@ import { NodeCommandExecutor, NodeFileSystem } from "@effect/platform-node"
 import { Chunk, Clock, Data, Duration, Effect, Layer, Option, Scope, Stream } from "effect"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import type * as ConsoleSocket from "../ConsoleSocket.js"
 import { LaunchFailure, MachineError } from "../Errors.js"
 import type { QmpArgumentError, QmpCommandError, QmpConnectionError, QmpError, SnapshotError } from "../Errors.js"
 import * as GuestAgent from "../GuestAgent.js"
+import * as Proc from "../internal/process.js"
 import * as Redact from "../internal/redact.js"
 import * as Cache from "../internal/snapshot/cache.js"
 import { setGuestClock } from "../internal/snapshot/restore.js"
@@ -394,7 +394,7 @@ const diedBooting = (vm: QemuMachine.Machine, console: ConsoleSocket.ConsoleSock
       new LaunchFailure({
         reason: "ExitedEarly",
         exitCode: code >= 0 ? code : undefined,
-        signal: code < 0 ? signalName(-code) : undefined,
+        signal: code < 0 ? Proc.signalName(-code) ?? `signal ${-code}` : undefined,
         command: Redact.redactArgs(vm.args),
         output: Redact.redactText(Option.getOrElse(yield* vm.log, () => ""), vm.args),
         cause: e,
@@ -404,9 +404,6 @@ const diedBooting = (vm: QemuMachine.Machine, console: ConsoleSocket.ConsoleSock
   })
 
 const CONSOLE_TAIL_LINES = 20
-
-const signalName = (signo: number): string =>
-  Object.entries(os.constants.signals).find(([, n]) => n === signo)?.[0] ?? `signal ${signo}`
 
 /**
  * Builds (or reuses) the guest, launches it, connects the console, resumes
