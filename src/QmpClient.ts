@@ -223,8 +223,10 @@ export declare namespace QmpClient {
      * arguments are checked against the live schema first: a mismatch fails
      * with `QmpArgumentError` and nothing is sent.
      *
-     * Commands are written after the current turn of the event loop, those
-     * made in the same turn together in one write, in the order they were made.
+     * Commands go out in the order they were made. One made while no QMP
+     * connection of this process waits for a reply is written at once; while
+     * others wait, commands are written after the current turn of the event
+     * loop, those made in the same turn together in one write.
      * A command given up (a timeout, a lost race, an interrupted fiber) is
      * still answered by QEMU: that late reply is expected and dropped once the
      * fiber that gave up has ended.
