@@ -147,6 +147,26 @@ describe("effect-qemu through pipes", () => {
       expect(result.code).toBe(2)
     }), SPAWNS)
 
+  it.scopedLive("a QEMU killed from outside while run shuts it down is reported as killed, as when seen first", () =>
+    Effect.gen(function*() {
+      const base = yield* tempDir
+      const running = yield* Cli.spawn(["run", "--temp-dir", base, "--", "-machine", "none"])
+      running.child.stdin.write("query-status\n")
+      yield* running.waitFor((out) => out.includes(`"status":"running"`))
+      const [qemu] = processesMentioning(`${base}/qemu-machine`)
+      expect(qemu).toBeDefined()
+      // Stopped, QEMU cannot answer the quit of the shutdown that input's end starts; killed then.
+      process.kill(qemu!, "SIGSTOP")
+      running.child.stdin.end()
+      yield* Effect.sleep("500 millis")
+      process.kill(qemu!, "SIGKILL")
+      const result = yield* running.exit
+      expect(result.stdout).not.toMatch(/WARN|SIGKILL/)
+      expect(result.stderr).toContain("effect-qemu: QEMU was killed by SIGKILL\n")
+      expect(result.stderr).not.toContain("did not shut down gracefully")
+      expect(result.code).toBe(2)
+    }), SPAWNS)
+
   it.scopedLive("help is local and from the live schema; --help has no colour codes; -l logs the session", () =>
     Effect.gen(function*() {
       const { dir, sock } = yield* server

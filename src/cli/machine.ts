@@ -6,6 +6,7 @@
  */
 import { Effect, Either, Fiber, Option, type Scope } from "effect"
 import * as os from "node:os"
+import { QmpTimeoutError } from "../Errors.js"
 import * as QemuMachine from "../QemuMachine.js"
 import { asRecord, fromClient } from "./backends.js"
 import { CliFailure, EXIT_FATAL, EXIT_OK, fatal } from "./errors.js"
@@ -60,15 +61,24 @@ export const machine = <A>(
     const closed = Option.isSome(yield* Fiber.poll(gone))
     const running = yield* vm.isRunning
     if (running && !closed) {
-      yield* vm.shutdown().pipe(Effect.mapError(fatal))
-      return result
+      const shut = yield* Effect.either(vm.shutdown())
+      if (Either.isRight(shut)) return result
+      // Killed from outside just before the shutdown (its death not yet seen when input ended):
+      // the same report as when it was seen first. A timed-out soft step's SIGKILL is ours.
+      if (shut.left.cause instanceof QmpTimeoutError) return yield* Effect.fail(fatal(shut.left))
+      return yield* Effect.fail(killedBy(yield* vm.exitCode) ?? fatal(shut.left))
     }
     const waited = yield* Effect.either(vm.wait({ timeout: "10 seconds" }))
-    const code = Option.getOrUndefined(yield* vm.exitCode)
-    if (code !== undefined && code < 0) {
-      const name = Object.entries(os.constants.signals).find(([, n]) => n === -code)?.[0] ?? `signal ${-code}`
-      return yield* Effect.fail(new CliFailure({ message: `QEMU was killed by ${name}`, exitCode: EXIT_FATAL }))
-    }
+    const killed = killedBy(yield* vm.exitCode)
+    if (killed) return yield* Effect.fail(killed)
     if (Either.isLeft(waited)) return yield* Effect.fail(fatal(waited.left))
     return result
   })
+
+/** "QEMU was killed by SIGKILL" for an exit by a signal (a negative exit code). */
+const killedBy = (exitCode: Option.Option<number>): CliFailure | undefined => {
+  const code = Option.getOrUndefined(exitCode)
+  if (code === undefined || code >= 0) return undefined
+  const name = Object.entries(os.constants.signals).find(([, n]) => n === -code)?.[0] ?? `signal ${-code}`
+  return new CliFailure({ message: `QEMU was killed by ${name}`, exitCode: EXIT_FATAL })
+}
