@@ -2,7 +2,7 @@
  * The runner's policy (`Fleet.policy`): each rule on its own, then through a
  * real runner (nothing run or written on a refusal), then QEMU's sandbox.
  */
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Schedule } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -13,6 +13,9 @@ import { QEMU, tempDir } from "./helpers/qemu.js"
 
 const dirs = fs.mkdtempSync(path.join(os.tmpdir(), "eq-policy-"))
 const outside = fs.mkdtempSync(path.join(os.tmpdir(), "eq-policy-out-"))
+afterAll(() => {
+  for (const dir of [dirs, outside]) fs.rmSync(dir, { recursive: true, force: true })
+})
 fs.symlinkSync(outside, path.join(dirs, "escape"))
 const policy = Policy.make({ dirs: [dirs] })
 
