@@ -42,6 +42,18 @@ const sayingServer = (sock: string, bytes: Buffer) =>
     (s) => Effect.sync(() => s.close())
   )
 
+/** `run` with a machine answering on it, and its QEMU's pid. */
+const runningQemu = Effect.gen(function*() {
+  const base = yield* tempDir
+  const running = yield* Cli.spawn(["run", "--temp-dir", base, "--", "-machine", "none"])
+  running.child.stdin.write("query-status\n")
+  yield* running.waitFor((out) => out.includes(`"status":"running"`))
+  // Only QEMU's command line holds its temp dir (the CLI's holds the base).
+  const [qemu] = processesMentioning(`${base}/qemu-machine`)
+  expect(qemu).toBeDefined()
+  return { running, qemu: qemu! }
+})
+
 describe("effect-qemu through pipes", () => {
   it.scopedLive("a reader that goes away (| head -c 20) ends the shell quietly, no stack trace", () =>
     Effect.gen(function*() {
@@ -131,14 +143,8 @@ describe("effect-qemu through pipes", () => {
 
   it.scopedLive("a QEMU killed under run: stdout keeps JSON only, the warning goes to stderr", () =>
     Effect.gen(function*() {
-      const base = yield* tempDir
-      const running = yield* Cli.spawn(["run", "--temp-dir", base, "--", "-machine", "none"])
-      running.child.stdin.write("query-status\n")
-      yield* running.waitFor((out) => out.includes(`"status":"running"`))
-      // Only QEMU's command line holds its temp dir (the CLI's holds the base).
-      const [qemu] = processesMentioning(`${base}/qemu-machine`)
-      expect(qemu).toBeDefined()
-      process.kill(qemu!, "SIGKILL")
+      const { running, qemu } = yield* runningQemu
+      process.kill(qemu, "SIGKILL")
       running.child.stdin.end()
       const result = yield* running.exit
       expect(() => Cli.jsonLines(result.stdout)).not.toThrow()
@@ -149,17 +155,12 @@ describe("effect-qemu through pipes", () => {
 
   it.scopedLive("a QEMU killed from outside while run shuts it down is reported as killed, as when seen first", () =>
     Effect.gen(function*() {
-      const base = yield* tempDir
-      const running = yield* Cli.spawn(["run", "--temp-dir", base, "--", "-machine", "none"])
-      running.child.stdin.write("query-status\n")
-      yield* running.waitFor((out) => out.includes(`"status":"running"`))
-      const [qemu] = processesMentioning(`${base}/qemu-machine`)
-      expect(qemu).toBeDefined()
+      const { running, qemu } = yield* runningQemu
       // Stopped, QEMU cannot answer the quit of the shutdown that input's end starts; killed then.
-      process.kill(qemu!, "SIGSTOP")
+      process.kill(qemu, "SIGSTOP")
       running.child.stdin.end()
       yield* Effect.sleep("500 millis")
-      process.kill(qemu!, "SIGKILL")
+      process.kill(qemu, "SIGKILL")
       const result = yield* running.exit
       expect(result.stdout).not.toMatch(/WARN|SIGKILL/)
       expect(result.stderr).toContain("effect-qemu: QEMU was killed by SIGKILL\n")

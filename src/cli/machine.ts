@@ -5,8 +5,8 @@
  * @since 0.3.0
  */
 import { Effect, Either, Fiber, Option, type Scope } from "effect"
-import * as os from "node:os"
 import { QmpTimeoutError } from "../Errors.js"
+import * as Proc from "../internal/process.js"
 import * as QemuMachine from "../QemuMachine.js"
 import { asRecord, fromClient } from "./backends.js"
 import { CliFailure, EXIT_FATAL, EXIT_OK, fatal } from "./errors.js"
@@ -79,6 +79,5 @@ export const machine = <A>(
 const killedBy = (exitCode: Option.Option<number>): CliFailure | undefined => {
   const code = Option.getOrUndefined(exitCode)
   if (code === undefined || code >= 0) return undefined
-  const name = Object.entries(os.constants.signals).find(([, n]) => n === -code)?.[0] ?? `signal ${-code}`
-  return new CliFailure({ message: `QEMU was killed by ${name}`, exitCode: EXIT_FATAL })
+  return new CliFailure({ message: `QEMU was killed by ${Proc.signalName(-code) ?? `signal ${-code}`}`, exitCode: EXIT_FATAL })
 }
