@@ -466,7 +466,7 @@ interface ManyResult {
 }
 
 /** One round of `count` machines in a fresh process (see bench/concurrent.ts). */
-const manyRound = (side: "library" | "raw" | "guests", count: number, commands: number) => async (): Promise<ManyResult> => {
+const manyRound = (side: "library" | "raw" | "raw-effect" | "guests", count: number, commands: number) => async (): Promise<ManyResult> => {
   const out = await new Promise<string>((resolve, reject) =>
     cp.execFile(process.execPath, [...process.execArgv, path.join(benchDir, "concurrent.ts"), side, String(count), String(commands)], { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 }, (error, stdout) =>
       error ? reject(error) : resolve(stdout))
@@ -495,8 +495,25 @@ const benchMany = async (id: string, count: number, commands: number, rounds: nu
     // this process's CPU per command (µs): where the difference comes from when Node is the bottleneck
     const cpu = (side: ReadonlyArray<ManyResult>) => summarize(side.map((x) => x.commandsCpu / (count * commands)))
     const [cpuL, cpuB] = [cpu(r.lib), cpu(r.raw)]
-    notes.push(`${id}: Node CPU per command ${cpuL.median.toFixed(1)} µs (library) vs ${cpuB.median.toFixed(1)} µs (raw)`)
-    rows.push({ ...row, data: { ...row.data, cpuPerCommandUs: { library: cpuL, baseline: cpuB } } })
+    // The raw client driven from Effect fibers, in rounds of its own after the interleaved ones
+    // (so the row's method is unchanged): how much of the gap is Effect's, how much the library's.
+    const viaEffect: Array<ManyResult> = []
+    if (!quick) for (let i = 0; i < rounds; i++) viaEffect.push(await manyRound("raw-effect", count, commands)())
+    const cpuE = viaEffect.length > 0 ? cpu(viaEffect) : undefined
+    const effectText = cpuE === undefined
+      ? ""
+      : `; the raw client driven from Effect fibers (Effect.forEach + Effect.promise) ${cpuE.median.toFixed(1)} µs, its commands ${
+        (med(viaEffect.map((x) => x.commands)) / med(cmdB)).toFixed(3)
+      }× raw (rounds of its own, after the others)`
+    notes.push(`${id}: Node CPU per command ${cpuL.median.toFixed(1)} µs (library) vs ${cpuB.median.toFixed(1)} µs (raw)${effectText}`)
+    rows.push({
+      ...row,
+      data: {
+        ...row.data,
+        cpuPerCommandUs: { library: cpuL, baseline: cpuB, ...(cpuE ? { rawFromEffect: cpuE } : {}) },
+        ...(cpuE ? { rawFromEffectMs: summarize(viaEffect.map((x) => x.commands)) } : {})
+      }
+    })
   }
   const [closeL, closeB] = pick("close")
   rows.push(timeRow(`${id}-closed`, `${count} machines at once: all closed`, closeL, closeB, 1.3, rounds))

@@ -262,7 +262,22 @@ export const socketPair = async (path: string) => {
 }
 
 /** `count` raw machines launched concurrently, `commands` sequential round trips on each, all closed at once. */
-export const concurrentLaunch = async (count: number, commands: number, gc: () => void) => {
+/** `commands` sequential `query-status` on every machine, all machines at once. */
+export const drivePromises = (machines: ReadonlyArray<RawMachine>, commands: number): Promise<unknown> =>
+  Promise.all(machines.map(async (m) => {
+    for (let i = 0; i < commands; i++) await m.qmp.execute("query-status")
+  }))
+
+/**
+ * `count` raw machines at once, `commands` round trips on each (by `drive`), all shut down.
+ * `drive` is replaceable so that the same raw client can be driven another way (from Effect fibers).
+ */
+export const concurrentLaunch = async (
+  count: number,
+  commands: number,
+  gc: () => void,
+  drive: (machines: ReadonlyArray<RawMachine>, commands: number) => Promise<unknown> = drivePromises
+) => {
   gc()
   const before = process.memoryUsage()
   const fdsBefore = fs.readdirSync("/proc/self/fd").length
@@ -271,9 +286,7 @@ export const concurrentLaunch = async (count: number, commands: number, gc: () =
   const wall = now() - t0
   const t1 = now()
   const cpu1 = process.cpuUsage()
-  await Promise.all(machines.map(async (m) => {
-    for (let i = 0; i < commands; i++) await m.qmp.execute("query-status")
-  }))
+  await drive(machines, commands)
   const commandsMs = commands > 0 ? now() - t1 : 0
   const cpu = process.cpuUsage(cpu1)
   gc()
