@@ -57,11 +57,11 @@ export class RawQmp {
   }
 
   /** Sends a command and resolves with the raw reply (`{return}` or `{error}`). */
-  execute(command: string): Promise<any> {
+  execute(command: string, args?: object): Promise<any> {
     const id = this.nextId++
     return new Promise((resolve) => {
       this.waiting.set(id, resolve)
-      this.socket.write(`{"execute":"${command}","id":${id}}\n`)
+      this.socket.write(`{"execute":"${command}",${args ? `"arguments":${JSON.stringify(args)},` : ""}"id":${id}}\n`)
     })
   }
 }
@@ -117,8 +117,9 @@ export const launch = async (
   server.close()
   const qmp = new RawQmp(socket)
   ;(machine as { qmp: RawQmp }).qmp = qmp
-  await qmp.readGreeting()
-  await qmp.execute("qmp_capabilities")
+  const greeting = await qmp.readGreeting()
+  // Out-of-band when QEMU offers it, as the library does: both sides drive the same QEMU mode.
+  await qmp.execute("qmp_capabilities", greeting.QMP.capabilities.includes("oob") ? { enable: ["oob"] } : undefined)
   return machine
 }
 

@@ -73,7 +73,7 @@ describe("QmpClient against a fake QMP server", () => {
         expect(error.message).toContain("invalid greeting")
       }))
 
-    it.scopedLive("enables oob in qmp_capabilities when asked and the greeting offers it", () =>
+    it.scopedLive("enables oob in qmp_capabilities by default when the greeting offers it", () =>
       Effect.gen(function*() {
         const negotiated = yield* Deferred.make<ReceivedCommand, FakeQmpError>()
         const oobCommand = yield* Deferred.make<ReceivedCommand>()
@@ -85,7 +85,7 @@ describe("QmpClient against a fake QMP server", () => {
             yield* conn.reply(command.id, { status: "running" })
           })
         )
-        const qmp = yield* connect(server.path, { oob: true })
+        const qmp = yield* connect(server.path)
         const capabilities = yield* Deferred.await(negotiated)
         expect(capabilities.arguments).toEqual({ enable: ["oob"] })
         expect(qmp.capabilities).toEqual(["oob"])
@@ -95,22 +95,22 @@ describe("QmpClient against a fake QMP server", () => {
         expect(JSON.parse(sent.raw)).toHaveProperty("exec-oob", "fake-status")
       }))
 
-    it.scopedLive("sends qmp_capabilities without enable when oob is asked but not offered", () =>
+    it.scopedLive("sends qmp_capabilities without enable when oob is not offered", () =>
       Effect.gen(function*() {
         const negotiated = yield* Deferred.make<ReceivedCommand, FakeQmpError>()
         const server = yield* fakeServer((conn) => Deferred.complete(negotiated, conn.negotiate(makeGreeting([]))))
-        const qmp = yield* connect(server.path, { oob: true })
+        const qmp = yield* connect(server.path)
         const capabilities = yield* Deferred.await(negotiated)
         expect(capabilities.arguments).toBeUndefined()
         expect(JSON.parse(capabilities.raw)).not.toHaveProperty("arguments")
         expect(qmp.capabilities).toEqual([])
       }))
 
-    it.scopedLive("sends qmp_capabilities without enable when oob is offered but not asked for", () =>
+    it.scopedLive("sends qmp_capabilities without enable when oob is offered but turned off", () =>
       Effect.gen(function*() {
         const negotiated = yield* Deferred.make<ReceivedCommand, FakeQmpError>()
         const server = yield* fakeServer((conn) => Deferred.complete(negotiated, conn.negotiate(standardGreeting)))
-        const qmp = yield* connect(server.path)
+        const qmp = yield* connect(server.path, { oob: false })
         expect((yield* Deferred.await(negotiated)).arguments).toBeUndefined()
         expect(qmp.capabilities).toEqual([])
         expect(qmp.greeting.QMP.capabilities).toEqual(["oob"])

@@ -71,6 +71,30 @@ describe("QmpClient against real QEMU", () => {
       for (const { answer, name } of flat) expect(answer).toContain(`/no-such/${name}'`)
     }))
 
+  it.scopedLive("negotiates oob by default and none with oob: false; 40 commands in flight reach their callers either way", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      for (const [oob, enabled] of [[undefined, ["oob"]], [false, []]] as const) {
+        const sock = path.join(dir, `server-${String(oob)}.sock`)
+        yield* qemuServer(sock)
+        const qmp = yield* QmpClient.connect({ address: sock, oob })
+        expect(qmp.capabilities).toEqual(enabled)
+        // With oob QEMU reads ahead of the command it runs: every answer still names its caller.
+        const names = Array.from({ length: 40 }, (_, i) => `obj-${String(oob)}-${i}`)
+        const answers = yield* Effect.forEach(names, (name) =>
+          qmp.execute("qom-get", { path: `/no-such/${name}`, property: "type" }).pipe(
+            Effect.flip,
+            Effect.map((e) => (e._tag === "QmpCommandError" ? e.desc : e._tag))
+          ), { concurrency: "unbounded" })
+        answers.forEach((answer, i) => expect(answer).toContain(`/no-such/${names[i]}'`))
+        // Out-of-band execution is QEMU's to refuse for a command that does not allow it.
+        if (oob === undefined) {
+          const refused = yield* Effect.flip(qmp.execute("query-status", undefined, { oob: true }))
+          expect(refused._tag).toBe("QmpCommandError")
+        }
+      }
+    }))
+
   it.scopedLive("streams STOP then RESUME events in order for stop/cont", () =>
     Effect.gen(function*() {
       const { qmp } = yield* acceptQemu()

@@ -195,7 +195,9 @@ const negotiate = (connection: Connection.Connection, service: Service, options:
       greeting.QMP.version?.qemu,
       (message) => connection.log("Warning", message)
     )
-    const enable = options.oob && greeting.QMP.capabilities.includes("oob") ? ["oob"] : []
+    // Out-of-band when offered, unless turned off (as QEMU's own Python client does): the server
+    // then reads commands ahead while one runs, instead of one command per read-run-reply turn.
+    const enable = options.oob !== false && greeting.QMP.capabilities.includes("oob") ? ["oob"] : []
     yield* connection.executeRaw("qmp_capabilities", enable.length > 0 ? { enable } : undefined).pipe(
       Effect.flatMap(unwrap("qmp_capabilities")),
       Effect.catchTag("QmpCommandError", (e) =>
