@@ -262,7 +262,6 @@ export const socketPair = async (path: string) => {
   return { client, writer }
 }
 
-/** `count` raw machines launched concurrently, `commands` sequential round trips on each, all closed at once. */
 /** `commands` sequential `query-status` on every machine, all machines at once. */
 export const drivePromises = (machines: ReadonlyArray<RawMachine>, commands: number): Promise<unknown> =>
   Promise.all(machines.map(async (m) => {

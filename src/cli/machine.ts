@@ -79,5 +79,5 @@ export const machine = <A>(
 const killedBy = (exitCode: Option.Option<number>): CliFailure | undefined => {
   const code = Option.getOrUndefined(exitCode)
   if (code === undefined || code >= 0) return undefined
-  return new CliFailure({ message: `QEMU was killed by ${Proc.signalName(-code) ?? `signal ${-code}`}`, exitCode: EXIT_FATAL })
+  return new CliFailure({ message: `QEMU was killed by ${Proc.describeSignal(-code)}`, exitCode: EXIT_FATAL })
 }

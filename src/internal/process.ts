@@ -371,6 +371,9 @@ const signalNames = new Map<number, NodeJS.Signals>(
 export const signalName = (signo: number | null): NodeJS.Signals | null =>
   signo === null ? null : signalNames.get(signo) ?? null
 
+/** A signal for a message: its name, or `signal N` for a number Node does not name. */
+export const describeSignal = (signo: number): string => signalName(signo) ?? `signal ${signo}`
+
 // Programs found executable before, by PATH: a launch loop should not stat PATH each time.
 // A program removed later shows up as an early exit 127 with the helper's message.
 const executables = new Set<string>()

@@ -394,7 +394,7 @@ const diedBooting = (vm: QemuMachine.Machine, console: ConsoleSocket.ConsoleSock
       new LaunchFailure({
         reason: "ExitedEarly",
         exitCode: code >= 0 ? code : undefined,
-        signal: code < 0 ? Proc.signalName(-code) ?? `signal ${-code}` : undefined,
+        signal: code < 0 ? Proc.describeSignal(-code) : undefined,
         command: Redact.redactArgs(vm.args),
         output: Redact.redactText(Option.getOrElse(yield* vm.log, () => ""), vm.args),
         cause: e,
