@@ -248,6 +248,26 @@ describe("QmpClient against a fake QMP server", () => {
         expect(writes.map(executed)).toEqual([["fake-never"], names])
       }))
 
+    it.scopedLive("a burst of commands goes out 64 lines at a time as it is made, not all at the end of the turn", () =>
+      Effect.gen(function*() {
+        const writes = yield* countWrites
+        const names = Array.from({ length: 1 + 64 * 2 + 10 }, (_, i) => `fake-${i}`)
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate(standardGreeting)
+            const commands = yield* Effect.forEach(names, () => conn.nextCommand)
+            for (const command of commands) yield* conn.reply(command.id, { name: command.execute })
+            yield* conn.closed
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const results = yield* within(Effect.forEach(names, (name) => qmp.execute(name), { concurrency: "unbounded" }))
+        expect(results).toEqual(names.map((name) => ({ name })))
+        // the first alone, then full batches as they fill, then the rest at the end of the turn; in order
+        expect(writes.map((write) => executed(write).length)).toEqual([1, 64, 64, 10])
+        expect(writes.flatMap(executed)).toEqual(names)
+      }))
+
     it.scopedLive("drops and logs a reply with an unknown id, and routes the real reply to its caller", () =>
       Effect.gen(function*() {
         const logs: Array<{ level: string; message: string; id: unknown }> = []

@@ -78,6 +78,12 @@ export const DEFAULT_EVENT_CACHE = 10_000
 export const DEFAULT_EVENT_CACHE_BYTES = 64 * 1024 * 1024
 export const DEFAULT_STREAM_BUFFER = 4096
 const MAX_ABANDONED = 4096
+/**
+ * Batched commands of one connection written at once, without waiting for the end of the
+ * turn: a burst (`Effect.forEach` over thousands of commands) reaches QEMU while the rest
+ * are still being made, instead of all of them after the last (bench/README.md, events).
+ */
+const FLUSH_LINES = 64
 
 // An id comes from the server and may be any JSON value, nested 100k levels
 // deep: `String()` on that overflows the stack.
@@ -271,7 +277,8 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
   // this turn is made first, and commands in flight on one connection share one write. A
   // command made while no connection waits (one machine, one command at a time) is written
   // at once: the turn of the event loop was 14-22 us of its round trip (bench/README.md).
-  // A non-empty outbox has its flush queued: the first line queues it.
+  // A non-empty outbox has its flush queued: the first line queues it. A burst does not wait
+  // for the end of the turn: every FLUSH_LINES lines go out as they are made.
   let outbox: Array<string> = []
   const flush = () => {
     if (outbox.length === 0) return
@@ -280,7 +287,9 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
     session.write(data)
   }
   const enqueue = (line: string) => {
-    if (outbox.push(line) === 1) setImmediate(flush)
+    const queued = outbox.push(line)
+    if (queued === 1) setImmediate(flush)
+    else if (queued >= FLUSH_LINES) flush()
   }
 
   const request = (
