@@ -754,6 +754,16 @@ export interface RestoreOptions {
  * the QEMU refuses fails with `SnapshotError` (`VersionMismatch` naming both
  * versions when they differ, `Corrupt` otherwise) and leaves nothing running.
  *
+ * QEMU reads the state file itself (`file:` on QEMU 8.2 and later, a passed
+ * descriptor before, `exec:cat` without the native addon). A machine whose
+ * reset ends it (`-no-reboot`, `-action reboot=shutdown`) starts without its
+ * `-kernel`, `-initrd`, `-append` and `-dtb`: its guest booted before it was
+ * saved, and its firmware never runs again (changing that at run time with
+ * QMP `set-action` and then resetting boots the firmware with no kernel).
+ * `vm.args` shows what QEMU ran; a snapshot of the machine records the
+ * configuration it was restored from, those flags included. Clones of a
+ * {@link template} start the same way.
+ *
  * @since 0.3.0
  * @category constructors
  */

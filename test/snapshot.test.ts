@@ -4,7 +4,7 @@
  * clones isolated from each other and from the base image).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit } from "effect"
+import { Effect, Exit, Fiber } from "effect"
 import * as cp from "node:child_process"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
@@ -192,6 +192,31 @@ describe("snapshots and clones of the test guest", { timeout: 180_000 }, () => {
       yield* agent.ping
       // The original runs on.
       expect((yield* guest.run("cat /tmp/mark")).output).toBe("kept")
+    }))
+
+  it.scopedLive("a guest whose reset ends it (-no-reboot) is restored without its kernel: it runs, a reset ends it, snapshots record the kernel", () =>
+    Effect.gen(function*() {
+      const guest = yield* Guest.launch()
+      yield* guest.run("echo kept > /tmp/mark")
+      const dir = path.join(yield* tempDir, "snap")
+      const snap = yield* guest.vm.snapshot({ dir })
+      expect(guest.vm.args).toContain("-kernel")
+      const vm = yield* QemuMachine.restore(snap)
+      // QEMU reads neither the kernel nor the initrd: the guest booted before it was saved.
+      for (const flag of ["-kernel", "-initrd", "-append"]) expect(vm.args).not.toContain(flag)
+      const console = yield* vm.console
+      yield* console.write("cat /tmp/mark\n")
+      yield* console.expect(/kept\r?\n/, { timeout: "20 seconds" })
+      // What it was restored from, kernel included, is what a snapshot of it records.
+      const again = yield* vm.snapshot({ dir: path.join(yield* tempDir, "again") })
+      expect(again.manifest.config.args).toContain("-kernel")
+      expect((yield* Snapshot.open(dir)).manifest.config.args).toContain("-kernel")
+      // With -no-reboot a reset (here QMP's) ends QEMU: the firmware never looks for the kernel again.
+      const shutdown = yield* Effect.fork(vm.eventWait("SHUTDOWN", { timeout: "20 seconds" }))
+      yield* vm.command("system_reset")
+      expect((yield* Fiber.join(shutdown)).data?.reason).toBe("host-qmp-system-reset")
+      yield* vm.wait({ timeout: "20 seconds" })
+      expect(yield* vm.isRunning).toBe(false)
     }))
 
   it.scopedLive("a restore with an agent sets the guest clock from the host", () =>
