@@ -9,7 +9,7 @@ import * as Args from "../src/internal/snapshot/args.js"
 const config = (...args: Array<string>) => QemuMachine.make({ binary: "qemu-system-x86_64" }).pipe(QemuMachine.addArgs(...args))
 
 describe("restore arguments", () => {
-  it("a machine never resets with -no-reboot or -action reboot=shutdown, and otherwise does", () => {
+  it("a machine never resets with -no-reboot or -action reboot=shutdown (the last one given wins), and otherwise does", () => {
     expect(Args.neverResets(["-m", "64", "-no-reboot"])).toBe(true)
     expect(Args.neverResets(["--no-reboot"])).toBe(true)
     expect(Args.neverResets(["-action", "reboot=shutdown"])).toBe(true)
@@ -17,6 +17,9 @@ describe("restore arguments", () => {
     expect(Args.neverResets(["-action", "reboot=reset"])).toBe(false)
     expect(Args.neverResets(["-action", "xreboot=shutdown"])).toBe(false)
     expect(Args.neverResets(["-m", "64"])).toBe(false)
+    expect(Args.neverResets(["-no-reboot", "-action", "reboot=reset"])).toBe(false)
+    expect(Args.neverResets(["-action", "reboot=reset", "-no-reboot"])).toBe(true)
+    expect(Args.neverResets(["-no-reboot", "-action", "panic=none"])).toBe(true)
   })
 
   it("drops -kernel, -initrd, -append and -dtb with their values, and keeps everything else in order", () => {

@@ -9,6 +9,10 @@ export const MEMORY_ID = "eq-ram"
 
 const MACHINE_FLAGS = new Set(["-machine", "-M", "--machine"])
 
+/** A copy of `config` (its prototype kept: it is a `Config`) with `patch` over it. */
+const copy = (config: Api.Config, patch: Partial<Api.Config>): Api.Config =>
+  Object.assign(Object.create(Object.getPrototypeOf(config)), config, patch) as Api.Config
+
 const hasType = (value: string) => !value.split(",")[0]!.includes("=")
 
 /** Replaces the machine type (the part before the first comma) wherever it is set; sets it when nothing does. */
@@ -24,21 +28,33 @@ export const withMachineType = (config: Api.Config, type: string): Api.Config =>
     }
   }
   const machine = config.machine !== undefined ? retype(config.machine) : typed ? undefined : type
-  return Object.assign(Object.create(Object.getPrototypeOf(config)), config, { args, machine }) as Api.Config
+  return copy(config, { args, machine })
 }
 
 export const withArgs = (config: Api.Config, ...extra: ReadonlyArray<string>): Api.Config =>
-  Object.assign(Object.create(Object.getPrototypeOf(config)), config, { args: [...config.args, ...extra] }) as Api.Config
+  copy(config, { args: [...config.args, ...extra] })
 
 export const withDisks = (config: Api.Config, disks: ReadonlyArray<Api.Disk>): Api.Config =>
-  Object.assign(Object.create(Object.getPrototypeOf(config)), config, { disks }) as Api.Config
+  copy(config, { disks })
 
 /** Flags that load a kernel for the firmware to boot directly, each with its value. */
 const DIRECT_BOOT = new Set(["-kernel", "--kernel", "-initrd", "--initrd", "-append", "--append", "-dtb", "--dtb"])
 
-/** Whether a reset of this machine ends it instead (`-no-reboot`): its firmware never runs again. */
-export const neverResets = (args: ReadonlyArray<string>): boolean =>
-  args.some((a, i) => a === "-no-reboot" || a === "--no-reboot" || ((a === "-action" || a === "--action") && /(^|,)reboot=shutdown(,|$)/.test(args[i + 1] ?? "")))
+/**
+ * Whether a reset of this machine ends it instead (`-no-reboot`, `-action reboot=shutdown`;
+ * the last one given wins, as in QEMU): its firmware never runs again.
+ */
+export const neverResets = (args: ReadonlyArray<string>): boolean => {
+  let shutdown = false
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "-no-reboot" || args[i] === "--no-reboot") shutdown = true
+    else if ((args[i] === "-action" || args[i] === "--action") && i + 1 < args.length) {
+      const reboot = /(?:^|,)reboot=([^,]*)/.exec(args[++i]!)
+      if (reboot) shutdown = reboot[1] === "shutdown"
+    }
+  }
+  return shutdown
+}
 
 /**
  * Without the direct-boot flags (`-kernel`, `-initrd`, `-append`, `-dtb`): a machine
@@ -51,7 +67,7 @@ export const withoutDirectBoot = (config: Api.Config): Api.Config => {
     if (DIRECT_BOOT.has(config.args[i]!) && i + 1 < config.args.length) i++
     else args.push(config.args[i]!)
   }
-  return Object.assign(Object.create(Object.getPrototypeOf(config)), config, { args }) as Api.Config
+  return copy(config, { args })
 }
 
 const UNITS: Record<string, number> = { "": 2 ** 20, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }
