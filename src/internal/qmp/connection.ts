@@ -205,6 +205,36 @@ const makeSend = (request: Connection["request"], defaultTimeout: Duration.Durat
     })
 }
 
+/**
+ * The lines of one connection waiting for their write. While other connections wait for
+ * replies, commands go out together after the I/O callbacks of this turn of the event loop
+ * (`setImmediate`): each write wakes a QEMU, which takes a CPU from this process, so the next
+ * command of every machine whose reply came in this turn is made first, and commands in flight
+ * on one connection share one write. (A command made while no connection waits, one machine
+ * driven one command at a time, is written at once by the caller: the turn of the event loop
+ * was 14-22 us of its round trip, bench/README.md.) A non-empty outbox has its flush queued:
+ * the first line queues it. A burst does not wait for the end of the turn: every FLUSH_LINES
+ * lines go out as they are made.
+ */
+const makeOutbox = (write: (data: string) => void) => {
+  let lines: Array<string> = []
+  const flush = () => {
+    if (lines.length === 0) return
+    const data = lines.length === 1 ? lines[0]! : lines.join("")
+    lines = []
+    write(data)
+  }
+  return {
+    isEmpty: () => lines.length === 0,
+    enqueue: (line: string) => {
+      const queued = lines.push(line)
+      if (queued === 1) setImmediate(flush)
+      else if (queued >= FLUSH_LINES) flush()
+    },
+    flush
+  }
+}
+
 /** Starts reading QMP from an open socket. The greeting is awaited with `greeting`. */
 export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runtime<never>): Connection => {
   const maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
@@ -271,26 +301,7 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
   })
   socket.setNoDelay?.(true)
 
-  // While other connections wait for replies, commands go out together after the I/O
-  // callbacks of this turn of the event loop (`setImmediate`): each write wakes a QEMU, which
-  // takes a CPU from this process, so the next command of every machine whose reply came in
-  // this turn is made first, and commands in flight on one connection share one write. A
-  // command made while no connection waits (one machine, one command at a time) is written
-  // at once: the turn of the event loop was 14-22 us of its round trip (bench/README.md).
-  // A non-empty outbox has its flush queued: the first line queues it. A burst does not wait
-  // for the end of the turn: every FLUSH_LINES lines go out as they are made.
-  let outbox: Array<string> = []
-  const flush = () => {
-    if (outbox.length === 0) return
-    const data = outbox.length === 1 ? outbox[0]! : outbox.join("")
-    outbox = []
-    session.write(data)
-  }
-  const enqueue = (line: string) => {
-    const queued = outbox.push(line)
-    if (queued === 1) setImmediate(flush)
-    else if (queued >= FLUSH_LINES) flush()
-  }
+  const outbox = makeOutbox(session.write)
 
   const request = (
     command: string,
@@ -303,11 +314,11 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
       return () => {}
     }
     const id = ++counter
-    const alone = busyConnections === 0 && outbox.length === 0
+    const alone = busyConnections === 0 && outbox.isEmpty()
     replies.expect(id, onReply)
     const line = wire(command, args, executeOptions?.oob === true, id)
     if (alone) session.write(line)
-    else enqueue(line)
+    else outbox.enqueue(line)
     return () => replies.abandon(id)
   }
 
@@ -321,7 +332,7 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
     executeRaw: (command, args, executeOptions) => send(command, args, executeOptions, Exit.succeed),
     request,
     send,
-    flush,
+    flush: outbox.flush,
     close: () =>
       session.end(() => new QmpConnectionError({ reason: "Closed", detail: "connection closed by the client" })),
     log

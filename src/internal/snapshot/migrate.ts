@@ -23,15 +23,15 @@ export const setCapabilities = (vm: Machine, ignoreShared: boolean) =>
     ]
   })
 
+const greeted = (vm: Machine) => Option.map(vm.qmpClient, (client) => client.greeting.QMP.version.qemu)
+
 /** The QEMU version a machine's greeting reported, e.g. `7.2.22`. */
 export const versionOf = (vm: Machine): string =>
-  Option.match(vm.qmpClient, {
-    onNone: () => "unknown",
-    onSome: (client) => {
-      const v = client.greeting.QMP.version.qemu
-      return `${v.major}.${v.minor}.${v.micro}`
-    }
-  })
+  Option.match(greeted(vm), { onNone: () => "unknown", onSome: (v) => `${v.major}.${v.minor}.${v.micro}` })
+
+/** Whether the machine's QEMU reads a migration from a file it opens itself (`file:`, 8.2 and later). */
+export const readsFiles = (vm: Machine): boolean =>
+  Option.exists(greeted(vm), (v) => v.major > 8 || (v.major === 8 && v.minor >= 2))
 
 export interface Outcome {
   readonly status: string

@@ -84,12 +84,6 @@ const launchRecorded = (snapshot: SnapshotApi.Snapshot, incoming: Incoming) => {
 
 const STATE_FD = "eq-state"
 
-/** QEMU 8.2 and later read a migration from a file they open themselves (`file:`). */
-const readsFiles = (version: string) => {
-  const [major = 0, minor = 0] = version.split(".").map(Number)
-  return major > 8 || (major === 8 && minor >= 2)
-}
-
 /**
  * Where QEMU reads the state from, without a process of its own when it can: the
  * file by name (`file:`, QEMU 8.2 and later), or passed as a descriptor (SCM_RIGHTS,
@@ -97,10 +91,10 @@ const readsFiles = (version: string) => {
  * which forks a shell and `cat` from QEMU: a fork of a process with the guest's RAM
  * mapped, ~20 ms of a clone's start here.
  */
-const stateUri = (vm: Migrate.Machine, version: string, file: string) => {
+const stateUri = (vm: Migrate.Machine, file: string) => {
   const execCat = `exec:cat ${Manifest.shellQuote(file)}`
   // `file:` takes everything after it as the name, up to a `,offset=` option.
-  if (readsFiles(version) && !file.includes(",offset=")) return Effect.succeed(`file:${file}`)
+  if (Migrate.readsFiles(vm) && !file.includes(",offset=")) return Effect.succeed(`file:${file}`)
   if (typeof FdPass.loadFdPass() === "string") return Effect.succeed(execCat)
   return vm.sendFdScm({ path: file }).pipe(
     Effect.zipRight(vm.command("getfd", { fdname: STATE_FD })),
@@ -131,7 +125,7 @@ export const incoming = (
     const target = Migrate.versionOf(vm)
     const load = Effect.gen(function*() {
       yield* Migrate.setCapabilities(vm, incoming.ignoreShared)
-      yield* vm.command("migrate-incoming", { uri: yield* stateUri(vm, target, snapshot.stateFile) })
+      yield* vm.command("migrate-incoming", { uri: yield* stateUri(vm, snapshot.stateFile) })
       const outcome = yield* Migrate.awaitEnd(vm)
       if (outcome.status !== "completed") {
         return yield* Effect.fail(refused(snapshot, target, outcome.error ?? outcome.status))
