@@ -178,6 +178,15 @@ const startWatchdog = (pgDir: string, workDir: string): cp.ChildProcess => {
   return child
 }
 
+/** The last lines of a member's log, for a failure message (the temp dir goes with the check). */
+const tail = (file: string, lines = 20): string => {
+  try {
+    return fs.readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n")
+  } catch {
+    return "(no log)"
+  }
+}
+
 /** Remembered for the watchdog. */
 const track = (workDir: string, child: cp.ChildProcess) => {
   if (child.pid !== undefined) fs.appendFileSync(path.join(workDir, "pids"), `${child.pid}\n`)
@@ -215,14 +224,16 @@ const startRunner = async (index: number, url: string, workDir: string): Promise
       seen += chunk.toString()
       if (seen.includes("ready")) resolve()
     })
-    child.once("exit", (code) => reject(new Error(`runner ${index} exited (${code}) before it was ready; see ${log}`)))
+    child.once("exit", (code) =>
+      reject(new Error(`runner ${index} exited (${code}) before it was ready; the end of ${log}:\n${tail(log)}`)))
   })
   return runner
 }
 
 /** A client process that launches `ORPHANS` VMs and waits to be killed. */
 const startOrphanClient = async (url: string, base: string, workDir: string) => {
-  const fd = fs.openSync(path.join(workDir, "client.log"), "w")
+  const log = path.join(workDir, "client.log")
+  const fd = fs.openSync(log, "w")
   const child = cp.spawn(process.execPath, ["--import", "tsx", self, "client", url, base, workDir], {
     stdio: ["ignore", "pipe", fd],
     cwd: path.dirname(path.dirname(self))
@@ -239,7 +250,8 @@ const startOrphanClient = async (url: string, base: string, workDir: string) => 
       }
       if (/^ready$/m.test(seen)) resolve()
     })
-    child.once("exit", (code) => reject(new Error(`the client exited (${code}) before it was ready`)))
+    child.once("exit", (code) =>
+      reject(new Error(`the client exited (${code}) before it was ready; the end of ${log}:\n${tail(log)}`)))
   })
   return { child, vms }
 }

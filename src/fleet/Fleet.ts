@@ -471,11 +471,11 @@ const networked = (
     )))
 
 const base = (storage: Storage, config: Layer.Layer<ShardingConfig.ShardingConfig>) =>
-  Layer.mergeAll(
+  StorageLayer.oneAtATime(Layer.mergeAll(
     Layer.orDie(SqlRunnerStorage.layer),
     SqlMessageStorage.layer,
     Registry.layer()
-  ).pipe(
+  )).pipe(
     Layer.provideMerge(config),
     Layer.provideMerge(StorageLayer.sqlLayer(storage))
   )

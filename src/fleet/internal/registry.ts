@@ -9,7 +9,6 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 
 /** `running`: held by `runner`; `released`: shut down because no client kept it alive. */
 export type Status = "running" | "released"
@@ -38,8 +37,8 @@ export const make = (table: string = defaultTable): Effect.Effect<Service, SqlEr
   Effect.gen(function*() {
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
     const t = sql(table)
-    // Several runners may start at once: CREATE TABLE IF NOT EXISTS can still
-    // race on PostgreSQL's catalog, so retry a few times.
+    // Members that start at once build this one at a time (storage.oneAtATime):
+    // CREATE TABLE IF NOT EXISTS races against itself on PostgreSQL.
     yield* sql`CREATE TABLE IF NOT EXISTS ${t} (
       id VARCHAR(255) PRIMARY KEY,
       runner VARCHAR(255) NOT NULL,
@@ -47,7 +46,7 @@ export const make = (table: string = defaultTable): Effect.Effect<Service, SqlEr
       host VARCHAR(255),
       temp_dir TEXT,
       updated_at BIGINT NOT NULL
-    )`.pipe(Effect.retry(Schedule.spaced("200 millis").pipe(Schedule.intersect(Schedule.recurs(5)))))
+    )`
 
     const toRecord = (row: { readonly [k: string]: unknown }): Record => ({
       id: String(row.id),

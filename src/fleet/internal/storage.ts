@@ -3,7 +3,7 @@
  * layer starts, never at module load: importing `effect-qemu/fleet` needs
  * neither, and a user installs only the one their storage uses.
  */
-import type * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { ConfigError } from "effect/ConfigError"
 import * as ConfigErrors from "effect/ConfigError"
@@ -46,3 +46,37 @@ export const sqlLayer = (storage: Storage): Layer.Layer<SqlClient.SqlClient, Sql
       ))
   }
 }
+
+/** The PostgreSQL advisory lock the members of a fleet take to set up its tables ("eq-q"). */
+export const schemaLockKey = 0x65712d71
+
+/**
+ * Builds `layer`, which creates the fleet's tables, while no other member of
+ * the fleet is building it. Runners and clients start at once; PostgreSQL's
+ * `CREATE TABLE IF NOT EXISTS` is not safe against itself (two sessions both
+ * see no table, one fails with "relation already exists" or a duplicate key
+ * in `pg_type`), and neither is the cluster's own set-up. On PostgreSQL the
+ * build holds a session advisory lock on a connection of its own, released
+ * when the tables exist (or the build failed); a member that dies holding it
+ * loses its connection, and the lock with it. SQLite needs none: its storage
+ * is one process's.
+ */
+export const oneAtATime = <A, E, R>(
+  layer: Layer.Layer<A, E, R>
+): Layer.Layer<A, E | SqlError, R | SqlClient.SqlClient> =>
+  Layer.scopedContext(Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const build = Layer.buildWithScope(layer, yield* Effect.scope)
+    return yield* sql.onDialectOrElse({
+      pg: () =>
+        Effect.scoped(Effect.gen(function*() {
+          const conn = yield* sql.reserve
+          yield* Effect.acquireRelease(
+            conn.executeRaw("SELECT pg_advisory_lock($1)", [schemaLockKey]),
+            () => Effect.ignore(conn.executeRaw("SELECT pg_advisory_unlock($1)", [schemaLockKey]))
+          )
+          return yield* build
+        })),
+      orElse: () => build
+    })
+  }))
