@@ -16,6 +16,13 @@ import * as path from "node:path"
 
 export const QEMU = process.env.QEMU_BINARY ?? "qemu-system-x86_64"
 
+/**
+ * QEMU's environment as the library gives it (`internal/machine/start.ts`, `qemuEnv`): its heap
+ * on huge pages unless `GLIBC_TUNABLES` is set. The same on both sides, so that the ratios
+ * measure our overhead, not QEMU's start.
+ */
+const env = process.env.GLIBC_TUNABLES !== undefined ? process.env : { ...process.env, GLIBC_TUNABLES: "glibc.malloc.hugetlb=1" }
+
 /** Every raw child and temp dir, so that a crash still cleans up (see `killAll`). */
 const live = new Set<RawMachine>()
 
@@ -102,7 +109,7 @@ export const launch = async (
   const prefix = options.dieWithParent ? Option.getOrElse(dieWithParentPrefix(), () => []) : []
   // In its own session, as the library runs QEMU: with the kernel's autogroup scheduling, children
   // left in our session share our CPU share, and 32 starting QEMUs then starve this process.
-  const spawnOptions: cp.SpawnOptions = { stdio: ["ignore", logFd, logFd], detached: true }
+  const spawnOptions: cp.SpawnOptions = { stdio: ["ignore", logFd, logFd], detached: true, env }
   const child = prefix.length > 0
     ? cp.spawn(prefix[0]!, [...prefix.slice(1), QEMU, ...args], spawnOptions)
     : cp.spawn(QEMU, args, spawnOptions)
