@@ -12,6 +12,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { QemuMachine, Snapshot } from "../src/index.js"
 import { Guest } from "../src/testing/index.js"
+import { childQemus } from "./helpers/qemu.js"
 import { guestTemplate } from "./support/clones.js"
 
 const tempDir = Effect.acquireRelease(
@@ -25,11 +26,8 @@ const idle = (...args: Array<string>) =>
     QemuMachine.addArgs("-accel", "tcg", "-m", "64", "-nodefaults", "-S", ...args)
   )
 
-/** QEMUs this process started that are still alive. */
-const ourQemus = () => {
-  const out = cp.spawnSync("ps", ["-o", "pid=,stat=,comm=", "--ppid", String(process.pid)], { encoding: "utf8" }).stdout
-  return out.split("\n").filter((l) => l.includes("qemu-system") && !/\sZ/.test(l)).length
-}
+/** How many QEMUs of ours are alive. */
+const ourQemus = () => childQemus().length
 
 const sha = (file: string) => crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex")
 

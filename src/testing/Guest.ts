@@ -529,6 +529,8 @@ export type TemplateOptions = LaunchOptions & {
   readonly cacheMaxEntries?: number | undefined
   /** Disks (`QemuMachine.addDisk`): the guest sees them as /dev/vda, /dev/vdb, ...; each clone writes to its own overlay. */
   readonly disks?: ReadonlyArray<QemuMachine.DiskOptions> | undefined
+  /** QEMUs kept started ahead for the next clones (see `QemuMachine.TemplateOptions`). Default: 0. */
+  readonly spares?: number | undefined
 }
 
 /**
@@ -557,6 +559,7 @@ export const template = (
       cacheDir: options.cacheDir === undefined || key === undefined ? undefined : path.join(options.cacheDir, key),
       cacheMaxAge: options.cacheMaxAge,
       cacheMaxEntries: options.cacheMaxEntries,
+      spares: options.spares,
       prepare: (vm) =>
         Effect.gen(function*() {
           yield* bootToShell(vm, yield* vm.console, files, bootTimeout)

@@ -76,3 +76,16 @@ export const qemuPids = (): Array<number> => {
     return []
   }
 }
+
+/**
+ * Our own live QEMUs (children of this process, not zombies), by pid. By command line,
+ * not name: QEMU 10.0 and 11.1 run here behind their root's loader (`ld-linux… --argv0
+ * qemu-system-x86_64`).
+ */
+export const childQemus = (): Array<number> => {
+  const out = cp.spawnSync("ps", ["-o", "pid=,stat=,args=", "--ppid", String(process.pid)], { encoding: "utf8" }).stdout
+  return out.split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([pid, stat, ...args]) => pid !== undefined && stat !== undefined && !stat.startsWith("Z") && args.join(" ").includes("qemu-system"))
+    .map(([pid]) => Number(pid))
+}

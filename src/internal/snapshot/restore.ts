@@ -115,13 +115,24 @@ export const setGuestClock = (vm: Api.Machine) =>
     Effect.asVoid
   )
 
-export const incoming = (
+/** QEMU for `incoming`, started paused and waiting for its state (`loadInto` gives it). */
+export const launchIncoming = (
+  snapshot: SnapshotApi.Snapshot,
+  incoming: Incoming
+): Effect.Effect<Api.Machine, LaunchFailure | SnapshotError, Scope.Scope> => launchRecorded(snapshot, incoming)
+
+/**
+ * Loads the snapshot's state into `vm` (from `launchIncoming`) and runs it unless
+ * `paused`; with a recorded agent, the guest clock is then set in the background.
+ * A state that does not load ends QEMU: the error says what QEMU said.
+ */
+export const loadInto = (
+  vm: Api.Machine,
   snapshot: SnapshotApi.Snapshot,
   incoming: Incoming,
   options: RestoreOptions = {}
-): Effect.Effect<Api.Machine, LaunchFailure | SnapshotError, Scope.Scope> =>
+): Effect.Effect<Api.Machine, SnapshotError, Scope.Scope> =>
   Effect.gen(function*() {
-    const vm = yield* launchRecorded(snapshot, incoming)
     const target = Migrate.versionOf(vm)
     const load = Effect.gen(function*() {
       yield* Migrate.setCapabilities(vm, incoming.ignoreShared)
@@ -148,6 +159,13 @@ export const incoming = (
     if (incoming.recorded.guestAgent && options.paused !== true) yield* setGuestClock(vm)
     return vm
   })
+
+export const incoming = (
+  snapshot: SnapshotApi.Snapshot,
+  incoming: Incoming,
+  options: RestoreOptions = {}
+): Effect.Effect<Api.Machine, LaunchFailure | SnapshotError, Scope.Scope> =>
+  Effect.flatMap(launchIncoming(snapshot, incoming), (vm) => loadInto(vm, snapshot, incoming, options))
 
 export const restore = (
   snapshot: SnapshotApi.Snapshot,

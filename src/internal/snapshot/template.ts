@@ -8,7 +8,7 @@
  * files live as long as its scope and its last clone; with a `cacheDir`
  * they stay for later processes, held while in use and pruned (`cache.ts`).
  */
-import { Duration, Effect, Exit, Scope } from "effect"
+import { Duration, Effect, Exit, Option, Scope } from "effect"
 import * as cp from "node:child_process"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
@@ -23,6 +23,7 @@ import * as Cache from "./cache.js"
 import * as Manifest from "./manifest.js"
 import * as Restore from "./restore.js"
 import * as Save from "./save.js"
+import * as Spares from "./spares.js"
 
 const RAM = "ram"
 const diskFile = (disk: Api.Disk) => `disk-${disk.id}.qcow2`
@@ -88,6 +89,7 @@ export interface TemplateOptions<E, R> {
   readonly cacheDir?: string | undefined
   readonly cacheMaxAge?: Duration.DurationInput | undefined
   readonly cacheMaxEntries?: number | undefined
+  readonly spares?: number | undefined
 }
 
 /** Runs the template machine, prepares and saves it into `dir`, then shuts it down. */
@@ -253,30 +255,40 @@ export const template = <E = never, R = never>(
       () => Effect.suspend(() => (clones--, releaseIfDone))
     )
 
+    /** A clone's QEMU with its own overlays, started and waiting for the state (in the current scope). */
+    const started = Effect.gen(function*() {
+      yield* cloning
+      const disks: Array<Api.Disk> = []
+      const own = (config.disks ?? []).some((d) => !d.readOnly)
+        ? yield* scopedDir(config.baseTempDir, "qemu-clone-")
+        : undefined
+      for (const disk of config.disks ?? []) {
+        const frozen = extra.disks?.[disk.id]
+        if (disk.readOnly || frozen === undefined || own === undefined) {
+          disks.push(disk)
+          continue
+        }
+        const file = nodePath.join(own, diskFile(disk))
+        yield* overlay(config, nodePath.join(snapshot.dir, frozen), "qcow2", file)
+        disks.push({ ...disk, path: file, format: "qcow2" })
+      }
+      const incoming: Restore.Incoming = {
+        config: Args.withArgs(Args.withDisks(config, disks), ...Args.memoryArgs(ram, size, false)),
+        // Its own overlays: a snapshot of the clone must never open the template's base disks writable.
+        recorded: Args.withArgs(Args.withDisks(config, disks), ...Args.anonymousMemoryArgs(size)),
+        ignoreShared: true
+      }
+      return { vm: yield* Restore.launchIncoming(snapshot, incoming), incoming }
+    })
+    const spares = yield* Spares.make(options.spares ?? 0, started)
+
     const clone = (cloneOptions: Api.RestoreOptions = {}) =>
       Effect.gen(function*() {
-        yield* cloning
+        const spare = yield* spares.take
+        // A spare whose QEMU died while it waited (killed from outside) is closed with the caller's scope.
+        const ready = Option.isSome(spare) && (yield* spare.value.vm.isRunning) ? spare.value : yield* started
         if (hold.current !== undefined) Cache.touch(snapshot.dir, Cache.wallClock())
-        const disks: Array<Api.Disk> = []
-        const own = (config.disks ?? []).some((d) => !d.readOnly)
-          ? yield* scopedDir(config.baseTempDir, "qemu-clone-")
-          : undefined
-        for (const disk of config.disks ?? []) {
-          const frozen = extra.disks?.[disk.id]
-          if (disk.readOnly || frozen === undefined || own === undefined) {
-            disks.push(disk)
-            continue
-          }
-          const file = nodePath.join(own, diskFile(disk))
-          yield* overlay(config, nodePath.join(snapshot.dir, frozen), "qcow2", file)
-          disks.push({ ...disk, path: file, format: "qcow2" })
-        }
-        return yield* Restore.incoming(snapshot, {
-          config: Args.withArgs(Args.withDisks(config, disks), ...Args.memoryArgs(ram, size, false)),
-          // Its own overlays: a snapshot of the clone must never open the template's base disks writable.
-          recorded: Args.withArgs(Args.withDisks(config, disks), ...Args.anonymousMemoryArgs(size)),
-          ignoreShared: true
-        }, cloneOptions)
+        return yield* Restore.loadInto(ready.vm, snapshot, ready.incoming, cloneOptions).pipe(Effect.ensuring(spares.refill))
       }).pipe(Effect.withSpan("QemuMachine.clone", { captureStackTrace: false }))
 
     return { dir: snapshot.dir, snapshot, clone } satisfies Api.Template
