@@ -88,7 +88,8 @@ export const snapshots = async (ctx: Context): Promise<CaseResult> => {
           : target === "restore"
           ? QemuMachine.restore(snap)
           : target === "template"
-          ? Effect.flatMap(QemuMachine.template(config), (t) => t.clone())
+          // Every other template keeps a spare: interrupted while it starts, is waited for or is taken.
+          ? Effect.flatMap(QemuMachine.template(config, { spares: Math.floor(i / targets.length) % 2 }), (t) => t.clone())
           : tpl.clone()
         let finished = false
         const fiber = yield* Effect.fork(
