@@ -39,12 +39,14 @@ describe("Debian guest", { timeout: 900_000 }, () => {
       expect(yield* sha(files.disk)).toBe(before)
     }))
 
-  it.scopedLive("clones a booted template: two at once, each with its own disk and SSH port", () =>
+  it.scopedLive("clones a booted template: two at once, each with its own disk and SSH port, from a spare and not", () =>
     Effect.gen(function*() {
       const files = yield* DebianImage.build()
       const before = yield* sha(files.disk)
       yield* Effect.scoped(Effect.gen(function*() {
-        const tpl = yield* DebianGuest.template()
+        // One spare: one of the two takes the QEMU started ahead (its overlay and port made
+        // then), the other starts its own; the third takes the spare started after the first.
+        const tpl = yield* DebianGuest.template({ spares: 1 })
         const [a, b] = yield* Effect.all([tpl.clone(), tpl.clone()], { concurrency: 2 })
         yield* Effect.logInfo(`Debian clones ready: ${a.bootTime.toString()}, ${b.bootTime.toString()}`)
         expect(a.sshPort).not.toBe(b.sshPort)
@@ -52,6 +54,10 @@ describe("Debian guest", { timeout: 900_000 }, () => {
         expect((yield* a.ssh("echo a > /root/mine && sync && cat /root/mine")).stdout).toBe("a\n")
         expect((yield* b.ssh("cat /root/mine 2>/dev/null; systemctl is-system-running")).stdout).toBe("running\n")
         yield* b.agent.ping
+        const c = yield* tpl.clone()
+        expect(new Set([a.sshPort, b.sshPort, c.sshPort]).size).toBe(3)
+        expect(new Set([a.disk, b.disk, c.disk]).size).toBe(3)
+        expect((yield* c.ssh("cat /root/mine 2>/dev/null; systemctl is-system-running")).stdout).toBe("running\n")
       }))
       expect(yield* sha(files.disk)).toBe(before)
     }))

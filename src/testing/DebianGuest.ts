@@ -216,6 +216,21 @@ const diskOf = (vm: QemuMachine.Machine, fallback: string): string => {
 }
 
 /**
+ * Options of {@link template}: those of a launch, and spares.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface TemplateOptions extends LaunchOptions {
+  /**
+   * QEMUs kept started ahead, paused and waiting for the template's state, each with its own
+   * disk overlay and forwarded ports (see `QemuMachine.TemplateOptions`): a clone that takes one
+   * only loads its state. Default: 0.
+   */
+  readonly spares?: number | undefined
+}
+
+/**
  * Boots one Debian guest to "system running" and keeps it as a template
  * (`QemuMachine.template`): clones start from that state in a fraction of a
  * boot, each with its own disk overlay and forwarded ports. The base image
@@ -225,7 +240,7 @@ const diskOf = (vm: QemuMachine.Machine, fallback: string): string => {
  * @category constructors
  */
 export const template = (
-  options: LaunchOptions = {}
+  options: TemplateOptions = {}
 ): Effect.Effect<Template, GuestError | SnapshotError, Scope.Scope> =>
   Effect.gen(function*() {
     const files = yield* build(options)
@@ -233,7 +248,8 @@ export const template = (
     const bootTimeout = Duration.decode(options.bootTimeout ?? Duration.seconds(180))
     let systemState = ""
     const tpl = yield* QemuMachine.template(config(files, disk, options), {
-      prepare: (vm) => Effect.map(waitRunning(vm, bootTimeout), (state) => (systemState = state))
+      prepare: (vm) => Effect.map(waitRunning(vm, bootTimeout), (state) => (systemState = state)),
+      spares: options.spares
     })
     const clone = () =>
       Effect.gen(function*() {
