@@ -51,8 +51,9 @@ describe("QemuMachine lifecycle", () => {
       expect(during.exitCode).toEqual(Option.none())
       expect(during.log).toEqual(Option.none())
       expect(during.base).toEqual([path.basename(vm.tempDir)])
-      // The monitor socket is unlinked once QEMU connected; the console socket and log remain.
-      expect(during.files).toEqual([`${vm.name}-console.sock`, `${vm.name}.log`].sort())
+      // The monitor socket is unlinked once QEMU connected; the console socket, the log and the
+      // owner record (for a sweep after a SIGKILL) remain.
+      expect(during.files).toEqual([`${vm.name}-console.sock`, `${vm.name}.log`, "owner"].sort())
 
       expect(Proc.isAlive(during.pid)).toBe(false)
       expect(yield* vm.pid).toEqual(Option.none())
@@ -273,33 +274,73 @@ describe("QemuMachine under stress", () => {
     }), 120_000)
 })
 
+/** A Node process holding a guestless machine under `base` (test/fixtures/orphan-child.ts), killed with the scope. */
+const orphanChild = (base: string) =>
+  Effect.gen(function*() {
+    const fixture = fileURLToPath(new URL("./fixtures/orphan-child.ts", import.meta.url))
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        cp.spawn(process.execPath, ["--import", "tsx", fixture, base], { stdio: ["ignore", "pipe", "inherit"] })
+      ),
+      (child) => Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"))
+    )
+    const held = yield* Effect.async<{ pid: number; tempDir: string }, Error>((resume) => {
+      const lines = readline.createInterface({ input: child.stdout! })
+      lines.once("line", (line) => resume(Effect.try(() => JSON.parse(line) as { pid: number; tempDir: string })))
+      child.once("exit", (code) => resume(Effect.fail(new Error(`orphan-child exited early (${code})`))))
+      return Effect.sync(() => lines.close())
+    }).pipe(Effect.timeout("30 seconds"))
+    // Whatever happens below, never leave that QEMU behind.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        if (Proc.isAlive(held.pid)) process.kill(held.pid, "SIGKILL")
+      })
+    )
+    return { child, ...held }
+  })
+
 describe("QemuMachine and a dying parent", () => {
   it.scopedLive("QEMU dies within a second of its SIGKILLed parent Node process", () =>
     Effect.gen(function*() {
       const base = yield* tempDir
-      const fixture = fileURLToPath(new URL("./fixtures/orphan-child.ts", import.meta.url))
-      const child = yield* Effect.acquireRelease(
-        Effect.sync(() =>
-          cp.spawn(process.execPath, ["--import", "tsx", fixture, base], { stdio: ["ignore", "pipe", "inherit"] })
-        ),
-        (child) => Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"))
-      )
-      const pid = yield* Effect.async<number, Error>((resume) => {
-        const lines = readline.createInterface({ input: child.stdout! })
-        lines.once("line", (line) => resume(Effect.try(() => (JSON.parse(line) as { pid: number }).pid)))
-        child.once("exit", (code) => resume(Effect.fail(new Error(`orphan-child exited early (${code})`))))
-        return Effect.sync(() => lines.close())
-      }).pipe(Effect.timeout("30 seconds"))
-      // Whatever happens below, never leave that QEMU behind.
-      yield* Effect.addFinalizer(() =>
-        Effect.sync(() => {
-          if (Proc.isAlive(pid)) process.kill(pid, "SIGKILL")
-        })
-      )
+      const { child, pid } = yield* orphanChild(base)
       expect(Proc.isAlive(pid)).toBe(true)
 
       child.kill("SIGKILL")
       const gone = yield* pollUntil(() => !Proc.isAlive(pid), "5 seconds")
       expect(gone).toBe(true)
     }), 60_000)
+
+  it.scopedLive("the next launch under the same base dir removes the temp dir a SIGKILLed process left, and only that", () =>
+    Effect.gen(function*() {
+      const base = yield* tempDir
+      const killed = yield* orphanChild(base)
+      const alive = yield* orphanChild(base)
+      killed.child.kill("SIGKILL")
+      expect(yield* pollUntil(() => !Proc.isAlive(killed.pid), "5 seconds")).toBe(true)
+      // No finalizer ran in the killed process: its dir is there, with its owner record.
+      expect(fs.existsSync(path.join(killed.tempDir, "owner"))).toBe(true)
+
+      const record = JSON.parse(fs.readFileSync(path.join(alive.tempDir, "owner"), "utf8")) as Record<string, unknown>
+      const fake = (name: string, owner?: Record<string, unknown>) => {
+        const dir = path.join(base, `qemu-machine-${name}`)
+        fs.mkdirSync(dir)
+        fs.writeFileSync(path.join(dir, "qemu.log"), "left\n")
+        if (owner) fs.writeFileSync(path.join(dir, "owner"), JSON.stringify(owner))
+        return dir
+      }
+      // A live pid reused by another process (its start time differs): the owner is gone.
+      const reused = fake("reused", { ...record, start: "1" })
+      // Another pid namespace's pid means nothing here; an unmarked dir (an older version) is
+      // not ours to judge; nor is a record that is not one.
+      const foreign = fake("foreign", { ...record, pid: 999_999_999, pidns: "pid:[1]" })
+      const unmarked = fake("unmarked")
+      const garbled = fake("garbled", { pid: "x" })
+
+      const vm = yield* QemuMachine.launch(noneConfig(base))
+      expect(fs.existsSync(killed.tempDir)).toBe(false)
+      expect(fs.existsSync(reused)).toBe(false)
+      for (const kept of [alive.tempDir, foreign, unmarked, garbled, vm.tempDir]) expect(fs.existsSync(kept)).toBe(true)
+      expect(Proc.isAlive(alive.pid)).toBe(true)
+    }), 90_000)
 })

@@ -16,6 +16,7 @@ import * as Client from "../qmp/client.js"
 import * as Scoped from "../scoped.js"
 import * as Config from "./config.js"
 import * as Lifecycle from "./lifecycle.js"
+import * as Owner from "./owner.js"
 
 export interface Prepared {
   readonly name: string
@@ -148,11 +149,21 @@ export const prepare = (
   Effect.gen(function*() {
     const name = config.name ?? `qemu-${process.pid}-${randomSuffix()}`
     const releaseFds = yield* reserveFds(config, scope)
+    // The first launch of this process here removes what killed processes left (see owner.ts).
+    const swept = Owner.sweepOnce(config.baseTempDir)
+    if (swept.length > 0) {
+      yield* Effect.logDebug(`removed ${swept.length} temp dir(s) of ended processes: ${swept.join(", ")}`)
+    }
     // Created and registered for removal in one uninterruptible step: an interrupt in between leaked it.
-    // mkdtemp creates it 0700: private to us, sockets included. Synchronous: one mkdir of
-    // microseconds, against two event loop turns through the threadpool on the launch's critical path.
+    // mkdtemp creates it 0700: private to us, sockets included; its owner is recorded inside
+    // (owner.ts). Synchronous: one mkdir of microseconds, against two event loop turns through
+    // the threadpool on the launch's critical path.
     const tempDir = yield* Effect.try({
-      try: () => fs.mkdtempSync(nodePath.join(config.baseTempDir, "qemu-machine-")),
+      try: () => {
+        const dir = fs.mkdtempSync(nodePath.join(config.baseTempDir, Owner.PREFIX))
+        Owner.mark(dir)
+        return dir
+      },
       catch: (e) => invalidConfig(config, `cannot create a temp dir under ${config.baseTempDir}: ${describeFsFailure(e)}`, e)
     }).pipe(
       Effect.tap((dir) =>
@@ -161,6 +172,7 @@ export const prepare = (
           removeTempDir(dir, () => [
             // The monitor socket is gone already: the listener unlinks it when QEMU has connected.
             nodePath.join(dir, `${name}.log`),
+            nodePath.join(dir, Owner.OWNER_FILE),
             ...(config.console ? [nodePath.join(dir, `${name}-console.sock`)] : []),
             ...(config.guestAgent ? [nodePath.join(dir, `${name}-qga.sock`)] : [])
           ])
