@@ -96,8 +96,8 @@ describe("limits", () => {
 
   it.scopedLive.skipIf(!canMount)("a log file that cannot be created for lack of space fails with InvalidConfig, and nothing is left", () =>
     Effect.gen(function*() {
-      // Root, the temp dir and the monitor socket fit; the log file does not.
-      const { dir } = yield* tinyTmpfs(3)
+      // Root, the temp dir, its owner record and the monitor socket fit; the log file does not.
+      const { dir } = yield* tinyTmpfs(4)
       const result = yield* Effect.either(Effect.scoped(QemuMachine.launch(config(dir))))
       expect(Either.isLeft(result)).toBe(true)
       if (Either.isLeft(result)) {

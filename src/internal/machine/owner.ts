@@ -28,7 +28,10 @@ const startTime = (pid: number): string | undefined => {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
     // The name in parentheses may hold spaces and parentheses: count from the last ")".
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    // A zombie (killed, not yet reaped by its parent) runs no code: its owner is gone.
+    if (fields[0] === "Z" || fields[0] === "X") return undefined
+    return fields[19]
   } catch {
     return undefined
   }
