@@ -404,13 +404,21 @@ const findExecutable = (file: string, env: NodeJS.ProcessEnv): Error | undefined
   return Object.assign(new Error(`spawn ${file} ${code}`), { code, errno: code === "ENOENT" ? -2 : -13, syscall: `spawn ${file}`, path: file })
 }
 
-/** Is the process running? An exited but unreaped process (zombie) counts as gone. */
-export const isAlive = (pid: number): boolean => {
+/**
+ * The start time of a running process (field 22 of /proc/PID/stat: clock ticks after boot, which
+ * tells a reused pid apart), or `undefined` when there is none. An exited but unreaped process
+ * (zombie) counts as gone.
+ */
+export const startTime = (pid: number): string | undefined => {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)
-    return state !== "Z" && state !== "X"
+    // The name in parentheses may hold spaces and parentheses: count from the last ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return fields[0] === "Z" || fields[0] === "X" ? undefined : fields[19]
   } catch {
-    return false
+    return undefined
   }
 }
+
+/** Is the process running? An exited but unreaped process (zombie) counts as gone. */
+export const isAlive = (pid: number): boolean => startTime(pid) !== undefined

@@ -8,6 +8,7 @@ import * as Schedule from "effect/Schedule"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Proc from "../../internal/process.js"
 import type { Record } from "./registry.js"
 
 /** Live (not zombie) processes whose command line mentions `text`. */
@@ -15,7 +16,7 @@ const inUse = (text: string): boolean =>
   Fs.readdirSync("/proc").some((entry) => {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) return false
     try {
-      if (/\) Z /.test(Fs.readFileSync(`/proc/${entry}/stat`, "utf8"))) return false
+      if (!Proc.isAlive(Number(entry))) return false
       return Fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(text)
     } catch {
       return false

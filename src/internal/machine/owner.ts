@@ -11,30 +11,18 @@
  */
 import * as fs from "node:fs"
 import * as nodePath from "node:path"
+import { startTime } from "../process.js"
 
 export const OWNER_FILE = "owner"
 export const PREFIX = "qemu-machine-"
 
 interface Owner {
   readonly pid: number
-  /** Field 22 of /proc/PID/stat: clock ticks after boot; tells a reused pid apart. */
+  /** `Proc.startTime`: tells a reused pid apart. */
   readonly start: string
   /** `/proc/self/ns/pid`, e.g. `pid:[4026531836]`: pids of another namespace mean nothing here. */
   readonly pidns: string
   readonly boot: string
-}
-
-const startTime = (pid: number): string | undefined => {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    // The name in parentheses may hold spaces and parentheses: count from the last ")".
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-    // A zombie (killed, not yet reaped by its parent) runs no code: its owner is gone.
-    if (fields[0] === "Z" || fields[0] === "X") return undefined
-    return fields[19]
-  } catch {
-    return undefined
-  }
 }
 
 const readOwn = (): Owner | undefined => {
