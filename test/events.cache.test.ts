@@ -65,4 +65,53 @@ describe("event cache", () => {
       expect(warnings[1]).toContain("dropping the oldest")
       expect(r.takeAll().map(n)).toEqual([9, 10, 11])
     }))
+
+  for (const bound of [{ cacheSize: 50 }, { cacheSize: 10_000, cacheBytes: 500 }]) {
+    it.effect(`a cache full for a long time keeps the newest events in order (${Object.keys(bound).join(", ")} bound)`, () =>
+      Effect.gen(function*() {
+        const { r, warnings } = router(bound)
+        // Every 7th event is a B; 1000 events through a cache of 50 (drops and compactions).
+        const publish = (from: number, to: number) => {
+          for (let i = from; i <= to; i++) r.publish(event(i % 7 === 0 ? "B" : "A", i), 10)
+        }
+        publish(1, 500)
+        // The oldest B among 451..500, taken from the middle; the oldest A, from the front.
+        expect(n(yield* r.take(named("B"), undefined, "b"))).toBe(455)
+        expect(Option.map(r.poll(named("A")), n)).toEqual(Option.some(451))
+        publish(501, 1000)
+        expect(warnings.length).toBe(2)
+        expect(n(yield* r.take(named("B"), undefined, "b"))).toBe(952)
+        expect(Option.map(r.poll(named("A")), n)).toEqual(Option.some(951))
+        const rest = Array.from({ length: 48 }, (_, i) => 953 + i)
+        expect(r.takeAll().map(n)).toEqual(rest)
+        publish(1001, 1001)
+        expect(r.takeAll().map(n)).toEqual([1001])
+      }))
+  }
+
+  it.effect("events taken one by one as they come leave nothing behind: the next takeAll has only what came after", () =>
+    Effect.gen(function*() {
+      const { r, warnings } = router({ cacheSize: 10 })
+      for (let i = 1; i <= 1000; i++) {
+        r.publish(event("A", i), 10)
+        r.publish(event("B", i), 10)
+        expect(n(yield* r.take(named("A"), undefined, "a"))).toBe(i)
+        expect(Option.map(r.poll(named("B")), n)).toEqual(Option.some(i))
+      }
+      expect(warnings).toEqual([])
+      r.publish(event("C", 1001), 10)
+      expect(r.takeAll().map(n)).toEqual([1001])
+    }))
+
+  it.effect("an event handed back after the cache has overflowed returns to its place among the newest", () =>
+    Effect.gen(function*() {
+      const { r } = router({ cacheSize: 100 })
+      for (let i = 1; i <= 300; i++) r.publish(event("A", i), 10)
+      const waiter = yield* Effect.fork(r.take(named("W"), undefined, "w"))
+      yield* Effect.yieldNow()
+      r.publish(event("W", 301), 10)
+      r.publish(event("A", 302), 10)
+      yield* Fiber.interrupt(waiter)
+      expect(r.takeAll().map(n)).toEqual(Array.from({ length: 100 }, (_, i) => 203 + i))
+    }))
 })

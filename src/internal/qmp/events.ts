@@ -62,18 +62,35 @@ export interface Router {
   readonly takeAll: () => Array<QmpMessage.Event>
 }
 
-/** Unclaimed events in arrival order, bounded by count and bytes; the oldest go first. */
+/**
+ * Unclaimed events in arrival order, bounded by count and bytes; the oldest go first.
+ * The live entries are `entries[head..]`: dropping or taking the oldest moves `head` (the
+ * array is compacted once that prefix is half of it), so a full cache that nobody reads
+ * costs O(1) per event, not a copy of the whole cache (10,000 entries by default).
+ */
 const makeCache = (options: Options) => {
-  let entries: Array<Entry> = []
+  let entries: Array<Entry | undefined> = []
+  let head = 0
   let bytes = 0
   let overflowing = false
-  const drop = () => {
-    let n = 0
-    while (n < entries.length && (entries.length - n > options.cacheSize || bytes > options.cacheBytes)) {
-      bytes -= entries[n]!.bytes
-      n++
+  const size = () => entries.length - head
+  const live = () => entries.slice(head) as Array<Entry>
+  // Compacts once the taken or dropped prefix is most of the array: amortized O(1) per entry.
+  const shift = () => {
+    entries[head++] = undefined
+    if (head === entries.length) {
+      entries = []
+      head = 0
+    } else if (head > 64 && head * 2 > entries.length) {
+      entries = live()
+      head = 0
     }
-    entries = entries.slice(n)
+  }
+  const drop = () => {
+    while (size() > 0 && (size() > options.cacheSize || bytes > options.cacheBytes)) {
+      bytes -= entries[head]!.bytes
+      shift()
+    }
     if (!overflowing) {
       overflowing = true
       options.warn(`unclaimed QMP events over ${options.cacheSize} events or ${options.cacheBytes} bytes: dropping the oldest`)
@@ -83,22 +100,28 @@ const makeCache = (options: Options) => {
     insert: (entry: Entry) => {
       // An entry handed back by an interrupted waiter goes back to its place.
       let at = entries.length
-      while (at > 0 && entries[at - 1]!.seq > entry.seq) at--
-      entries.splice(at, 0, entry)
+      while (at > head && entries[at - 1]!.seq > entry.seq) at--
+      if (at === entries.length) entries.push(entry)
+      else entries.splice(at, 0, entry)
       bytes += entry.bytes
-      if (entries.length > options.cacheSize || bytes > options.cacheBytes) drop()
+      if (size() > options.cacheSize || bytes > options.cacheBytes) drop()
     },
     take: (matches: (event: QmpMessage.Event) => boolean): Entry | undefined => {
-      const i = entries.findIndex((entry) => matches(entry.event))
-      if (i < 0) return undefined
-      const [entry] = entries.splice(i, 1)
-      bytes -= entry!.bytes
-      overflowing = false
-      return entry
+      for (let i = head; i < entries.length; i++) {
+        const entry = entries[i]!
+        if (!matches(entry.event)) continue
+        if (i === head) shift()
+        else entries.splice(i, 1)
+        bytes -= entry.bytes
+        overflowing = false
+        return entry
+      }
+      return undefined
     },
     takeAll: (): Array<QmpMessage.Event> => {
-      const all = entries.map((entry) => entry.event)
+      const all = live().map((entry) => entry.event)
       entries = []
+      head = 0
       bytes = 0
       overflowing = false
       return all
