@@ -356,17 +356,43 @@ const benchEvents = async () => {
     log(`event throughput: ${plan.evRounds} rounds of ${expected} events`)
     // The same warm-up and a full GC before every sample whatever ran before, so that
     // `--only=events` and the full run measure the same thing.
+    // This process's CPU per event, per sample (the last `evRounds` are the recorded ones).
+    const cpu = { lib: [] as Array<number>, raw: [] as Array<number>, effect: [] as Array<number> }
+    const withCpu = <A>(into: Array<number>, sample: () => Promise<A>) => async () => {
+      gc()
+      const before = process.cpuUsage()
+      const value = await sample()
+      const used = process.cpuUsage(before)
+      into.push((used.user + used.system) / expected)
+      return value
+    }
     const r = await interleave(
       plan.evRounds,
       plan.evWarm,
-      () => (gc(), run(Lib.eventThroughput(lib.vm, plan.evPairs))),
-      () => (gc(), Raw.eventThroughput(raw, plan.evPairs))
+      withCpu(cpu.lib, () => run(Lib.eventThroughput(lib.vm, plan.evPairs))),
+      withCpu(cpu.raw, () => Raw.eventThroughput(raw, plan.evPairs))
     )
     const rate = (ms: number) => (expected / ms) * 1000
     const libRate = summarize(r.lib.map(rate))
     const rawRate = summarize(r.raw.map(rate))
     const ratio = libRate.median / rawRate.median
     const perRound = r.lib.map((ms, i) => r.raw[i]! / ms)
+    // The raw client in the library side's Effect pattern (a fiber per command, a Mailbox
+    // stream), in rounds of its own after the interleaved ones, so the row's method is unchanged:
+    // how much of the gap is the pattern's in Effect, how much the library's own code.
+    if (!quick) {
+      const viaEffect: Array<number> = []
+      const sample = withCpu(cpu.effect, () => run(Raw.eventThroughputFromEffect(raw, plan.evPairs)))
+      for (let i = 0; i < plan.evWarm + plan.evRounds; i++) viaEffect.push(await sample())
+      const recorded = (xs: Array<number>) => med(xs.slice(-plan.evRounds))
+      notes.push(
+        `events: the raw client driven from Effect as the library side is (a fiber per command, a Mailbox stream) ${
+          fmtRate(rate(recorded(viaEffect)))
+        }, ${(rate(recorded(viaEffect)) / rawRate.median).toFixed(3)}× raw (rounds of its own, after the others); ` +
+          `this process's CPU per event: library ${recorded(cpu.lib).toFixed(0)} µs, raw ${recorded(cpu.raw).toFixed(0)} µs, ` +
+          `raw from Effect ${recorded(cpu.effect).toFixed(0)} µs`
+      )
+    }
     rows.push({
       id: "events",
       metric: `event throughput (${plan.evPairs} stop/cont pairs)`,

@@ -7,7 +7,7 @@
  * QEMU's stdout/stderr, same listen-then-spawn-then-accept order, same
  * `{"execute":…,"id":…}` wire format with replies routed by id.
  */
-import { Option } from "effect"
+import { Effect, Fiber, Mailbox, Option, Stream } from "effect"
 import * as cp from "node:child_process"
 import { dieWithParentPrefix } from "./lib.js"
 import * as fs from "node:fs"
@@ -192,6 +192,31 @@ export const eventThroughput = async (machine: RawMachine, pairs: number) => {
   machine.qmp.onEvent = undefined
   return t1 - t0
 }
+
+/**
+ * The raw client driven as an Effect program drives a promise-based client, in the library
+ * side's pattern: a fiber per command (`Effect.forEach` unbounded over `Effect.promise`), the
+ * events offered to a sliding `Mailbox` and counted through its `Stream`. None of the library's
+ * code runs: this against `eventThroughput` is the cost of that pattern in Effect.
+ */
+export const eventThroughputFromEffect = (machine: RawMachine, pairs: number) =>
+  Effect.scoped(Effect.gen(function*() {
+    const expected = pairs * 2
+    const commands = Array.from({ length: expected }, (_, i) => (i % 2 === 0 ? "stop" : "cont"))
+    const mailbox = yield* Mailbox.make<unknown>({ capacity: 4096, strategy: "sliding" })
+    machine.qmp.onEvent = (event) => void mailbox.unsafeOffer(event)
+    yield* Effect.addFinalizer(() => Effect.sync(() => void (machine.qmp.onEvent = undefined)))
+    const t0 = now()
+    const counter = yield* Effect.fork(Stream.runCount(Stream.take(Mailbox.toStream(mailbox), expected)))
+    const issued = yield* Effect.fork(
+      Effect.forEach(commands, (c) => Effect.promise(() => machine.qmp.execute(c)), { concurrency: "unbounded", discard: true })
+    )
+    const count = yield* Fiber.join(counter)
+    const elapsed = now() - t0
+    yield* Fiber.join(issued)
+    if (count !== expected) return yield* Effect.dieMessage(`counted ${count} events, expected ${expected}`)
+    return elapsed
+  }))
 
 /** A raw reader of a socket that resolves when `needle` has arrived (and consumes up to it). */
 const reader = (socket: net.Socket) => {
