@@ -355,8 +355,8 @@ const benchEvents = async () => {
     const expected = plan.evPairs * 2
     log(`event throughput: ${plan.evRounds} rounds of ${expected} events`)
     // The same warm-up and a full GC before every sample whatever ran before, so that
-    // `--only=events` and the full run measure the same thing.
-    // This process's CPU per event, per sample (the last `evRounds` are the recorded ones).
+    // `--only=events` and the full run measure the same thing; and this process's CPU per
+    // event, per sample (the last `evRounds` are the recorded ones).
     const cpu = { lib: [] as Array<number>, raw: [] as Array<number>, effect: [] as Array<number> }
     const withCpu = <A>(into: Array<number>, sample: () => Promise<A>) => async () => {
       gc()

@@ -9,7 +9,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import type { QemuMachine as QemuMachineTypes } from "../src/index.js"
 import { ConsoleSocket, Guest, QemuMachine } from "./lib.js"
-import { QEMU } from "./raw.js"
+import { QEMU, stopCont } from "./raw.js"
 import { now } from "./stats.js"
 
 /** Temp dirs the library created, checked for leftovers at the end. */
@@ -86,7 +86,7 @@ export const eventThroughput = (vm: QemuMachineTypes.Machine, pairs: number) =>
     Effect.gen(function*() {
       const client = Option.getOrThrow(vm.qmpClient)
       const expected = pairs * 2
-      const commands = Array.from({ length: expected }, (_, i) => (i % 2 === 0 ? "stop" : "cont"))
+      const commands = stopCont(pairs)
       // Subscribed before the first command, so no event can be missed.
       const events = yield* client.subscribe
       const t0 = now()

@@ -175,6 +175,10 @@ export const batch = async (machine: RawMachine) => {
   return now() - t0
 }
 
+/** The commands of the event rows: `pairs` stop/cont pairs, in order (one event each). */
+export const stopCont = (pairs: number): Array<string> =>
+  Array.from({ length: pairs * 2 }, (_, i) => (i % 2 === 0 ? "stop" : "cont"))
+
 /** `pairs` stop/cont pairs written at once; time until `2 × pairs` events have been parsed. */
 export const eventThroughput = async (machine: RawMachine, pairs: number) => {
   const expected = pairs * 2
@@ -202,7 +206,7 @@ export const eventThroughput = async (machine: RawMachine, pairs: number) => {
 export const eventThroughputFromEffect = (machine: RawMachine, pairs: number) =>
   Effect.scoped(Effect.gen(function*() {
     const expected = pairs * 2
-    const commands = Array.from({ length: expected }, (_, i) => (i % 2 === 0 ? "stop" : "cont"))
+    const commands = stopCont(pairs)
     const mailbox = yield* Mailbox.make<unknown>({ capacity: 4096, strategy: "sliding" })
     machine.qmp.onEvent = (event) => void mailbox.unsafeOffer(event)
     yield* Effect.addFinalizer(() => Effect.sync(() => void (machine.qmp.onEvent = undefined)))
