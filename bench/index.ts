@@ -357,7 +357,7 @@ const benchEvents = async () => {
     // The same warm-up and a full GC before every sample whatever ran before, so that
     // `--only=events` and the full run measure the same thing; and this process's CPU per
     // event, per sample (the last `evRounds` are the recorded ones).
-    const cpu = { lib: [] as Array<number>, raw: [] as Array<number>, effect: [] as Array<number> }
+    const cpu = { lib: [] as Array<number>, raw: [] as Array<number>, perFiber: [] as Array<number>, effect: [] as Array<number> }
     const withCpu = <A>(into: Array<number>, sample: () => Promise<A>) => async () => {
       gc()
       const before = process.cpuUsage()
@@ -377,25 +377,32 @@ const benchEvents = async () => {
     const rawRate = summarize(r.raw.map(rate))
     const ratio = libRate.median / rawRate.median
     const perRound = r.lib.map((ms, i) => r.raw[i]! / ms)
-    // The raw client in the library side's Effect pattern (a fiber per command, a Mailbox
-    // stream), in rounds of its own after the interleaved ones, so the row's method is unchanged:
-    // how much of the gap is the pattern's in Effect, how much the library's own code.
+    // In rounds of their own after the interleaved ones, so the row's method is unchanged: the
+    // library with a fiber per command (`Effect.forEach` unbounded over `vm.command`, this row's
+    // method until the batch API), and the raw client driven in that same pattern (a fiber per
+    // command, a Mailbox stream), which runs none of the library's code: how much of the
+    // per-fiber gap is the pattern's in Effect, how much the library's own.
     if (!quick) {
-      const viaEffect: Array<number> = []
-      const sample = withCpu(cpu.effect, () => run(Raw.eventThroughputFromEffect(raw, plan.evPairs)))
-      for (let i = 0; i < plan.evWarm + plan.evRounds; i++) viaEffect.push(await sample())
+      const rounds = async (sample: () => Promise<number>) => {
+        const out: Array<number> = []
+        for (let i = 0; i < plan.evWarm + plan.evRounds; i++) out.push(await sample())
+        return med(out.slice(-plan.evRounds))
+      }
+      const perFiber = await rounds(withCpu(cpu.perFiber, () => run(Lib.eventThroughput(lib.vm, plan.evPairs, true))))
+      const viaEffect = await rounds(withCpu(cpu.effect, () => run(Raw.eventThroughputFromEffect(raw, plan.evPairs))))
       const recorded = (xs: Array<number>) => med(xs.slice(-plan.evRounds))
+      const versus = (ms: number) => `${fmtRate(rate(ms))}, ${(rate(ms) / rawRate.median).toFixed(3)}× raw`
       notes.push(
-        `events: the raw client driven from Effect as the library side is (a fiber per command, a Mailbox stream) ${
-          fmtRate(rate(recorded(viaEffect)))
-        }, ${(rate(recorded(viaEffect)) / rawRate.median).toFixed(3)}× raw (rounds of its own, after the others); ` +
-          `this process's CPU per event: library ${recorded(cpu.lib).toFixed(0)} µs, raw ${recorded(cpu.raw).toFixed(0)} µs, ` +
+        `events: the library with a fiber per command (Effect.forEach unbounded over vm.command) ${versus(perFiber)}; ` +
+          `the raw client driven the same way (a fiber per command, a Mailbox stream) ${versus(viaEffect)} ` +
+          `(rounds of their own, after the others); this process's CPU per event: library ${recorded(cpu.lib).toFixed(0)} µs, ` +
+          `raw ${recorded(cpu.raw).toFixed(0)} µs, library per fiber ${recorded(cpu.perFiber).toFixed(0)} µs, ` +
           `raw from Effect ${recorded(cpu.effect).toFixed(0)} µs`
       )
     }
     rows.push({
       id: "events",
-      metric: `event throughput (${plan.evPairs} stop/cont pairs)`,
+      metric: `event throughput (${plan.evPairs} stop/cont pairs, one batch)`,
       library: `${fmtRate(libRate.median)} (${fmtMs(summarize(r.lib).median)})`,
       baseline: `${fmtRate(rawRate.median)} (${fmtMs(summarize(r.raw).median)})`,
       ratio,

@@ -79,20 +79,26 @@ export const batch = (vm: QemuMachineTypes.Machine, concurrent: boolean) =>
 
 /**
  * `pairs` stop/cont pairs, all issued at once (in order); time from the first
- * command until a stream consumer has counted `2 × pairs` events.
+ * command until a stream consumer has counted `2 × pairs` events. The commands go
+ * as one batch (`vm.commandAll`: written at once, one Effect step for the lot), as
+ * the raw client writes them; `perFiber` issues them as `Effect.forEach` over
+ * `vm.command` with unbounded concurrency instead, a fiber per command.
  */
-export const eventThroughput = (vm: QemuMachineTypes.Machine, pairs: number) =>
+export const eventThroughput = (vm: QemuMachineTypes.Machine, pairs: number, perFiber = false) =>
   Effect.scoped(
     Effect.gen(function*() {
       const client = Option.getOrThrow(vm.qmpClient)
       const expected = pairs * 2
       const commands = stopCont(pairs)
+      const calls = commands.map((c) => [c] as const)
       // Subscribed before the first command, so no event can be missed.
       const events = yield* client.subscribe
       const t0 = now()
       const counter = yield* events.pipe(Stream.take(expected), Stream.runCount, Effect.fork)
       const issued = yield* Effect.fork(
-        Effect.forEach(commands, (c) => vm.command(c), { concurrency: "unbounded", discard: true })
+        perFiber
+          ? Effect.forEach(commands, (c) => vm.command(c), { concurrency: "unbounded", discard: true })
+          : Effect.asVoid(vm.commandAll(calls))
       )
       const count = yield* Fiber.join(counter)
       const elapsed = now() - t0

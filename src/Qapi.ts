@@ -278,6 +278,59 @@ export interface Execute<O, E, R> {
 }
 
 /**
+ * One call of a batch (`QmpClient.executeAll`, `vm.commandAll`): a command
+ * name and its arguments, if any.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Call = readonly [command: string, args?: Readonly<Record<string, unknown>> | undefined]
+
+/**
+ * A call as a batch checks it: a known command name with its typed arguments,
+ * any other name with any arguments.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type CheckedCall<C> = C extends readonly [infer N extends CommandName, ...Array<unknown>]
+  ? readonly [command: N, ...ArgsTuple<N>]
+  : C
+
+/**
+ * The result of one call of a batch: `Result<N>` for a known command name,
+ * `unknown` for any other.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type CallResult<C> = C extends readonly [infer N extends CommandName, ...Array<unknown>] ? Result<N> : unknown
+
+/**
+ * The shape of a typed `executeAll` / `vm.commandAll`: a list of calls in,
+ * their results out, in the same order (a tuple for a tuple).
+ *
+ * @example
+ * ```ts
+ * import type { Errors, Qapi } from "effect-qemu"
+ *
+ * const calls = (executeAll: Qapi.ExecuteAll<{ timeout?: string }, Errors.QmpCommandError, never>) =>
+ *   executeAll([["query-status"], ["query-name"], ["x-my-vendor-command", { a: 1 }]])
+ *   // Effect<[StatusInfo, NameInfo, unknown], ...>
+ * ```
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface ExecuteAll<O, E, R> {
+  <const C extends ReadonlyArray<Call>>(
+    // (`| []` keeps an array with a spread, `[...calls, ["query-status"]]`, from being read as a tuple it is not.)
+    calls: C & ({ readonly [K in keyof C]: CheckedCall<C[K]> } | []),
+    options?: O
+  ): Effect.Effect<{ -readonly [K in keyof C]: CallResult<C[K]> }, E, R>
+}
+
+/**
  * The shape of a typed `vm.eventWait`.
  *
  * @since 0.2.0

@@ -594,6 +594,27 @@ export interface Machine {
    */
   readonly command: Qapi.Execute<never, QmpCommandError | QmpArgumentError | QmpError | MachineError, never>
   /**
+   * Runs a batch of commands pipelined (`QmpClient.executeAll`): written at
+   * once and in order, the results in order, or the first failure by
+   * position. Cheaper than a fiber per command for bursts. `quit` cannot be
+   * batched (a `MachineError`, nothing sent): use `shutdown` or `command`.
+   *
+   * @example
+   * ```ts
+   * import { Effect } from "effect"
+   * import { QemuMachine } from "effect-qemu"
+   *
+   * const program = Effect.gen(function*() {
+   *   const vm = yield* QemuMachine.launch(QemuMachine.make({ binary: "qemu-system-x86_64", args: ["-accel", "tcg"] }))
+   *   const [, status, name] = yield* vm.commandAll([["stop"], ["query-status"], ["query-name"]])
+   *   console.log(status.status, name.name ?? "(no name)") // paused (no name)
+   * }).pipe(Effect.scoped)
+   * ```
+   *
+   * @since 0.3.0
+   */
+  readonly commandAll: Qapi.ExecuteAll<never, QmpCommandError | QmpArgumentError | QmpError | MachineError, never>
+  /**
    * Every event received from the moment the stream runs.
    *
    * Each run of the stream is a subscriber with its own buffer of

@@ -239,6 +239,31 @@ export declare namespace QmpClient {
      * fiber that gave up has ended.
      */
     readonly execute: Qapi.Execute<ExecuteOptions, QmpCommandError | QmpArgumentError | QmpError, never>
+    /**
+     * Runs a batch of commands pipelined: all written at once and in order
+     * (QEMU runs them in that order), in one Effect step for the lot, which
+     * is cheaper than a fiber per command. Succeeds with every result, in
+     * order, once every reply is in; fails with the first failure by position
+     * (the commands after it still ran). Each call is typed and checked as
+     * with `execute`; with `validateArgs`, all are validated before any is
+     * sent. The timeout (`options.timeout`, else `commandTimeout`) is for the
+     * whole batch. An empty batch succeeds with `[]` and sends nothing.
+     *
+     * @example
+     * ```ts
+     * import { Effect } from "effect"
+     * import { QmpClient } from "effect-qemu"
+     *
+     * const pauseAndLook = Effect.gen(function*() {
+     *   const qmp = yield* QmpClient.QmpClient
+     *   const [, status] = yield* qmp.executeAll([["stop"], ["query-status"]])
+     *   return status.status // "paused"
+     * })
+     * ```
+     *
+     * @since 0.3.0
+     */
+    readonly executeAll: Qapi.ExecuteAll<ExecuteOptions, QmpCommandError | QmpArgumentError | QmpError, never>
     /** Runs a command and returns the raw response, `{ return }` or `{ error }`. */
     readonly executeRaw: (
       command: string,

@@ -46,6 +46,21 @@ describe("QemuMachine handle", () => {
       expect(yield* vm.command("query-status")).toMatchObject({ running: true, status: "running" })
     }))
 
+  it.scopedLive("commandAll runs a batch in order with typed results; quit is refused and nothing is sent", () =>
+    Effect.gen(function*() {
+      const { vm } = yield* launchNone()
+      const [stopped, status, name] = yield* vm.commandAll([["stop"], ["query-status"], ["query-name"]])
+      expect(stopped).toEqual({})
+      expect(status).toMatchObject({ running: false, status: "paused" })
+      expect(name).toEqual({})
+      const refused = yield* Effect.flip(vm.commandAll([["cont"], ["quit"]]))
+      expect(refused._tag).toBe("MachineError")
+      expect(refused.message).toContain("quit cannot be batched")
+      // Nothing of the refused batch ran: still paused, still running.
+      expect(yield* vm.command("query-status")).toMatchObject({ status: "paused" })
+      expect(yield* vm.isRunning).toBe(true)
+    }))
+
   it.scopedLive("qmp returns the raw { error } response instead of failing", () =>
     Effect.gen(function*() {
       const { vm } = yield* launchNone()

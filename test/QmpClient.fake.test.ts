@@ -9,7 +9,7 @@ import * as net from "node:net"
 import { Chunk, Deferred, Duration, Effect, Fiber, HashMap, Logger, LogLevel, Option, Stream } from "effect"
 import type { QmpConnectionError } from "../src/Errors.js"
 import * as QmpClient from "../src/QmpClient.js"
-import { eventJson, fakeServer, type FakeQmpError, makeGreeting, type ReceivedCommand, standardGreeting } from "./helpers/fakeQmp.js"
+import { eventJson, fakeServer, type FakeQmpError, makeGreeting, type ReceivedCommand, schemaAnswering, standardGreeting } from "./helpers/fakeQmp.js"
 
 type Tagged = { readonly _tag: string }
 
@@ -398,6 +398,132 @@ describe("QmpClient against a fake QMP server", () => {
         expect(new Set(ids).size).toBe(count)
         // Plain numbers: QEMU reads QMP a byte at a time, so short ids are cheaper for it.
         for (const id of ids) expect(Number.isInteger(id)).toBe(true)
+      }))
+  })
+
+  describe("executeAll", () => {
+    it.scopedLive("writes a batch at once and in order, before any reply, and returns the results in order", () =>
+      Effect.gen(function*() {
+        const writes = yield* countWrites
+        const names = Array.from({ length: 1 + 64 + 20 }, (_, i) => `fake-${i}`)
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate(standardGreeting)
+            // Nothing is answered before the whole batch has arrived: a client that waited for
+            // each reply before sending the next would time out here.
+            const commands = yield* Effect.forEach(names, () => conn.nextCommand)
+            for (const command of [...commands].reverse()) yield* conn.reply(command.id, { name: command.execute, n: command.arguments?.n })
+            yield* conn.closed
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const results = yield* within(qmp.executeAll(names.map((name, n) => [name, { n }] as const)))
+        expect(results).toEqual(names.map((name, n) => ({ name, n })))
+        // The first at once, then full batches of 64 as they filled, then the rest: in order.
+        expect(writes.map((write) => executed(write).length)).toEqual([1, 64, 20])
+        expect(writes.flatMap(executed)).toEqual(names)
+      }))
+
+    it.scopedLive("fails with the first failure by position, once every reply is in", () =>
+      Effect.gen(function*() {
+        const replied = yield* Deferred.make<number>()
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const [a, b, c, d] = yield* Effect.forEach([1, 2, 3, 4], () => conn.nextCommand)
+            // The later failure is answered first: the batch still reports the earlier one.
+            yield* conn.replyError(d!.id, "GenericError", "fourth failed")
+            yield* conn.reply(a!.id, "first")
+            yield* conn.replyError(b!.id, "DeviceNotFound", "second failed")
+            yield* Deferred.succeed(replied, 3)
+            yield* Effect.sleep("100 millis")
+            yield* conn.reply(c!.id, "third")
+            const next = yield* conn.nextCommand
+            yield* conn.reply(next.id, "next")
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const fiber = yield* Effect.fork(qmp.executeAll([["fake-a"], ["fake-b"], ["fake-c"], ["fake-d"]]))
+        yield* within(Deferred.await(replied))
+        // Three replies in, one to come: not failed yet.
+        yield* Effect.sleep("20 millis")
+        expect(fiber.unsafePoll()).toBe(null)
+        const error = expectTag(yield* within(Effect.flip(Fiber.join(fiber))), "QmpCommandError")
+        expect(error.command).toBe("fake-b")
+        expect(error.errorClass).toBe("DeviceNotFound")
+        // The third reply was expected, not an unknown id; the connection goes on.
+        expect(yield* within(qmp.execute("fake-next"))).toBe("next")
+      }))
+
+    it.scopedLive("an empty batch succeeds with [] and sends nothing", () =>
+      Effect.gen(function*() {
+        const received: Array<string> = []
+        const server = yield* fakeServer(schemaAnswering(received))
+        const qmp = yield* connect(server.path)
+        expect(yield* qmp.executeAll([])).toEqual([])
+        yield* qmp.execute("fake-after")
+        expect(received).toEqual(["fake-after"])
+      }))
+
+    it.scopedLive("with validateArgs, one bad call fails the batch with QmpArgumentError and sends none of it", () =>
+      Effect.gen(function*() {
+        const received: Array<string> = []
+        const server = yield* fakeServer(schemaAnswering(received))
+        const qmp = yield* connect(server.path, { validateArgs: true })
+        const error = expectTag(
+          yield* Effect.flip(qmp.executeAll([["stop"], ["blockdev-add", { driver: "null-co", "node_name": "n" }], ["cont"]] as never)),
+          "QmpArgumentError"
+        )
+        expect(error.command).toBe("blockdev-add")
+        expect(received).toEqual(["query-qmp-schema"])
+        expect(yield* qmp.executeAll([["stop"], ["cont"]])).toEqual([{}, {}])
+        expect(received).toEqual(["query-qmp-schema", "stop", "cont"])
+      }))
+
+    it.scopedLive("times out as a whole, naming the commands; the late replies are expected and dropped", () =>
+      Effect.gen(function*() {
+        const logs: Array<string> = []
+        const capture = Logger.make(({ message }) => void logs.push(Array.isArray(message) ? message.map(String).join(" ") : String(message)))
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const batch = yield* Effect.forEach([1, 2, 3, 4, 5], () => conn.nextCommand)
+            yield* conn.reply(batch[0]!.id, "one in time")
+            const next = yield* conn.nextCommand
+            for (const command of batch.slice(1)) yield* conn.reply(command.id, "late")
+            yield* conn.reply(next.id, "on time")
+          })
+        )
+        const result = yield* Effect.gen(function*() {
+          const qmp = yield* connect(server.path)
+          const error = yield* Effect.flip(
+            qmp.executeAll([["fake-a"], ["fake-b"], ["fake-c"], ["fake-d"], ["fake-e"]], { timeout: "100 millis" })
+          )
+          return { error, next: yield* within(qmp.execute("fake-next")) }
+        }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)), Logger.withMinimumLogLevel(LogLevel.Debug))
+        const timeout = expectTag(result.error, "QmpTimeoutError")
+        expect(timeout.operation).toBe("QMP commands 'fake-a', 'fake-b', 'fake-c' and 2 more")
+        expect(Duration.toMillis(timeout.timeout)).toBe(100)
+        expect(result.next).toBe("on time")
+        expect(logs.filter((l) => l.includes("late reply of an abandoned"))).toHaveLength(4)
+        expect(logs.filter((l) => l.includes("unknown id"))).toEqual([])
+      }))
+
+    it.scopedLive("fails with QmpConnectionError when the connection ends mid-batch", () =>
+      Effect.gen(function*() {
+        const server = yield* fakeServer((conn) =>
+          Effect.gen(function*() {
+            yield* conn.negotiate()
+            const [first] = yield* Effect.forEach([1, 2, 3], () => conn.nextCommand)
+            yield* conn.reply(first!.id, "one")
+            yield* conn.destroy
+          })
+        )
+        const qmp = yield* connect(server.path)
+        const error = yield* within(Effect.flip(qmp.executeAll([["fake-a"], ["fake-b"], ["fake-c"]])))
+        expect(error._tag).toBe("QmpConnectionError")
+        // And a batch made after the end fails at once, sending nothing.
+        expect((yield* within(Effect.flip(qmp.executeAll([["fake-d"]]))))._tag).toBe("QmpConnectionError")
       }))
   })
 

@@ -112,6 +112,36 @@ describe("QmpClient against real QEMU", () => {
       expect(yield* qmp.pullEvent()).toEqual(Option.none())
     }))
 
+  it.scopedLive("executeAll: 400 stop/cont in one batch, results and events in order", () =>
+    Effect.gen(function*() {
+      const { qmp } = yield* acceptQemu()
+      const events = yield* qmp.subscribe
+      const collected = yield* Stream.take(events, 400).pipe(Stream.runCollect, Effect.fork)
+      const calls = Array.from({ length: 400 }, (_, i) => (i % 2 === 0 ? ["stop"] as const : ["cont"] as const))
+      const results = yield* qmp.executeAll([...calls, ["query-status"]])
+      expect(results).toHaveLength(401)
+      expect(results.slice(0, 400)).toEqual(calls.map(() => ({})))
+      expect(results[400]).toMatchObject({ running: true, status: "running" })
+      const names = Chunk.toArray(yield* Fiber.join(collected)).map((e) => e.event)
+      expect(names).toEqual(calls.map(([c]) => (c === "stop" ? "STOP" : "RESUME")))
+    }))
+
+  it.scopedLive("executeAll fails with the first failing command by position; the commands after it still ran", () =>
+    Effect.gen(function*() {
+      const { qmp } = yield* acceptQemu()
+      const error = yield* Effect.flip(qmp.executeAll([
+        ["query-status"],
+        ["no-such-command"],
+        ["stop"],
+        ["qom-get", { path: "/no-such", property: "type" }]
+      ]))
+      expect(error._tag).toBe("QmpCommandError")
+      if (error._tag !== "QmpCommandError") return
+      expect(error.command).toBe("no-such-command")
+      expect(error.errorClass).toBe("CommandNotFound")
+      expect(yield* qmp.execute("query-status")).toMatchObject({ status: "paused" })
+    }))
+
   it.scopedLive("fails pending commands with QmpConnectionError when QEMU is SIGKILLed", () =>
     Effect.gen(function*() {
       const { qmp, child } = yield* acceptQemu()

@@ -63,3 +63,38 @@ describe("vm.eventWait", () => {
     expectTypeOf<Success<typeof other>>().toEqualTypeOf<QmpMessage.Event>()
   })
 })
+
+describe("vm.commandAll and QmpClient.executeAll", () => {
+  it("types each result of a tuple of calls, in order", () => {
+    const all = vm.commandAll([["stop"], ["query-status"], ["query-name"], [someName, { a: 1 }]])
+    expectTypeOf<Success<typeof all>[1]["status"]>().toEqualTypeOf<Qapi.RunState>()
+    expectTypeOf<Success<typeof all>[2]>().toEqualTypeOf<Qapi.NameInfo>()
+    expectTypeOf<Success<typeof all>[3]>().toEqualTypeOf<unknown>()
+    expectTypeOf<Success<typeof all>["length"]>().toEqualTypeOf<4>()
+    const viaClient = qmp.executeAll([["query-status"]], { timeout: "1 second" })
+    expectTypeOf<Success<typeof viaClient>[0]>().toEqualTypeOf<Qapi.StatusInfo>()
+  })
+
+  it("types an array of calls made at run time", () => {
+    const calls = Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? ["stop"] as const : ["cont"] as const))
+    const all = vm.commandAll(calls)
+    expectTypeOf<Success<typeof all>>().toEqualTypeOf<Array<Qapi.Result<"stop"> | Qapi.Result<"cont">>>()
+    const spread = vm.commandAll([...calls, ["query-status"]])
+    expectTypeOf<Success<typeof spread>>().toEqualTypeOf<[...Array<Qapi.Result<"stop"> | Qapi.Result<"cont">>, Qapi.StatusInfo]>()
+    const none = vm.commandAll([])
+    expectTypeOf<Success<typeof none>>().toEqualTypeOf<[]>()
+  })
+
+  it("checks the arguments of known commands", () => {
+    vm.commandAll([["blockdev-add", { driver: "null-co", "node-name": "n" }], ["query-status"]])
+    // @ts-expect-error a misspelt member
+    vm.commandAll([["query-status"], ["blockdev-add", { driver: "null-co", "node_name": "n" }]])
+    // @ts-expect-error required arguments missing
+    vm.commandAll([["blockdev-mirror"]])
+  })
+
+  it("fails with the errors of vm.command", () => {
+    const all = vm.commandAll([["query-status"]])
+    expectTypeOf<"QmpCommandError" | "MachineError" | "QmpArgumentError">().toMatchTypeOf<Failure<typeof all>["_tag"]>()
+  })
+})

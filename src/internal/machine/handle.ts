@@ -9,6 +9,7 @@ import type * as ConsoleApi from "../../ConsoleSocket.js"
 import type * as GuestAgentApi from "../../GuestAgent.js"
 import { describeCause, MachineError } from "../../Errors.js"
 import type { QmpArgumentError, QmpCommandError, QmpError } from "../../Errors.js"
+import type * as Qapi from "../../Qapi.js"
 import type * as Api from "../../QemuMachine.js"
 import type * as QmpApi from "../../QmpClient.js"
 import type * as QmpMessage from "../../QmpMessage.js"
@@ -166,6 +167,13 @@ export const make = (deps: HandleDeps): Api.Machine => {
         : Effect.fail(qmpDisabled)
     )
 
+  const commandAll = (calls: ReadonlyArray<Qapi.Call>): Effect.Effect<Array<unknown>, CommandError> =>
+    !qmp
+      ? Effect.fail(qmpDisabled)
+      : calls.some(([name]) => name === "quit")
+      ? Effect.fail(new MachineError({ message: "quit cannot be batched (commandAll): use vm.shutdown or vm.command(\"quit\")" }))
+      : qmp.executeAll(calls as never) as Effect.Effect<Array<unknown>, CommandError>
+
   const eventsWait = (
     pairs: ReadonlyArray<readonly [string, unknown?]>,
     options?: { readonly timeout?: Duration.DurationInput | undefined }
@@ -198,6 +206,7 @@ export const make = (deps: HandleDeps): Api.Machine => {
     stateChanges: state.changes,
     qmp: qmpRaw,
     command: command as Api.Machine["command"],
+    commandAll: commandAll as Api.Machine["commandAll"],
     events: qmp ? qmp.events : Stream.fail(qmpDisabled),
     getQmpEvent: (options) => Effect.flatMap(requireQmp, (client) => client.pullEvent(options)),
     getQmpEvents: (options) => Effect.flatMap(requireQmp, (client) => client.getEvents(options)),

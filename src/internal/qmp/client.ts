@@ -110,11 +110,12 @@ const makeService = (
   const executeRaw = connection.executeRaw
   // The `return` of a known command is checked against the connected QEMU's schema (see
   // internal/qapi/decode): one step after the reply, no Effect in between when it passes.
-  const returned = (command: string) => (response: QmpMessage.Response): Exit.Exit<unknown, QmpCommandError | QmpProtocolError> => {
+  const returnedOf = (command: string, response: QmpMessage.Response): Exit.Exit<unknown, QmpCommandError | QmpProtocolError> => {
     if (QmpMessage.isErrorResponse(response)) return Exit.fail(commandError(command, response))
     const decoded = decoders.current.result(command, response.return)
     return decoded._tag === "Right" ? Exit.succeed(decoded.right) : Exit.fail(decoded.left)
   }
+  const returned = (command: string) => (response: QmpMessage.Response) => returnedOf(command, response)
   const run = (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
     connection.send(command, args, executeOptions, returned(command))
 
@@ -137,6 +138,13 @@ const makeService = (
     ? (command: string, args?: Api.Arguments, executeOptions?: Api.ExecuteOptions) =>
       Effect.zipRight(validated(command, args), run(command, args, executeOptions))
     : run) as Service["execute"]
+  const runAll = (calls: ReadonlyArray<Connection.Call>, executeOptions?: Api.ExecuteOptions) =>
+    connection.sendAll(calls, executeOptions, returnedOf)
+  // With `validateArgs`, every call is checked before any is sent.
+  const executeAll = (options.validateArgs
+    ? (calls: ReadonlyArray<Connection.Call>, executeOptions?: Api.ExecuteOptions) =>
+      Effect.zipRight(Effect.forEach(calls, ([command, args]) => validated(command, args), { discard: true }), runAll(calls, executeOptions))
+    : runAll) as Service["executeAll"]
 
   // Typed waiters check an event's data against the connected QEMU's schema.
   const checked = (event: QmpMessage.Event): Effect.Effect<QmpMessage.Event, QmpProtocolError> => {
@@ -159,6 +167,7 @@ const makeService = (
   const service: Omit<Service, "greeting" | "capabilities"> = {
     [TypeId]: TypeId,
     execute,
+    executeAll,
     executeRaw,
     events: Stream.unwrapScoped(events.subscribe),
     subscribe: events.subscribe,

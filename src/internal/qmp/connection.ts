@@ -37,6 +37,9 @@ export interface ExecuteOptions {
   readonly oob?: boolean | undefined
 }
 
+/** A command and its arguments, as `sendAll` takes them. */
+export type Call = readonly [command: string, args?: Readonly<Record<string, unknown>> | undefined]
+
 export interface Connection {
   readonly session: Session.Session<CloseCause>
   readonly events: Events.Router
@@ -67,6 +70,15 @@ export interface Connection {
     options: ExecuteOptions | undefined,
     onReply: (response: QmpMessage.Response) => Exit.Exit<A, E>
   ) => Effect.Effect<A, E | QmpError>
+  /**
+   * `send` for many commands in one async step: written together and in order, the
+   * results in order once every reply is in; the first failure by position otherwise.
+   */
+  readonly sendAll: <A, E>(
+    commands: ReadonlyArray<Call>,
+    options: ExecuteOptions | undefined,
+    onReply: (command: string, response: QmpMessage.Response) => Exit.Exit<A, E>
+  ) => Effect.Effect<Array<A>, E | QmpError>
   /** Writes the commands not yet written (they go out after this turn of the event loop otherwise). */
   readonly flush: () => void
   readonly close: () => void
@@ -169,6 +181,18 @@ const wire = (command: string, args: Readonly<Record<string, unknown>> | undefin
     : `{"${verb}":${JSON.stringify(command)},"arguments":${JSON.stringify(args)},"id":${id}}\n`
 }
 
+const timeoutOf = (executeOptions: ExecuteOptions | undefined, defaultTimeout: Duration.Duration | undefined) =>
+  executeOptions?.timeout === undefined ? defaultTimeout : Duration.decode(executeOptions.timeout)
+
+const withTimeout = <A, E>(
+  effect: Effect.Effect<A, E>,
+  timeout: Duration.Duration | undefined,
+  operation: () => string
+): Effect.Effect<A, E | QmpTimeoutError> =>
+  timeout === undefined || !Duration.isFinite(timeout)
+    ? effect
+    : Effect.timeoutFail(effect, { duration: timeout, onTimeout: () => new QmpTimeoutError({ operation: operation(), timeout }) })
+
 /** `Connection.send` over `request`: one async step, and a timeout race only when a timeout is set. */
 const makeSend = (request: Connection["request"], defaultTimeout: Duration.Duration | undefined): Connection["send"] =>
 <A, E>(
@@ -177,7 +201,6 @@ const makeSend = (request: Connection["request"], defaultTimeout: Duration.Durat
   executeOptions: ExecuteOptions | undefined,
   onReply: (response: QmpMessage.Response) => Exit.Exit<A, E>
 ): Effect.Effect<A, E | QmpError> => {
-  const timeout = executeOptions?.timeout === undefined ? defaultTimeout : Duration.decode(executeOptions.timeout)
   // One async step per command, this being the per-command hot path: the id and the wire
   // are made when it runs, and the reply becomes the result in its own callback. A caller
   // that gives up (interrupted: a timeout, a race, a closing scope) is seen when its fiber
@@ -197,12 +220,71 @@ const makeSend = (request: Connection["request"], defaultTimeout: Duration.Durat
       if (!replied) fiber.addObserver(gaveUp)
     })
   )
-  return timeout === undefined || !Duration.isFinite(timeout)
-    ? awaited
-    : Effect.timeoutFail(awaited, {
-      duration: timeout,
-      onTimeout: () => new QmpTimeoutError({ operation: `QMP command '${command}'`, timeout })
+  return withTimeout(awaited, timeoutOf(executeOptions, defaultTimeout), () => `QMP command '${command}'`)
+}
+
+/** In order, the first failure by position, else every value. */
+const collect = <A, E>(exits: ReadonlyArray<Exit.Exit<A, E>>): Exit.Exit<Array<A>, E> => {
+  const values: Array<A> = new Array(exits.length)
+  for (let i = 0; i < exits.length; i++) {
+    const exit = exits[i]!
+    if (Exit.isFailure(exit)) return Exit.failCause(exit.cause)
+    values[i] = exit.value
+  }
+  return Exit.succeed(values)
+}
+
+/**
+ * `Connection.sendAll` over `request` and `flush`: one async step for the lot, the lines
+ * written as one burst (in FLUSH_LINES chunks), the late replies of a batch given up dropped.
+ */
+const makeSendAll = (
+  request: Connection["request"],
+  flush: () => void,
+  defaultTimeout: Duration.Duration | undefined
+): Connection["sendAll"] =>
+<A, E>(
+  commands: ReadonlyArray<Call>,
+  executeOptions: ExecuteOptions | undefined,
+  onReply: (command: string, response: QmpMessage.Response) => Exit.Exit<A, E>
+): Effect.Effect<Array<A>, E | QmpError> => {
+  if (commands.length === 0) return Effect.succeed([])
+  const awaited = Effect.withFiberRuntime<Array<A>, E | QmpError>((fiber) =>
+    Effect.async<Array<A>, E | QmpError>((resume) => {
+      const count = commands.length
+      const exits: Array<Exit.Exit<A, E>> = new Array(count)
+      const cancels: Array<() => void> = []
+      let left = count
+      let done = false
+      const gaveUp = () => {
+        for (const cancel of cancels) cancel()
+      }
+      const end = (exit: Exit.Exit<Array<A>, E | QmpError>) => {
+        done = true
+        fiber.removeObserver(gaveUp)
+        resume(exit)
+      }
+      for (let i = 0; i < count && !done; i++) {
+        const [command, args] = commands[i]!
+        cancels.push(request(command, args, executeOptions, (reply) => {
+          if (done) return
+          if (Exit.isFailure(reply)) {
+            // The connection ended: the rest fail the same way (they are dropped from its map).
+            gaveUp()
+            return end(Exit.failCause(reply.cause))
+          }
+          exits[i] = onReply(command, reply.value)
+          if (--left === 0) end(collect(exits))
+        }))
+      }
+      if (!done) {
+        fiber.addObserver(gaveUp)
+        flush()
+      }
     })
+  )
+  return withTimeout(awaited, timeoutOf(executeOptions, defaultTimeout), () =>
+    `QMP commands ${commands.slice(0, 3).map(([c]) => `'${c}'`).join(", ")}${commands.length > 3 ? ` and ${commands.length - 3} more` : ""}`)
 }
 
 /**
@@ -323,6 +405,7 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
   }
 
   const send = makeSend(request, defaultTimeout)
+  const sendAll = makeSendAll(request, outbox.flush, defaultTimeout)
 
   return {
     session,
@@ -332,6 +415,7 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
     executeRaw: (command, args, executeOptions) => send(command, args, executeOptions, Exit.succeed),
     request,
     send,
+    sendAll,
     flush: outbox.flush,
     close: () =>
       session.end(() => new QmpConnectionError({ reason: "Closed", detail: "connection closed by the client" })),
