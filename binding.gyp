@@ -6,6 +6,8 @@
 #   whole Node process) and reports its exit through a pidfd on the event loop.
 # - effect-qemu-exec: a tiny static program that makes QEMU die with the Node
 #   process (PR_SET_PDEATHSIG) and then execs it.
+# - effect-qemu-hwclock: the test guest's /sbin/hwclock (scripts/build-guest.sh),
+#   which the guest agent runs after every clock setting: no libc, a few KB.
 {
   "targets": [
     {
@@ -34,6 +36,19 @@
       "cflags": ["-Wall", "-Wextra", "-O2"],
       "conditions": [
         ["OS=='linux'", { "ldflags": ["-static"] }]
+      ]
+    },
+    {
+      "target_name": "effect-qemu-hwclock",
+      "conditions": [
+        ["OS=='linux' and target_arch=='x64'", {
+          "type": "executable",
+          "sources": ["native/hwclock.c"],
+          "cflags": ["-Wall", "-Wextra", "-Os", "-fno-stack-protector", "-fno-builtin", "-fno-pie"],
+          "ldflags": ["-nostdlib", "-static", "-no-pie"]
+        }, {
+          "type": "none"
+        }]
       ]
     }
   ]

@@ -84,6 +84,26 @@ describe("GuestAgent on the real guest", () => {
       expect(lo?.["ip-addresses"]).toContainEqual({ "ip-address-type": "ipv4", "ip-address": "127.0.0.1", prefix: 8 })
     })))
 
+  it.live("guest-set-time sets the clock and the RTC (the guest's own hwclock -w); other hwclock uses are busybox's", () =>
+    withShared(Effect.gen(function*() {
+      const { agent, guest } = yield* Shared
+      // The helper is what this build installed: not busybox's applet link.
+      expect((yield* guest.run("[ -L /sbin/hwclock ] && echo link || echo helper")).output).toBe("helper")
+      try {
+        yield* agent.execute("guest-set-time", { time: Date.UTC(2031, 5, 15, 12, 34, 56) * 1e6 })
+        // `hwclock -r` is busybox's, reading back what `-w` wrote (the RTC ticks on: seconds may move on).
+        const read = yield* guest.run("date -u '+%Y-%m-%d %H:%M'; hwclock -r -u")
+        expect(read.status).toBe(0)
+        const [date, rtc] = read.output.split("\n")
+        expect(date).toBe("2031-06-15 12:34")
+        expect(rtc).toMatch(/^Sun Jun 15 12:34:5\d 2031 /)
+      } finally {
+        yield* Effect.orDie(agent.execute("guest-set-time", { time: Date.now() * 1e6 }))
+      }
+      const now = Number((yield* guest.run("date -u +%s")).output)
+      expect(Math.abs(now * 1000 - Date.now())).toBeLessThan(5000)
+    })))
+
   it.live("exec returns the exit code and both output streams", () =>
     withShared(Effect.gen(function*() {
       const { agent } = yield* Shared
