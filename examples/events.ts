@@ -4,7 +4,8 @@
  *   npx tsx examples/events.ts
  *
  * Pauses and resumes a `-machine none` QEMU a few times, and shows three ways
- * to consume events: a live stream, a one-off wait, and draining the buffer.
+ * to consume events: a live stream, a one-off wait, and draining the buffer;
+ * then a burst of commands as one batch (`vm.commandAll`).
  */
 import { Chunk, Console, Effect, Fiber, Stream } from "effect"
 import { EventMatch, QemuMachine } from "../src/index.js"
@@ -36,6 +37,14 @@ const program = Effect.gen(function*() {
   // 3. Drain whatever is buffered.
   const rest = yield* vm.getQmpEvents()
   yield* Console.log(`buffered: ${rest.map((e) => e.event).join(", ")}`)
+
+  // 4. A burst as one batch: written at once and in order, one Effect step for all of them,
+  //    typed results in order. Each stop/cont's event arrives before its reply.
+  const [, , status] = yield* vm.commandAll([["stop"], ["cont"], ["query-status"]])
+  yield* Console.log(`batch: ${status.status}`)
+  const burst = Array.from({ length: 100 }, (_, i) => (i % 2 === 0 ? ["stop"] as const : ["cont"] as const))
+  yield* vm.commandAll(burst)
+  yield* Console.log(`a batch of ${burst.length}: ${(yield* vm.getQmpEvents()).length} events buffered`)
 }).pipe(Effect.scoped)
 
 Effect.runPromise(program).catch((e) => {
