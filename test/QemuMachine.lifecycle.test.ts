@@ -198,6 +198,7 @@ describe("QemuMachine shutdown when QEMU misbehaves", () => {
         { step: "soft", outcome: "failed" },
         { step: "hard", outcome: "ok" }
       ])
+      expect(result.left.steps[1]!.detail).toBe("SIGKILL, QEMU exited")
       expect(Proc.isAlive(pid)).toBe(false)
       expect(yield* vm.exitCode).toEqual(Option.some(-9))
       expect(leftovers(base)).toEqual([])

@@ -207,6 +207,8 @@ describe("shutdown ladder", () => {
       expect(t.state.current()).toEqual(MachineState.Exited({ exitCode: 1, expected: false }))
       const error = yield* Effect.flip(t.shutdown.run())
       expect(error.steps[0]!.detail).toContain("already exited (exit code 1)")
+      // Nothing left to kill: the hard step says so instead of claiming a SIGKILL.
+      expect(error.steps[1]).toEqual({ step: "hard", outcome: "ok", detail: "nothing to kill: QEMU had exited" })
       expect(t.log).toEqual([])
     }))
 

@@ -172,9 +172,11 @@ const soft = (deps: Deps, before: Api.MachineState, timeout: Duration.Duration) 
   )
 }
 
-const hard = (deps: Deps) =>
+/** SIGKILL, unless QEMU has exited already; the step's detail says which. */
+const hard = (deps: Deps): Effect.Effect<ShutdownStep> =>
   Effect.gen(function*() {
     yield* deps.closeConsole
+    if (deps.process.exitInfo()) return { step: "hard", outcome: "ok", detail: "nothing to kill: QEMU had exited" } as const
     deps.process.signal("SIGKILL")
     yield* deps.process.exited.pipe(
       Effect.timeoutFail({
@@ -187,9 +189,8 @@ const hard = (deps: Deps) =>
       }),
       Effect.orDie
     )
+    return { step: "hard", outcome: "ok", detail: "SIGKILL, QEMU exited" } as const
   })
-
-const hardStep: ShutdownStep = { step: "hard", outcome: "ok", detail: "SIGKILL, QEMU exited" }
 
 /** Runs the ladder from `before`; the steps taken are pushed to `steps`. */
 const ladder = (
@@ -199,7 +200,7 @@ const ladder = (
   restore: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<void, AbnormalShutdown> => {
   const steps: Array<ShutdownStep> = []
-  if (options?.hard) return Effect.tap(hard(deps), () => Effect.sync(() => steps.push(hardStep)))
+  if (options?.hard) return Effect.asVoid(hard(deps))
   const timeout = Duration.decode(options?.timeout ?? DEFAULT_SHUTDOWN_TIMEOUT)
   return Effect.matchCauseEffect(restore(soft(deps, before, timeout)), {
     onSuccess: (detail) => {
@@ -209,13 +210,10 @@ const ladder = (
     onFailure: (cause) => {
       const error = Cause.squash(cause)
       steps.push({ step: "soft", outcome: "failed", detail: describeCause(error) })
-      return Effect.zipRight(
-        hard(deps),
-        Effect.suspend(() => {
-          steps.push(hardStep)
-          return Effect.fail(new AbnormalShutdown({ cause: error, steps: [...steps] }))
-        })
-      )
+      return Effect.flatMap(hard(deps), (hardStep) => {
+        steps.push(hardStep)
+        return Effect.fail(new AbnormalShutdown({ cause: error, steps: [...steps] }))
+      })
     }
   })
 }
