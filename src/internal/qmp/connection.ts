@@ -268,11 +268,9 @@ const makeSendAll = (
         const [command, args] = commands[i]!
         cancels.push(request(command, args, executeOptions, (reply) => {
           if (done) return
-          if (Exit.isFailure(reply)) {
-            // The connection ended: the rest fail the same way (they are dropped from its map).
-            gaveUp()
-            return end(Exit.failCause(reply.cause))
-          }
+          // The connection ended: it failed every pending command at once (none of the batch is
+          // left in its map to give up), and later requests fail at once; the first failure ends it.
+          if (Exit.isFailure(reply)) return end(Exit.failCause(reply.cause))
           exits[i] = onReply(command, reply.value)
           if (--left === 0) end(collect(exits))
         }))
