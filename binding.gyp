@@ -8,6 +8,8 @@
 #   process (PR_SET_PDEATHSIG) and then execs it.
 # - effect-qemu-hwclock: the test guest's /sbin/hwclock (scripts/build-guest.sh),
 #   which the guest agent runs after every clock setting: no libc, a few KB.
+# - effect-qemu-clockd: the test guest's clock daemon, which sets the clock from
+#   the host's lines on a virtio-serial port (how Guest clones set theirs).
 {
   "targets": [
     {
@@ -44,6 +46,19 @@
         ["OS=='linux' and target_arch=='x64'", {
           "type": "executable",
           "sources": ["native/hwclock.c"],
+          "cflags": ["-Wall", "-Wextra", "-Os", "-fno-stack-protector", "-fno-builtin", "-fno-pie"],
+          "ldflags": ["-nostdlib", "-static", "-no-pie"]
+        }, {
+          "type": "none"
+        }]
+      ]
+    },
+    {
+      "target_name": "effect-qemu-clockd",
+      "conditions": [
+        ["OS=='linux' and target_arch=='x64'", {
+          "type": "executable",
+          "sources": ["native/clockd.c"],
           "cflags": ["-Wall", "-Wextra", "-Os", "-fno-stack-protector", "-fno-builtin", "-fno-pie"],
           "ldflags": ["-nostdlib", "-static", "-no-pie"]
         }, {

@@ -25,11 +25,15 @@
 # off at once.
 # /sbin/hwclock is effect-qemu-hwclock when `npm ci` built it: `-w` (what QGA's
 # guest-set-time runs) writes the RTC without busybox, anything else is busybox's.
+# With `effect_qemu.clock=1` on the kernel command line, init starts
+# effect-qemu-clockd (when `npm ci` built it) on the virtio-serial port
+# `org.effect-qemu.clock`: each line `<ns since the epoch>` that the host gives
+# the port sets the clock (how Guest clones set theirs, with no agent and no fork).
 set -euo pipefail
 
 READY_MARKER="EFFECT-QEMU-READY"
 # Bumped when the guest's contents change: an older cache is rebuilt.
-GUEST_FORMAT=5
+GUEST_FORMAT=6
 # The guest agent and the shared libraries it loads (resolved at build time).
 AGENT_PACKAGES=(qemu-guest-agent libglib2.0-0 libnuma1 libudev1 liburing2 libpcre2-8-0 libc6)
 KERNEL_META="${EFFECT_QEMU_KERNEL_META:-linux-image-cloud-amd64}"
@@ -48,11 +52,16 @@ OUTDIR="${1:-${EFFECT_QEMU_GUEST_DIR:-$repo_dir/.cache/guest}}"
 # no fork of busybox through a clone's cold translation cache (~25 ms of QEMU CPU per clone).
 hwclock_helper="$repo_dir/build/Release/effect-qemu-hwclock"
 if [[ -x "$hwclock_helper" ]]; then hwclock_kind=effect-qemu; else hwclock_kind=busybox; fi
+# effect-qemu-clockd (native/clockd.c): sets the clock from lines on the port org.effect-qemu.clock.
+# guest.json says whether the guest has it ("clock"); Guest.config adds the port only then.
+clockd_helper="$repo_dir/build/Release/effect-qemu-clockd"
+if [[ -x "$clockd_helper" ]]; then clock=true; else clock=false; fi
 
 is_cached() {
   [[ -s "$OUTDIR/guest.json" && -s "$OUTDIR/vmlinuz" && -s "$OUTDIR/initramfs.cpio.gz" ]] \
     && grep -q "\"format\": $GUEST_FORMAT," "$OUTDIR/guest.json" \
-    && grep -q "\"hwclock\": \"$hwclock_kind\"" "$OUTDIR/guest.json"
+    && grep -q "\"hwclock\": \"$hwclock_kind\"" "$OUTDIR/guest.json" \
+    && grep -q "\"clock\": $clock}" "$OUTDIR/guest.json"
 }
 
 # Fast path: nothing but a few stat calls.
@@ -250,6 +259,10 @@ if [[ "$hwclock_kind" == effect-qemu ]]; then
   cp "$hwclock_helper" "$rootfs/sbin/hwclock"
   chmod 0755 "$rootfs/sbin/hwclock"
 fi
+if [[ "$clock" == true ]]; then
+  cp "$clockd_helper" "$rootfs/sbin/effect-qemu-clockd"
+  chmod 0755 "$rootfs/sbin/effect-qemu-clockd"
+fi
 
 # --- guest agent --------------------------------------------------------------
 # qemu-ga and exactly the libraries the loader resolves for it (from the
@@ -295,11 +308,11 @@ esac
 EOF
 chmod 0755 "$rootfs/sbin/shutdown"
 
-# (Re)starts the agent: waits for its virtio-serial port, links it under
-# /dev/virtio-ports (there is no udev), and runs qemu-ga as a daemon.
-cat >"$rootfs/sbin/qga-start" <<'EOF'
+# Waits (up to 30 s) for the virtio-serial port named $1, links it under
+# /dev/virtio-ports (there is no udev) and prints that path.
+cat >"$rootfs/sbin/virtio-port" <<'EOF'
 #!/bin/sh
-NAME=org.qemu.guest_agent.0
+NAME=$1
 i=0
 port=
 while [ $i -lt 3000 ]; do
@@ -315,11 +328,19 @@ while [ $i -lt 3000 ]; do
   i=$((i + 1))
 done
 if [ -z "$port" ] || [ ! -e "/dev/$port" ]; then
-  echo "qga-start: no virtio-serial port named $NAME" >&2
+  echo "virtio-port: no virtio-serial port named $NAME" >&2
   exit 1
 fi
 mkdir -p /dev/virtio-ports
 ln -sf "../$port" "/dev/virtio-ports/$NAME"
+echo "/dev/virtio-ports/$NAME"
+EOF
+chmod 0755 "$rootfs/sbin/virtio-port"
+
+# (Re)starts the agent on its virtio-serial port, as a daemon.
+cat >"$rootfs/sbin/qga-start" <<'EOF'
+#!/bin/sh
+port=$(virtio-port org.qemu.guest_agent.0) || exit 1
 block=
 for word in $(cat /proc/cmdline); do
   case "$word" in
@@ -327,9 +348,17 @@ for word in $(cat /proc/cmdline); do
   esac
 done
 rm -f /run/qemu-ga.pid
-exec qemu-ga -d -m virtio-serial -p "/dev/virtio-ports/$NAME" -t /run -f /run/qemu-ga.pid -l /run/qemu-ga.log ${block:+-b "$block"}
+exec qemu-ga -d -m virtio-serial -p "$port" -t /run -f /run/qemu-ga.pid -l /run/qemu-ga.log ${block:+-b "$block"}
 EOF
 chmod 0755 "$rootfs/sbin/qga-start"
+
+# Runs the clock daemon on its port (effect-qemu-clockd, see the top of this file).
+cat >"$rootfs/sbin/clock-start" <<'EOF'
+#!/bin/sh
+port=$(virtio-port org.effect-qemu.clock) || exit 1
+exec effect-qemu-clockd "$port"
+EOF
+chmod 0755 "$rootfs/sbin/clock-start"
 
 cat >"$rootfs/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
@@ -372,9 +401,13 @@ if [ -e /sys/class/net/eth0 ]; then
   ip addr add 10.0.2.15/24 dev eth0 2>/dev/null && ip link set eth0 up && ip route add default via 10.0.2.2 2>/dev/null || true
 fi
 
-# The guest agent, when the kernel command line asks for it (in the background: its port appears asynchronously).
+# The guest agent and the clock daemon, when the kernel command line asks for them (in the
+# background: their ports appear asynchronously).
 case " $(cat /proc/cmdline) " in
   *" effect_qemu.ga=1 "*) qga-start </dev/null >/dev/ttyS0 2>&1 & ;;
+esac
+case " $(cat /proc/cmdline) " in
+  *" effect_qemu.clock=1 "*) [ -x /sbin/effect-qemu-clockd ] && clock-start </dev/null >/dev/ttyS0 2>&1 & ;;
 esac
 
 # acpid: exits if /dev/input/event0 is missing, opens event0..N until one
@@ -550,7 +583,7 @@ for name in "${load_order[@]}"; do
   modules_json+="${modules_json:+, }\"$name\""
 done
 cat >"$work/guest.json" <<EOF
-{"format": $GUEST_FORMAT, "guestAgent": true, "kernelPackage": "$kernel_pkg", "kernelVersion": "$kernel_version", "readyMarker": "$READY_MARKER", "modules": [$modules_json], "pvpanic": $pvpanic, "hwclock": "$hwclock_kind"}
+{"format": $GUEST_FORMAT, "guestAgent": true, "kernelPackage": "$kernel_pkg", "kernelVersion": "$kernel_version", "readyMarker": "$READY_MARKER", "modules": [$modules_json], "pvpanic": $pvpanic, "hwclock": "$hwclock_kind", "clock": $clock}
 EOF
 
 # Publish: payload first, guest.json last (each a same-filesystem rename).

@@ -62,4 +62,21 @@ describe("Guest.config", () => {
     const kvm = QemuMachine.commandLine(Guest.config(files, { accel: "kvm" }), resolved)
     expect(kvm[kvm.indexOf("-accel") + 1]).toBe("kvm")
   })
+
+  it("gives a guest with the clock daemon its port (on the agent's bus, else on one of its own) and asks init to start it", () => {
+    const line = (f: Guest.Files, guestAgent: boolean) =>
+      QemuMachine.commandLine(Guest.config(f, { guestAgent }), { ...resolved, guestAgentPath: "/s/qga.sock" } as never).join(" ")
+    const port = "-chardev null,id=effect-qemu-clock -device virtserialport,chardev=effect-qemu-clock,name=org.effect-qemu.clock"
+    const withAgent = line({ ...files, clock: true }, true)
+    expect(withAgent).toContain(port)
+    expect(withAgent.match(/virtio-serial-pci/g)).toHaveLength(1)
+    expect(withAgent).toContain(" effect_qemu.clock=1")
+    const alone = line({ ...files, clock: true }, false)
+    expect(alone).toContain(`-device virtio-serial-pci ${port}`)
+    expect(alone).toContain(" effect_qemu.clock=1")
+    for (const without of [line(files, true), line({ ...files, clock: false }, false)]) {
+      expect(without).not.toContain("effect-qemu-clock")
+      expect(without).not.toContain("effect_qemu.clock")
+    }
+  })
 })

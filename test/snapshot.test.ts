@@ -250,6 +250,53 @@ describe("snapshots and clones of the test guest", { timeout: 180_000 }, () => {
       expect(last).toBeLessThan(1000)
     }))
 
+  it.scopedLive("a Guest clone without an agent gets the host's clock through the guest's clock port", () =>
+    Effect.gen(function*() {
+      const tpl = yield* guestTemplate()
+      expect(tpl.files.clock).toBe(true)
+      // Left alone, a clone's clock stands where the template's stopped: make that 3 s behind at least.
+      const age = Date.now() - tpl.template.snapshot.manifest.createdAt.getTime()
+      if (age < 3000) yield* Effect.sleep(3000 - age)
+      const guest = yield* tpl.clone()
+      const skew = Effect.map(guest.run("date +%s"), (r) => Math.abs(Number(r.output) * 1000 - Date.now()))
+      let last = yield* skew
+      for (let i = 0; i < 40 && last > 1500; i++) {
+        yield* Effect.sleep("250 millis")
+        last = yield* skew
+      }
+      // `date +%s` truncates to the second, and the console answers later than the guest read its clock.
+      expect(last).toBeLessThan(1500)
+      // The daemon waits in read() or for SIGIO once its input has ended: it does not spin.
+      const ticks = Effect.map(
+        guest.run("cut -d' ' -f14,15 /proc/$(pidof effect-qemu-clockd)/stat"),
+        (r) => r.output.split(" ").reduce((a, b) => a + Number(b), 0)
+      )
+      const before = yield* ticks
+      yield* Effect.sleep("1 second")
+      expect((yield* ticks) - before).toBeLessThan(20)
+    }))
+
+  it.scopedLive("the guest's clock daemon ignores lines that are not a time", () =>
+    Effect.gen(function*() {
+      const guest = yield* (yield* guestTemplate()).clone()
+      const vm = guest.vm
+      const say = (text: string) =>
+        Effect.gen(function*() {
+          const file = path.join(vm.tempDir, "clock-test")
+          fs.writeFileSync(file, text)
+          yield* vm.command("chardev-change", { id: "effect-qemu-clock", backend: { type: "file", data: { in: file, out: "/dev/null" } } })
+          yield* Effect.sleep("300 millis")
+          return Number((yield* guest.run("date -u +%Y")).output)
+        })
+      const year = new Date().getUTCFullYear()
+      // 2031-06-01 in nanoseconds, spoiled in each way the daemon must refuse.
+      const ns = `${Date.UTC(2031, 5, 1)}000000`
+      expect(yield* say(`5\nabc\n${ns}x\n-${ns}\n99999999999999999999\n${ns}`)).toBe(year)
+      // The last line had no newline: the end of its input drops it, and the next input starts afresh.
+      expect(yield* say("\n")).toBe(year)
+      expect(yield* say(`${ns}\n`)).toBe(2031)
+    }))
+
   it.scopedLive("clones run at once, each with its own RAM and disk, and the base image is unchanged", () =>
     Effect.gen(function*() {
       const base = path.join(yield* tempDir, "base.raw")
