@@ -15,8 +15,11 @@
  * SIGIO, which the port raises when the host side opens again or data comes
  * (O_ASYNC), with a timeout as a safety net, instead of spinning; a line left
  * unfinished then is dropped. Lines that are not a plausible time (before
- * 2000, past a 64-bit count, other bytes) are ignored. No libc: a few kilobytes. x86-64 Linux only.
+ * 2000, past a 64-bit count, other bytes) are ignored. No libc: a few
+ * kilobytes. x86-64 Linux only.
  */
+#include "nolibc.h"
+
 #define SYS_read 0
 #define SYS_open 2
 #define SYS_rt_sigprocmask 14
@@ -36,17 +39,6 @@
 /* 2000-01-01T00:00:00Z: anything earlier is not a time the host sent. */
 #define EARLIEST_NS 946684800000000000L
 #define LONG_MAX 9223372036854775807L
-
-struct timespec {
-  long tv_sec, tv_nsec;
-};
-
-static long sys4(long n, long a, long b, long c, long d) {
-  long r;
-  register long r10 __asm__("r10") = d;
-  __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
-  return r;
-}
 
 static void set_clock(long ns) {
   if (ns < EARLIEST_NS) return;
@@ -91,4 +83,4 @@ __attribute__((noreturn, used)) void clockd_main(long *sp) {
   }
 }
 
-__asm__(".globl _start\n_start:\n xor %ebp,%ebp\n mov %rsp,%rdi\n and $-16,%rsp\n call clockd_main\n");
+NOLIBC_START(clockd_main);

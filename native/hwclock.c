@@ -10,6 +10,8 @@
  * /etc/adjtime) and hands any other use to busybox's applet. No libc: a few
  * kilobytes, no start-up work. x86-64 Linux only.
  */
+#include "nolibc.h"
+
 #define SYS_close 3
 #define SYS_open 2
 #define SYS_ioctl 16
@@ -26,15 +28,6 @@ struct rtc_time {
   int tm_sec, tm_min, tm_hour, tm_mday, tm_mon, tm_year, tm_wday, tm_yday, tm_isdst;
 };
 
-struct timespec {
-  long tv_sec, tv_nsec;
-};
-
-static long sys3(long n, long a, long b, long c) {
-  long r;
-  __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-  return r;
-}
 
 static int is(const char *a, const char *b) {
   while (*a && *a == *b) a++, b++;
@@ -67,12 +60,12 @@ static void utc(long secs, struct rtc_time *tm) {
 static int write_rtc(void) {
   struct timespec now;
   struct rtc_time tm;
-  if (sys3(SYS_clock_gettime, CLOCK_REALTIME, (long)&now, 0) != 0) return 0;
+  if (sys4(SYS_clock_gettime, CLOCK_REALTIME, (long)&now, 0, 0) != 0) return 0;
   utc(now.tv_sec, &tm);
-  long fd = sys3(SYS_open, (long)"/dev/rtc0", O_WRONLY | O_CLOEXEC, 0);
+  long fd = sys4(SYS_open, (long)"/dev/rtc0", O_WRONLY | O_CLOEXEC, 0, 0);
   if (fd < 0) return 0;
-  long r = sys3(SYS_ioctl, fd, RTC_SET_TIME, (long)&tm);
-  sys3(SYS_close, fd, 0, 0);
+  long r = sys4(SYS_ioctl, fd, RTC_SET_TIME, (long)&tm, 0);
+  sys4(SYS_close, fd, 0, 0, 0);
   return r == 0;
 }
 
@@ -80,12 +73,12 @@ __attribute__((noreturn, used)) void hwclock_main(long *sp) {
   long argc = sp[0];
   char **argv = (char **)(sp + 1);
   char **envp = argv + argc + 1;
-  if (argc == 2 && is(argv[1], "-w") && write_rtc()) sys3(SYS_exit, 0, 0, 0);
+  if (argc == 2 && is(argv[1], "-w") && write_rtc()) sys4(SYS_exit, 0, 0, 0, 0);
   /* Anything else, or a failed write (busybox then says why): busybox's own hwclock. */
   argv[0] = "hwclock";
-  sys3(SYS_execve, (long)"/bin/busybox", (long)argv, (long)envp);
-  sys3(SYS_exit, 127, 0, 0);
+  sys4(SYS_execve, (long)"/bin/busybox", (long)argv, (long)envp, 0);
+  sys4(SYS_exit, 127, 0, 0, 0);
   for (;;) {}
 }
 
-__asm__(".globl _start\n_start:\n xor %ebp,%ebp\n mov %rsp,%rdi\n and $-16,%rsp\n call hwclock_main\n");
+NOLIBC_START(hwclock_main);

@@ -403,10 +403,11 @@ fi
 
 # The guest agent and the clock daemon, when the kernel command line asks for them (in the
 # background: their ports appear asynchronously).
-case " $(cat /proc/cmdline) " in
+cmdline=" $(cat /proc/cmdline) "
+case "$cmdline" in
   *" effect_qemu.ga=1 "*) qga-start </dev/null >/dev/ttyS0 2>&1 & ;;
 esac
-case " $(cat /proc/cmdline) " in
+case "$cmdline" in
   *" effect_qemu.clock=1 "*) [ -x /sbin/effect-qemu-clockd ] && clock-start </dev/null >/dev/ttyS0 2>&1 & ;;
 esac
 
