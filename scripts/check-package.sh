@@ -105,7 +105,7 @@ done
 echo "::: tarball contents"
 grep -qx 'package/LICENSE' <<<"$listing" || { echo "the tarball has no LICENSE"; exit 1; }
 if grep -E '\.map$|^package/src/' <<<"$listing"; then echo "source maps or src/ in the tarball"; exit 1; fi
-for f in binding.gyp native/fdpass.cc native/spawn.cc native/pdeathsig.c native/hwclock.c native/clockd.c scripts/build-guest.sh; do
+for f in binding.gyp native/fdpass.cc native/spawn.cc native/pdeathsig.c native/hwclock.c native/clockd.c native/nolibc.h scripts/build-guest.sh; do
   grep -qx "package/$f" <<<"$listing" || { echo "the tarball has no $f"; exit 1; }
 done
 extra=$(grep '^package/scripts/' <<<"$listing" | grep -vx -e package/scripts/build-guest.sh -e package/scripts/build-debian-image.sh || true)
