@@ -107,20 +107,39 @@ const percentile = (values: ReadonlyArray<number>, q: number): number => {
   return sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!
 }
 
-/** Until the runners hold every shard's lock between them, each some (PostgreSQL advisory locks). */
+/**
+ * Until the runners hold every shard's lock between them, each some
+ * (PostgreSQL advisory locks), and every runner is registered healthy, the
+ * same in two readings two refresh intervals apart: the health check pings a
+ * runner that is still starting and can mark it unhealthy for a while, and a
+ * client that launches then places nothing on it.
+ */
 const waitForShards = (url: string) =>
   Effect.gen(function*() {
     const sql = yield* PgClient.PgClient
-    const query = sql<{ readonly locks: string; readonly holders: string }>`
+    const locks = sql<{ readonly locks: string; readonly holders: string }>`
       SELECT count(*) AS locks, count(DISTINCT pid) AS holders FROM pg_locks WHERE locktype = 'advisory' AND granted`
+    const healthy = sql<{ readonly healthy: string }>`SELECT count(*) AS healthy FROM cluster_runners WHERE healthy`
+    const ready = Effect.map(Effect.all([locks, healthy]), ([[l], [h]]) =>
+      Number(l?.locks) >= SHARDS && Number(l?.holders) === RUNNERS && Number(h?.healthy) === RUNNERS)
     const deadline = Date.now() + 120_000
+    let steady = 0
     while (Date.now() < deadline) {
-      const [row] = yield* query
-      if (Number(row?.locks) >= SHARDS && Number(row?.holders) === RUNNERS) return
-      yield* Effect.sleep("500 millis")
+      steady = (yield* ready) ? steady + 1 : 0
+      if (steady === 2) return
+      yield* Effect.sleep(steady === 0 ? "500 millis" : "3 seconds")
     }
-    return yield* Effect.fail(new Error("the runners did not take their shards within 2 minutes"))
+    return yield* Effect.fail(new Error("the runners did not all take shards and stay healthy within 2 minutes"))
   }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })))
+
+/** The runners table as the clients read it, for a failure's message. */
+const runnersTable = (url: string) =>
+  Effect.gen(function*() {
+    const sql = yield* PgClient.PgClient
+    const rows = yield* sql<{ readonly address: string; readonly healthy: boolean }>`
+      SELECT address, healthy FROM cluster_runners ORDER BY address`
+    return rows.map((r) => `${r.address} ${r.healthy ? "healthy" : "unhealthy"}`).join(", ")
+  }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })), Effect.orElseSucceed(() => "unreadable"))
 
 const vmSpec = (base: string): MachineSpec.MachineSpec => ({
   binary: QEMU,
@@ -411,8 +430,9 @@ async function main(): Promise<number> {
 
       const perRunner = new Map<string, number>()
       for (const row of rows.values()) perRunner.set(row.runner, (perRunner.get(row.runner) ?? 0) + 1)
+      const table = runners.some((r) => !perRunner.get(r.address)) ? yield* runnersTable(url) : ""
       for (const r of runners) {
-        if (!perRunner.get(r.address)) failures.push(`runner ${r.address} got no VM`)
+        if (!perRunner.get(r.address)) failures.push(`runner ${r.address} got no VM (runners now: ${table})`)
       }
 
       // the runner with the most VMs dies
