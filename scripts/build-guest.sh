@@ -11,10 +11,12 @@
 #   OUTDIR defaults to $EFFECT_QEMU_GUEST_DIR, else <repo>/.cache/guest.
 # Output: OUTDIR/vmlinuz, OUTDIR/initramfs.cpio.gz, OUTDIR/guest.json.
 #   guest.json is written last (temp file + rename): its presence means the
-#   build is complete. Re-running with a complete OUTDIR is a no-op.
+#   build is complete. Re-running with a complete OUTDIR is a no-op, unless the
+#   helpers below were rebuilt since (guest.json records a checksum of them).
 # Environment:
 #   EFFECT_QEMU_GUEST_DIR     default OUTDIR
 #   EFFECT_QEMU_KERNEL_META   kernel metapackage (default linux-image-cloud-amd64)
+#   EFFECT_QEMU_HELPERS_DIR   where effect-qemu-hwclock and -clockd are (default build/Release)
 # Needs a Debian (amd64) host with apt-get, apt-cache, dpkg-deb, tar, cpio and gzip;
 # no root needed unless `apt-get update` has to run.
 #
@@ -50,16 +52,26 @@ OUTDIR="${1:-${EFFECT_QEMU_GUEST_DIR:-$repo_dir/.cache/guest}}"
 # there is one, else busybox's applet. QGA runs `/sbin/hwclock -w` after every guest-set-time,
 # which the library sends after each restore and clone: the helper writes the RTC itself, with
 # no fork of busybox through a clone's cold translation cache (~25 ms of QEMU CPU per clone).
-hwclock_helper="$repo_dir/build/Release/effect-qemu-hwclock"
+# EFFECT_QEMU_HELPERS_DIR: where the helpers are (default: node-gyp's build/Release; tests use a copy).
+helpers_dir="${EFFECT_QEMU_HELPERS_DIR:-$repo_dir/build/Release}"
+hwclock_helper="$helpers_dir/effect-qemu-hwclock"
 if [[ -x "$hwclock_helper" ]]; then hwclock_kind=effect-qemu; else hwclock_kind=busybox; fi
 # effect-qemu-clockd (native/clockd.c): sets the clock from lines on the port org.effect-qemu.clock.
 # guest.json says whether the guest has it ("clock"); Guest.config adds the port only then.
-clockd_helper="$repo_dir/build/Release/effect-qemu-clockd"
+clockd_helper="$helpers_dir/effect-qemu-clockd"
 if [[ -x "$clockd_helper" ]]; then clock=true; else clock=false; fi
+
+# Which builds of the helpers the guest holds: a helper rebuilt from changed sources (a developer's
+# edit of native/*.c, then `npm ci` or node-gyp) makes a new guest, not only a new format number.
+helpers_sum=none
+if [[ "$hwclock_kind" == effect-qemu || "$clock" == true ]]; then
+  helpers_sum="$(cat "$hwclock_helper" "$clockd_helper" 2>/dev/null | cksum | cut -d' ' -f1)"
+fi
 
 is_cached() {
   [[ -s "$OUTDIR/guest.json" && -s "$OUTDIR/vmlinuz" && -s "$OUTDIR/initramfs.cpio.gz" ]] \
     && grep -q "\"format\": $GUEST_FORMAT," "$OUTDIR/guest.json" \
+    && grep -q "\"helpers\": \"$helpers_sum\"" "$OUTDIR/guest.json" \
     && grep -q "\"hwclock\": \"$hwclock_kind\"" "$OUTDIR/guest.json" \
     && grep -q "\"clock\": $clock}" "$OUTDIR/guest.json"
 }
@@ -584,7 +596,7 @@ for name in "${load_order[@]}"; do
   modules_json+="${modules_json:+, }\"$name\""
 done
 cat >"$work/guest.json" <<EOF
-{"format": $GUEST_FORMAT, "guestAgent": true, "kernelPackage": "$kernel_pkg", "kernelVersion": "$kernel_version", "readyMarker": "$READY_MARKER", "modules": [$modules_json], "pvpanic": $pvpanic, "hwclock": "$hwclock_kind", "clock": $clock}
+{"format": $GUEST_FORMAT, "guestAgent": true, "kernelPackage": "$kernel_pkg", "kernelVersion": "$kernel_version", "readyMarker": "$READY_MARKER", "modules": [$modules_json], "pvpanic": $pvpanic, "helpers": "$helpers_sum", "hwclock": "$hwclock_kind", "clock": $clock}
 EOF
 
 # Publish: payload first, guest.json last (each a same-filesystem rename).
