@@ -61,6 +61,16 @@ export interface Connection {
     onReply: (reply: Exit.Exit<QmpMessage.Response, CloseCause>) => void
   ) => () => void
   /**
+   * `request` for many commands at once, with one handler for all of them: `onReply` gets the
+   * command's position in `calls`, or -1 with the connection's end. Returns the cancel of the lot.
+   * (A batch of thousands keeps no closure per command while it waits for the replies.)
+   */
+  readonly requestMany: (
+    calls: ReadonlyArray<Call>,
+    options: ExecuteOptions | undefined,
+    onReply: (index: number, reply: Exit.Exit<QmpMessage.Response, CloseCause>) => void
+  ) => () => void
+  /**
    * `executeRaw` whose reply is turned into the result by `onReply`, in the
    * reply's own callback: the typed path takes no extra step per command.
    */
@@ -235,11 +245,11 @@ const collect = <A, E>(exits: ReadonlyArray<Exit.Exit<A, E>>): Exit.Exit<Array<A
 }
 
 /**
- * `Connection.sendAll` over `request` and `flush`: one async step for the lot, the lines
+ * `Connection.sendAll` over `requestMany` and `flush`: one async step for the lot, the lines
  * written as one burst (in FLUSH_LINES chunks), the late replies of a batch given up dropped.
  */
 const makeSendAll = (
-  request: Connection["request"],
+  requestMany: Connection["requestMany"],
   flush: () => void,
   defaultTimeout: Duration.Duration | undefined
 ): Connection["sendAll"] =>
@@ -251,29 +261,24 @@ const makeSendAll = (
   if (commands.length === 0) return Effect.succeed([])
   const awaited = Effect.withFiberRuntime<Array<A>, E | QmpError>((fiber) =>
     Effect.async<Array<A>, E | QmpError>((resume) => {
-      const count = commands.length
-      const exits: Array<Exit.Exit<A, E>> = new Array(count)
-      const cancels: Array<() => void> = []
-      let left = count
+      const exits: Array<Exit.Exit<A, E>> = new Array(commands.length)
+      let left = commands.length
       let done = false
-      const gaveUp = () => {
-        for (const cancel of cancels) cancel()
-      }
       const end = (exit: Exit.Exit<Array<A>, E | QmpError>) => {
         done = true
         fiber.removeObserver(gaveUp)
         resume(exit)
       }
-      for (let i = 0; i < count && !done; i++) {
-        const [command, args] = commands[i]!
-        cancels.push(request(command, args, executeOptions, (reply) => {
-          if (done) return
-          // The connection ended: it failed every pending command at once (none of the batch is
-          // left in its map to give up), and later requests fail at once; the first failure ends it.
-          if (Exit.isFailure(reply)) return end(Exit.failCause(reply.cause))
-          exits[i] = onReply(command, reply.value)
-          if (--left === 0) end(collect(exits))
-        }))
+      const cancel = requestMany(commands, executeOptions, (index, reply) => {
+        if (done) return
+        // The connection ended: it failed every pending command at once (none of the batch is
+        // left in its map to give up), and later requests fail at once; the first failure ends it.
+        if (Exit.isFailure(reply)) return end(Exit.failCause(reply.cause))
+        exits[index] = onReply(commands[index]![0], reply.value)
+        if (--left === 0) end(collect(exits))
+      })
+      function gaveUp() {
+        cancel()
       }
       if (!done) {
         fiber.addObserver(gaveUp)
@@ -402,8 +407,39 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
     return () => replies.abandon(id)
   }
 
+  const isClosed = () => state._tag === "Closed"
+  const requestMany = (
+    calls: ReadonlyArray<Call>,
+    executeOptions: ExecuteOptions | undefined,
+    onReply: (index: number, reply: Exit.Exit<QmpMessage.Response, CloseCause>) => void
+  ): () => void => {
+    if (state._tag === "Closed") {
+      onReply(-1, Exit.fail(state.cause))
+      return () => {}
+    }
+    // Consecutive ids: a reply's id says its position, so one handler serves the whole batch.
+    const first = counter + 1
+    const resume: Resume = (reply) =>
+      onReply(Exit.isSuccess(reply) ? (reply.value.id as number) - first : -1, reply)
+    const oob = executeOptions?.oob === true
+    for (const [command, args] of calls) {
+      // A write that fails at once ends the session, and with it the batch (failed by `failAll`).
+      if (isClosed()) break
+      const id = ++counter
+      const alone = busyConnections === 0 && outbox.isEmpty()
+      replies.expect(id, resume)
+      const line = wire(command, args, oob, id)
+      if (alone) session.write(line)
+      else outbox.enqueue(line)
+    }
+    const last = counter
+    return () => {
+      for (let id = first; id <= last; id++) replies.abandon(id)
+    }
+  }
+
   const send = makeSend(request, defaultTimeout)
-  const sendAll = makeSendAll(request, outbox.flush, defaultTimeout)
+  const sendAll = makeSendAll(requestMany, outbox.flush, defaultTimeout)
 
   return {
     session,
@@ -412,6 +448,7 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
     ready: () => transition({ _tag: "Ready" }),
     executeRaw: (command, args, executeOptions) => send(command, args, executeOptions, Exit.succeed),
     request,
+    requestMany,
     send,
     sendAll,
     flush: outbox.flush,
