@@ -28,7 +28,6 @@ struct rtc_time {
   int tm_sec, tm_min, tm_hour, tm_mday, tm_mon, tm_year, tm_wday, tm_yday, tm_isdst;
 };
 
-
 static int is(const char *a, const char *b) {
   while (*a && *a == *b) a++, b++;
   return *a == *b;

@@ -107,6 +107,9 @@ const percentile = (values: ReadonlyArray<number>, q: number): number => {
   return sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!
 }
 
+/** One connection to the fleet's PostgreSQL, for the check's own queries. */
+const withDatabase = (url: string) => Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 }))
+
 /**
  * Until the runners hold every shard's lock between them, each some
  * (PostgreSQL advisory locks), and every runner is registered healthy, the
@@ -130,7 +133,7 @@ const waitForShards = (url: string) =>
       yield* Effect.sleep(steady === 0 ? "500 millis" : "3 seconds")
     }
     return yield* Effect.fail(new Error("the runners did not all take shards and stay healthy within 2 minutes"))
-  }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })))
+  }).pipe(withDatabase(url))
 
 /** The runners table as the clients read it, for a failure's message. */
 const runnersTable = (url: string) =>
@@ -139,7 +142,7 @@ const runnersTable = (url: string) =>
     const rows = yield* sql<{ readonly address: string; readonly healthy: boolean }>`
       SELECT address, healthy FROM cluster_runners ORDER BY address`
     return rows.map((r) => `${r.address} ${r.healthy ? "healthy" : "unhealthy"}`).join(", ")
-  }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })), Effect.orElseSucceed(() => "unreadable"))
+  }).pipe(withDatabase(url), Effect.orElseSucceed(() => "unreadable"))
 
 const vmSpec = (base: string): MachineSpec.MachineSpec => ({
   binary: QEMU,

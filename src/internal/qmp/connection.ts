@@ -320,6 +320,67 @@ const makeOutbox = (write: (data: string) => void) => {
   }
 }
 
+/**
+ * Commands out, replies routed back: ids from one counter, each awaited in `replies`, its line
+ * written at once when no connection waits for a reply, else through the outbox (`makeOutbox`).
+ * A request made once the connection has ended fails at once, writing nothing.
+ */
+const makeRequests = (deps: {
+  readonly closed: () => CloseCause | undefined
+  readonly replies: ReturnType<typeof makeReplies>
+  readonly outbox: ReturnType<typeof makeOutbox>
+  readonly write: (data: string) => void
+}): Pick<Connection, "request" | "requestMany"> => {
+  const { outbox, replies } = deps
+  let counter = 0
+  const post = (
+    command: string,
+    args: Readonly<Record<string, unknown>> | undefined,
+    oob: boolean,
+    resume: Resume
+  ): number => {
+    const id = ++counter
+    const alone = busyConnections === 0 && outbox.isEmpty()
+    replies.expect(id, resume)
+    const line = wire(command, args, oob, id)
+    if (alone) deps.write(line)
+    else outbox.enqueue(line)
+    return id
+  }
+  return {
+    request: (command, args, executeOptions, onReply) => {
+      const cause = deps.closed()
+      if (cause) {
+        onReply(Exit.fail(cause))
+        return () => {}
+      }
+      const id = post(command, args, executeOptions?.oob === true, onReply)
+      return () => replies.abandon(id)
+    },
+    requestMany: (calls, executeOptions, onReply) => {
+      const cause = deps.closed()
+      if (cause) {
+        onReply(-1, Exit.fail(cause))
+        return () => {}
+      }
+      // Consecutive ids: a reply's id says its position, so one handler serves the whole batch.
+      const first = counter + 1
+      const resume: Resume = (reply) =>
+        onReply(Exit.isSuccess(reply) ? (reply.value.id as number) - first : -1, reply)
+      const oob = executeOptions?.oob === true
+      let last = first - 1
+      for (const [command, args] of calls) {
+        // A write that fails at once ends the session, and with it the batch (failed by `failAll`).
+        if (deps.closed()) break
+        last = post(command, args, oob, resume)
+      }
+      return () => {
+        for (let id = first; id <= last; id++) replies.abandon(id)
+      }
+    }
+  }
+}
+
 /** Starts reading QMP from an open socket. The greeting is awaited with `greeting`. */
 export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runtime<never>): Connection => {
   const maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE
@@ -327,7 +388,6 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
   const replies = makeReplies(log)
   const greeting = Deferred.unsafeMake<QmpMessage.Greeting, CloseCause>(FiberId.none)
   const defaultTimeout = options.commandTimeout === undefined ? undefined : Duration.decode(options.commandTimeout)
-  let counter = 0
   let state: State = { _tag: "AwaitingGreeting" }
 
   const transition = (next: State) => {
@@ -388,55 +448,12 @@ export const open = (socket: net.Socket, options: Options, runtime: Runtime.Runt
 
   const outbox = makeOutbox(session.write)
 
-  const request = (
-    command: string,
-    args: Readonly<Record<string, unknown>> | undefined,
-    executeOptions: ExecuteOptions | undefined,
-    onReply: Resume
-  ): () => void => {
-    if (state._tag === "Closed") {
-      onReply(Exit.fail(state.cause))
-      return () => {}
-    }
-    const id = ++counter
-    const alone = busyConnections === 0 && outbox.isEmpty()
-    replies.expect(id, onReply)
-    const line = wire(command, args, executeOptions?.oob === true, id)
-    if (alone) session.write(line)
-    else outbox.enqueue(line)
-    return () => replies.abandon(id)
-  }
-
-  const isClosed = () => state._tag === "Closed"
-  const requestMany = (
-    calls: ReadonlyArray<Call>,
-    executeOptions: ExecuteOptions | undefined,
-    onReply: (index: number, reply: Exit.Exit<QmpMessage.Response, CloseCause>) => void
-  ): () => void => {
-    if (state._tag === "Closed") {
-      onReply(-1, Exit.fail(state.cause))
-      return () => {}
-    }
-    // Consecutive ids: a reply's id says its position, so one handler serves the whole batch.
-    const first = counter + 1
-    const resume: Resume = (reply) =>
-      onReply(Exit.isSuccess(reply) ? (reply.value.id as number) - first : -1, reply)
-    const oob = executeOptions?.oob === true
-    for (const [command, args] of calls) {
-      // A write that fails at once ends the session, and with it the batch (failed by `failAll`).
-      if (isClosed()) break
-      const id = ++counter
-      const alone = busyConnections === 0 && outbox.isEmpty()
-      replies.expect(id, resume)
-      const line = wire(command, args, oob, id)
-      if (alone) session.write(line)
-      else outbox.enqueue(line)
-    }
-    const last = counter
-    return () => {
-      for (let id = first; id <= last; id++) replies.abandon(id)
-    }
-  }
+  const { request, requestMany } = makeRequests({
+    closed: () => (state._tag === "Closed" ? state.cause : undefined),
+    replies,
+    outbox,
+    write: session.write
+  })
 
   const send = makeSend(request, defaultTimeout)
   const sendAll = makeSendAll(requestMany, outbox.flush, defaultTimeout)
